@@ -1,0 +1,56 @@
+"""durably: durable background jobs made of steps that survive crashes.
+
+Runs, steps and logs live in SQLAlchemy Core tables on SQLite or libSQL; a
+run interrupted by a deploy, a crash or ``kill -9`` is reclaimed by another
+worker once its lease expires and resumes at its first unfinished step.
+"""
+
+from .app import Durably
+from .context import StepContext, StepLogger
+from .errors import (
+    CancelledError,
+    ConflictError,
+    DatabaseError,
+    DatabaseLockedError,
+    DurablyError,
+    LeaseLostError,
+    NotFoundError,
+    RunFailedError,
+    SchemaError,
+    ValidationError,
+)
+from .events import Event, EventType
+from .jobs import Job, TriggerItem
+from .models import LogEntry, Progress, Run, Step, WorkerInfo
+from .status import Disposition, LogLevel, RunStatus, StepStatus
+
+__all__ = [
+    "CancelledError",
+    "ConflictError",
+    "DatabaseError",
+    "DatabaseLockedError",
+    "Disposition",
+    "Durably",
+    "DurablyError",
+    "Event",
+    "EventType",
+    "Job",
+    "LeaseLostError",
+    "LogEntry",
+    "LogLevel",
+    "NotFoundError",
+    "Progress",
+    "Run",
+    "RunFailedError",
+    "RunStatus",
+    "SchemaError",
+    "Step",
+    "StepContext",
+    "StepLogger",
+    "StepStatus",
+    "TriggerItem",
+    "ValidationError",
+    "WorkerInfo",
+]
+
+__version__ = "0.1.0"

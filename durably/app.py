@@ -1,0 +1,495 @@
+"""``Durably``: the object an application creates, registers jobs on and runs workers from."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar, overload
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection
+
+from . import config
+from . import migrate as migrations
+from . import runs as run_store
+from .clock import now_ms, to_ms
+from .database import Database
+from .errors import (
+    CancelledError,
+    ConflictError,
+    NotFoundError,
+    RunFailedError,
+    ValidationError,
+)
+from .events import TERMINAL_EVENTS, ErrorHandler, Event, EventBus, EventType, Listener
+from .execution import execute
+from .ids import new_id
+from .jobs import Job, JobFunction, build_request
+from .leases import AbortReason, LeaseService
+from .models import LogEntry, Run, Step, WorkerInfo
+from .runs import EnqueueRequest, RunFilter
+from .runtime import Runtime
+from .schema import workers
+from .status import Disposition, RunStatus
+from .workers.threads import ThreadWorker
+
+InputT = TypeVar("InputT")
+OutputT = TypeVar("OutputT")
+
+
+def default_worker_id() -> str:
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:].lower()}"
+
+
+class Durably:
+    """Durable jobs on one SQLite/libSQL database.
+
+    ::
+
+        durably = Durably("sqlite:///app.db")
+
+        @durably.job("sync-users")
+        def sync_users(step, input):
+            users = step.run("fetch", lambda: fetch(input["org"]))
+            step.run("save", lambda: save(users))
+            return {"synced": len(users)}
+
+        durably.migrate()
+        durably.start()
+        sync_users.trigger({"org": "acme"})
+
+    All intervals are in seconds. ``stale_threshold`` is the lease: a run
+    whose worker has not renewed it (heartbeat) for that long may be
+    reclaimed by any worker, which replays its completed steps.
+    """
+
+    def __init__(
+        self,
+        url: str | URL,
+        *,
+        polling_interval: float = config.DEFAULT_POLLING_INTERVAL,
+        heartbeat_interval: float = config.DEFAULT_HEARTBEAT_INTERVAL,
+        stale_threshold: float = config.DEFAULT_STALE_THRESHOLD,
+        max_concurrent_runs: int = config.DEFAULT_MAX_CONCURRENT_RUNS,
+        preserve_steps: bool = False,
+        retain_runs: timedelta | str | None = None,
+        lock_timeout: float = config.DEFAULT_LOCK_TIMEOUT,
+        synchronous: str = "NORMAL",
+        worker_id: str | None = None,
+    ) -> None:
+        settings = config.Settings.build(
+            polling_interval=polling_interval,
+            heartbeat_interval=heartbeat_interval,
+            stale_threshold=stale_threshold,
+            max_concurrent_runs=max_concurrent_runs,
+            preserve_steps=preserve_steps,
+            retain_runs=retain_runs,
+            lock_timeout=lock_timeout,
+        )
+        db = Database(
+            url,
+            pool_size=max_concurrent_runs + 4,
+            lock_timeout=settings.lock_timeout,
+            synchronous=synchronous,
+        )
+        self._runtime = Runtime(
+            settings=settings, db=db, service=LeaseService(db, settings), events=EventBus()
+        )
+        self.worker_id = worker_id or default_worker_id()
+        self._worker: ThreadWorker | None = None
+        self._schema_checked = False
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<Durably {self._runtime.db.url.render_as_string(hide_password=True)!r}>"
+
+    @property
+    def settings(self) -> config.Settings:
+        return self._runtime.settings
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The SQLAlchemy engine durably uses (e.g. to open a connection for transactional enqueue)."""
+        return self._runtime.db.engine
+
+    # -- jobs -----------------------------------------------------------------
+
+    @overload
+    def job(self, name: str) -> Callable[[JobFunction[InputT, OutputT]], Job[InputT, OutputT]]: ...
+
+    @overload
+    def job(self, name: JobFunction[InputT, OutputT]) -> Job[InputT, OutputT]: ...
+
+    def job(self, name: Any) -> Any:
+        """Register a job: ``@durably.job("name")`` (or bare ``@durably.job``: the function name)."""
+        if callable(name):
+            return self._register(name.__name__, name)
+
+        def decorator(fn: JobFunction[InputT, OutputT]) -> Job[InputT, OutputT]:
+            return self._register(name, fn)
+
+        return decorator
+
+    def _register(self, name: str, fn: JobFunction[InputT, OutputT]) -> Job[InputT, OutputT]:
+        if not isinstance(name, str) or not name or len(name) > 255:
+            raise ValidationError("A job name must be a non-empty string of at most 255 characters")
+        registry = self._runtime.registry
+        existing = registry.get(name)
+        if existing is not None:
+            if existing.fn is fn:
+                return existing
+            raise ValidationError(f'Job "{name}" is already registered with a different function')
+        job: Job[InputT, OutputT] = Job(self, name, fn)
+        if job.is_async:
+            raise ValidationError(
+                f'Job "{name}" is an async function; this version of durably runs def jobs only'
+            )
+        registry[name] = job
+        return job
+
+    def get_job(self, name: str) -> Job[Any, Any] | None:
+        return self._runtime.registry.get(name)
+
+    @property
+    def jobs(self) -> Mapping[str, Job[Any, Any]]:
+        return dict(self._runtime.registry)
+
+    # -- schema -----------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Create or upgrade durably's tables (Alembic ``upgrade head``). Idempotent."""
+        migrations.upgrade(self._runtime.db)
+        self._schema_checked = True
+
+    def _ensure_schema(self) -> None:
+        if not self._schema_checked:
+            migrations.check(self._runtime.db)
+            self._schema_checked = True
+
+    # -- worker -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the thread worker engine in the background; returns at once."""
+        with self._lock:
+            if self._worker is not None and self._worker.running:
+                return
+            self._ensure_schema()
+            self._worker = ThreadWorker(self._runtime, self.worker_id)
+            self._worker.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop claiming runs and wait for in-flight runs (see :meth:`ThreadWorker.stop`)."""
+        with self._lock:
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.stop(timeout)
+
+    @property
+    def is_running(self) -> bool:
+        return self._worker is not None and self._worker.running
+
+    def close(self) -> None:
+        """Stop the worker and the heartbeat, and close the database connections."""
+        self.stop()
+        self._runtime.heartbeat.stop()
+        self._runtime.db.dispose()
+
+    def __enter__(self) -> Durably:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def process_one(self) -> bool:
+        """Claim one run and execute it in this thread. False if nothing was claimable.
+
+        The serverless primitive: no background worker needed.
+        """
+        self._ensure_schema()
+        claimed = self._runtime.service.claim(self.worker_id)
+        if claimed is None:
+            return False
+        execute(self._runtime, claimed)
+        return True
+
+    def process_until_idle(self, max_runs: int | None = None) -> int:
+        """Process runs until none is claimable (or ``max_runs``); returns how many ran.
+
+        Idle maintenance (stale reaper, retention purge) runs only when the
+        queue was actually drained.
+        """
+        if max_runs is not None and (not isinstance(max_runs, int) or max_runs < 0):
+            raise ValidationError("max_runs must be a non-negative integer")
+        count = 0
+        while max_runs is None or count < max_runs:
+            if not self.process_one():
+                self._runtime.service.run_maintenance(force=True)
+                break
+            count += 1
+        return count
+
+    # -- triggering -------------------------------------------------------------
+
+    def _enqueue(self, requests: Sequence[EnqueueRequest], connection: Connection | None) -> list[Run]:
+        now = now_ms()
+        if connection is not None:
+            results = run_store.enqueue_many(connection, requests, now)
+            _wake_after_commit(connection, self._runtime.wake_workers)
+        else:
+            results = self._runtime.db.write(run_store.enqueue_many, requests, now)
+        runs = []
+        created = False
+        events = self._runtime.events
+        for request, (row, disposition) in zip(requests, results):
+            run = Run.from_row(row).with_disposition(disposition)
+            runs.append(run)
+            if disposition is Disposition.CREATED:
+                created = True
+                events.emit(
+                    EventType.RUN_TRIGGER,
+                    run_id=run.id,
+                    job_name=run.job_name,
+                    labels=run.labels,
+                    input=run.input,
+                )
+            elif disposition is Disposition.COALESCED:
+                events.emit(
+                    EventType.RUN_COALESCED,
+                    run_id=run.id,
+                    job_name=run.job_name,
+                    labels=run.labels,
+                    skipped_input=_loads(request.input_json),
+                    skipped_labels=dict(request.labels),
+                )
+        if created and connection is None:
+            self._runtime.wake_workers()
+        return runs
+
+    # -- reading ----------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> Run | None:
+        row = self._runtime.db.read(run_store.get_run, run_id)
+        return None if row is None else Run.from_row(row)
+
+    def get_runs(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        job_name: str | Sequence[str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Run]:
+        """Runs newest first, filtered (statuses OR'd, labels AND'ed)."""
+        run_filter = RunFilter(
+            status=_statuses(status),
+            job_name=_names(job_name),
+            labels=_label_filter(labels),
+            limit=_non_negative("limit", limit),
+            offset=_non_negative("offset", offset) or 0,
+        )
+        rows = self._runtime.db.read(run_store.list_runs, run_filter)
+        return [Run.from_row(row) for row in rows]
+
+    def get_failed_runs(self, limit: int | None = None) -> list[Run]:
+        return self.get_runs(status=RunStatus.FAILED, limit=limit)
+
+    def get_steps(self, run_id: str) -> list[Step]:
+        return [Step.from_row(row) for row in self._runtime.db.read(run_store.get_steps, run_id)]
+
+    def get_logs(self, run_id: str) -> list[LogEntry]:
+        return [LogEntry.from_row(row) for row in self._runtime.db.read(run_store.get_logs, run_id)]
+
+    def get_workers(self) -> list[WorkerInfo]:
+        """Registered worker engines, live and stale (no heartbeat within ``stale_threshold``)."""
+        rows = self._runtime.db.read(
+            lambda conn: list(conn.execute(sa.select(*workers.c).order_by(workers.c.started_at)).mappings())
+        )
+        stale_before = now_ms() - self.settings.lease_ms
+        from .clock import to_datetime
+
+        result = []
+        for row in rows:
+            started, beat = to_datetime(row["started_at"]), to_datetime(row["last_heartbeat_at"])
+            assert started is not None and beat is not None
+            result.append(
+                WorkerInfo(
+                    id=row["id"],
+                    host=row["host"],
+                    pid=row["pid"],
+                    engine=row["engine"],
+                    started_at=started,
+                    last_heartbeat_at=beat,
+                    is_stale=row["last_heartbeat_at"] < stale_before,
+                )
+            )
+        return result
+
+    # -- waiting ----------------------------------------------------------------
+
+    def wait_for_run(
+        self, run_id: str, timeout: float | None = None, *, polling_interval: float | None = None
+    ) -> Run:
+        """Block until the run completes and return it.
+
+        Raises :class:`RunFailedError` (failed), :class:`CancelledError`
+        (cancelled), :class:`NotFoundError` (unknown or deleted) and
+        ``TimeoutError``. Runs finished in this process wake the wait at once;
+        runs finished by other processes are seen by polling.
+        """
+        poll = self.settings.polling_interval if polling_interval is None else polling_interval
+        if poll <= 0:
+            raise ValidationError("polling_interval must be positive")
+        if timeout is not None and timeout < 0:
+            raise ValidationError("timeout must not be negative")
+        finished = threading.Event()
+
+        def listener(event: Event) -> None:
+            if event.run_id == run_id:
+                finished.set()
+
+        unsubscribes = [self._runtime.events.on(t, listener) for t in TERMINAL_EVENTS]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                run = self.get_run(run_id)
+                if run is None:
+                    raise NotFoundError(f"Run not found: {run_id}")
+                if run.status is RunStatus.COMPLETED:
+                    return run
+                if run.status is RunStatus.FAILED:
+                    raise RunFailedError(run_id, run.error)
+                if run.status is RunStatus.CANCELLED:
+                    raise CancelledError(run_id)
+                wait = poll
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError(f"wait_for_run timed out after {timeout:g}s: {run_id}")
+                    wait = min(wait, remaining)
+                finished.wait(wait)
+                finished.clear()
+        finally:
+            for unsubscribe in unsubscribes:
+                unsubscribe()
+
+    # -- changing runs ------------------------------------------------------------
+
+    def cancel(self, run_id: str) -> Run:
+        """Cancel a pending or leased run. A running run stops at its next step boundary."""
+        row = self._runtime.db.write(run_store.cancel, run_id, now_ms())
+        run = Run.from_row(row)
+        lease = self._runtime.leases.get(run_id)
+        if lease is not None:
+            lease.abort(AbortReason.CANCELLED)
+        self._runtime.events.emit(
+            EventType.RUN_CANCEL, run_id=run.id, job_name=run.job_name, labels=run.labels
+        )
+        return run
+
+    def delete_run(self, run_id: str) -> None:
+        """Delete a terminal run with its steps, logs and labels."""
+        row = self._runtime.db.write(run_store.delete_run, run_id)
+        run = Run.from_row(row)
+        self._runtime.events.emit(
+            EventType.RUN_DELETE, run_id=run.id, job_name=run.job_name, labels=run.labels
+        )
+
+    def retry(self, run_id: str) -> Run:
+        """Resume a failed or cancelled run: back to pending, completed steps kept.
+
+        The next worker replays the completed steps from storage and re-runs
+        from the first step that did not complete. Compare :meth:`retrigger`.
+        """
+        row = self._runtime.db.write(run_store.retry, run_id, now_ms())
+        run = Run.from_row(row)
+        self._runtime.events.emit(
+            EventType.RUN_TRIGGER, run_id=run.id, job_name=run.job_name, labels=run.labels, input=run.input
+        )
+        self._runtime.wake_workers()
+        return run
+
+    def retrigger(self, run_id: str) -> Run:
+        """A fresh run (new id) with the same job, input, labels and concurrency key."""
+        run = self.get_run(run_id)
+        if run is None:
+            raise NotFoundError(f"Run not found: {run_id}")
+        if run.is_active:
+            raise ConflictError(f"Cannot retrigger {run.status} run: {run_id}")
+        if run.job_name not in self._runtime.registry:
+            raise NotFoundError(f"Unknown job: {run.job_name}")
+        request = build_request(
+            run.job_name, run.input, concurrency_key=run.concurrency_key, labels=run.labels
+        )
+        return self._enqueue([request], None)[0]
+
+    def purge_runs(self, older_than: datetime, limit: int = config.DEFAULT_PURGE_LIMIT) -> int:
+        """Delete up to ``limit`` terminal runs completed before ``older_than``; returns how many."""
+        if not isinstance(older_than, datetime):
+            raise ValidationError("older_than must be a datetime")
+        if not isinstance(limit, int) or limit < 1:
+            raise ValidationError("limit must be a positive integer")
+        return self._runtime.db.write(run_store.purge, to_ms(older_than), limit)
+
+    # -- events -----------------------------------------------------------------
+
+    def on(self, event_type: EventType | str | None, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(event)`` for every event of that type; returns an unsubscribe function.
+
+        ``event_type=None`` listens to every event.
+        """
+        return self._runtime.events.on(event_type, listener)
+
+    def on_error(self, handler: ErrorHandler | None) -> None:
+        """Where exceptions raised by event listeners go (default: logged)."""
+        self._runtime.events.on_error = handler
+
+
+def _wake_after_commit(connection: Connection, wake: Callable[[], None]) -> None:
+    """Wake local workers when the caller commits the transaction the run was written in."""
+    sa.event.listen(connection, "commit", lambda _conn: wake(), once=True)
+
+
+def _loads(text: str) -> Any:
+    from .serialization import loads
+
+    return loads(text)
+
+
+def _statuses(status: str | Sequence[str] | None) -> tuple[str, ...]:
+    if status is None:
+        return ()
+    values = [status] if isinstance(status, str) else list(status)
+    result = []
+    for value in values:
+        try:
+            result.append(RunStatus(value).value)
+        except ValueError:
+            valid = ", ".join(s.value for s in RunStatus)
+            raise ValidationError(f"Invalid status: {value!r}. Must be one of: {valid}") from None
+    return tuple(result)
+
+
+def _names(job_name: str | Sequence[str] | None) -> tuple[str, ...]:
+    if job_name is None:
+        return ()
+    return (job_name,) if isinstance(job_name, str) else tuple(job_name)
+
+
+def _label_filter(labels: Mapping[str, str] | None) -> dict[str, str] | None:
+    from .jobs import validate_labels
+
+    return validate_labels(labels) if labels else None
+
+
+def _non_negative(name: str, value: int | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError(f"Invalid {name}: must be a non-negative integer")
+    return value

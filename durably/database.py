@@ -1,0 +1,266 @@
+"""Connections, transactions and driver errors: how durably talks to SQLite/libSQL.
+
+Every database operation in durably is a plain function of a SQLAlchemy
+``Connection``; :class:`Database` runs it:
+
+* ``write(fn)`` inside ``BEGIN IMMEDIATE`` (SQLite takes the write lock up
+  front, so a transaction never fails half-way on a lock upgrade), serialised
+  with the other writes of this process by a lock, and committed before
+  ``write`` returns. User code never runs inside it.
+* ``read(fn)`` inside a deferred transaction (one consistent snapshot).
+
+Both retry "database is locked" with jittered exponential backoff until
+``lock_timeout``. The driver's own busy timeout is kept short on libSQL,
+whose driver holds the GIL while it waits; the wait happens in Python,
+where sleeping releases the GIL.
+
+Driver errors are translated into :mod:`durably.errors` types here and
+nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from typing_extensions import Concatenate, ParamSpec
+
+from .errors import DatabaseError, DatabaseLockedError, SchemaError, ValidationError
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+SUPPORTED_DRIVERS = ("pysqlite", "libsql")
+"""``sqlite:///`` (stdlib ``sqlite3``) and ``sqlite+libsql:///`` (libSQL)."""
+
+_DRIVER_BUSY_TIMEOUT_MS = {"pysqlite": 1000, "libsql": 10}
+_FIRST_BACKOFF = 0.002
+_MAX_BACKOFF = 0.25
+
+_UNIQUE = re.compile(r"UNIQUE constraint failed: (?P<columns>[^\n\[]+)")
+
+
+class UniqueViolation(Exception):
+    """A UNIQUE index refused a write; ``columns`` are the ``table.column`` names it names."""
+
+    def __init__(self, columns: tuple[str, ...]) -> None:
+        super().__init__(", ".join(columns))
+        self.columns = columns
+
+
+def _message(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    return str(orig if orig is not None else exc)
+
+
+def is_locked_error(exc: BaseException) -> bool:
+    text = _message(exc).lower()
+    return "database is locked" in text or "sqlite_busy" in text or "database is busy" in text
+
+
+def unique_violation(exc: BaseException) -> UniqueViolation | None:
+    """The columns of a UNIQUE violation, from either driver (libSQL raises bare ValueError)."""
+    match = _UNIQUE.search(_message(exc))
+    if match is None:
+        return None
+    columns = tuple(c.strip() for c in match.group("columns").split(","))
+    return UniqueViolation(columns)
+
+
+def translate(exc: BaseException) -> BaseException:
+    """Map a driver/SQLAlchemy error to a durably error (or return it unchanged)."""
+    text = _message(exc)
+    lower = text.lower()
+    if "no such table: durably_" in lower or "no such column" in lower:
+        return SchemaError(
+            f"The durably tables are missing or out of date ({text}). "
+            "Call durably.migrate() or run `alembic upgrade head`."
+        )
+    if "readonly database" in lower or "read-only" in lower:
+        return DatabaseError(f"The database is read-only: {text}")
+    if "unable to open database" in lower or "disk i/o error" in lower:
+        return DatabaseError(f"The database cannot be opened: {text}")
+    if "file is not a database" in lower or "malformed" in lower:
+        return DatabaseError(f"The database file is damaged or not a database: {text}")
+    if isinstance(exc, sa.exc.DBAPIError) or type(exc) is ValueError:
+        return DatabaseError(text)
+    return exc
+
+
+def _is_driver_error(exc: BaseException) -> bool:
+    # libsql_experimental reports every SQL error as a bare ValueError.
+    return isinstance(exc, sa.exc.DBAPIError) or type(exc) is ValueError
+
+
+def make_engine_url(url: str | URL) -> URL:
+    try:
+        parsed = make_url(url)
+    except (sa.exc.ArgumentError, ValueError) as exc:
+        raise ValidationError(f"Invalid database URL {str(url)!r}: {exc}") from None
+    if parsed.get_backend_name() != "sqlite":
+        raise ValidationError(
+            f"Unsupported database URL {parsed.render_as_string(hide_password=True)!r}: "
+            "durably supports sqlite:///path.db and sqlite+libsql:///path.db"
+        )
+    driver = parsed.get_driver_name()
+    if driver not in SUPPORTED_DRIVERS:
+        raise ValidationError(
+            f"Unsupported SQLite driver {driver!r}; use sqlite:/// or sqlite+libsql:///"
+        )
+    if parsed.host:
+        raise ValidationError(
+            "Remote libSQL URLs are not supported yet; use a local file (sqlite+libsql:///path.db)"
+        )
+    database = parsed.database or ""
+    if database in ("", ":memory:") or "mode=memory" in str(parsed):
+        raise ValidationError(
+            "In-memory SQLite databases are private to one connection and cannot be shared "
+            "by durably's worker threads; use a file, e.g. sqlite:///durably.db"
+        )
+    return parsed
+
+
+class Database:
+    """One engine plus the rules for running durably's operations on it."""
+
+    def __init__(
+        self,
+        url: str | URL,
+        *,
+        pool_size: int = 5,
+        lock_timeout: float = 30.0,
+        synchronous: str = "NORMAL",
+    ) -> None:
+        self.url = make_engine_url(url)
+        self.driver = self.url.get_driver_name()
+        self.lock_timeout = lock_timeout
+        self._write_lock = threading.Lock()
+        self.engine: Engine = sa.create_engine(
+            self.url,
+            # The driver must not open transactions behind our back: we send
+            # BEGIN / BEGIN IMMEDIATE ourselves in the "begin" hook below.
+            connect_args={"isolation_level": None, "check_same_thread": False},
+            pool_size=pool_size,
+            max_overflow=pool_size * 2,
+            pool_timeout=lock_timeout,
+        )
+        busy_ms = _DRIVER_BUSY_TIMEOUT_MS[self.driver]
+        sync_mode = synchronous.upper()
+        if sync_mode not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValidationError(f"Invalid synchronous setting {synchronous!r}")
+
+        @event.listens_for(self.engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
+                cursor.execute("PRAGMA journal_mode = WAL")
+                cursor.execute(f"PRAGMA synchronous = {sync_mode}")
+            finally:
+                cursor.close()
+
+        @event.listens_for(self.engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            immediate = conn.get_execution_options().get("durably_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    # -- running operations -------------------------------------------------
+
+    def write(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run ``fn(conn, ...)`` in one ``BEGIN IMMEDIATE`` transaction and commit it."""
+        return self._retrying(fn, args, kwargs, write=True)
+
+    def read(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run ``fn(conn, ...)`` in a read transaction (one consistent snapshot)."""
+        return self._retrying(fn, args, kwargs, write=False)
+
+    async def write_async(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """:meth:`write` in a worker thread, so the event loop never waits on the database."""
+        return await asyncio.to_thread(self._retrying, fn, args, kwargs, write=True)
+
+    async def read_async(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        return await asyncio.to_thread(self._retrying, fn, args, kwargs, write=False)
+
+    def _retrying(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        write: bool,
+    ) -> T:
+        deadline = time.monotonic() + self.lock_timeout
+        backoff = _FIRST_BACKOFF
+        while True:
+            try:
+                if write:
+                    with self._write_lock:
+                        return self._run_once(fn, args, kwargs, write=True)
+                return self._run_once(fn, args, kwargs, write=False)
+            except Exception as exc:
+                if not _is_driver_error(exc):
+                    raise
+                if not is_locked_error(exc):
+                    raise translate(exc) from exc
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DatabaseLockedError(
+                        f"The database stayed locked for more than {self.lock_timeout:g}s "
+                        "(another process holds a write transaction)"
+                    ) from exc
+                time.sleep(min(remaining, backoff * (0.5 + random.random())))
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    def _run_once(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        write: bool,
+    ) -> T:
+        with self.engine.connect() as conn:
+            if write:
+                conn = conn.execution_options(durably_write=True)
+            with conn.begin():
+                return fn(conn, *args, **kwargs)
+
+    # -- maintenance --------------------------------------------------------
+
+    def journal_mode(self) -> str:
+        with self.engine.connect() as conn:
+            value = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+            conn.rollback()
+        return str(value).lower()
+
+    def checkpoint_wal(self) -> tuple[int, int, int] | None:
+        """``PRAGMA wal_checkpoint(TRUNCATE)``: keeps the WAL file from growing forever.
+
+        Returns ``(busy, log_frames, checkpointed_frames)``, or None when the
+        database is not in WAL mode.
+        """
+        with self.engine.connect() as conn:
+            row = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            conn.rollback()
+        if row is None or row[1] == -1:
+            return None
+        return (int(row[0]), int(row[1]), int(row[2]))
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,85 @@
+"""Every error durably raises on purpose.
+
+All of them derive from :class:`DurablyError`, so ``except DurablyError`` is
+enough for an application that wants to handle "durably said no" in one
+place. ``status_code`` is what the HTTP handler answers with.
+"""
+
+from __future__ import annotations
+
+
+class DurablyError(Exception):
+    """Base class of every error raised by durably on purpose."""
+
+    status_code: int = 500
+
+
+class ValidationError(DurablyError, ValueError):
+    """The caller passed something durably cannot accept; nothing was stored."""
+
+    status_code = 400
+
+
+class NotFoundError(DurablyError, LookupError):
+    """An unknown run id or job name."""
+
+    status_code = 404
+
+
+class ConflictError(DurablyError):
+    """The request conflicts with the run's current state (e.g. cancel a completed run)."""
+
+    status_code = 409
+
+
+class CancelledError(DurablyError):
+    """The run was cancelled.
+
+    Raised inside a job at the next step boundary after a cancel, and by the
+    wait APIs when the awaited run ends cancelled.
+    """
+
+    status_code = 409
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"Run was cancelled: {run_id}")
+        self.run_id = run_id
+
+
+class LeaseLostError(DurablyError):
+    """This worker no longer holds the run's lease; another worker may own it now.
+
+    Raised inside a job so that it stops before starting another step. The run
+    is not failed: whoever holds the lease now finishes it.
+    """
+
+    status_code = 409
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"Lease ownership was lost: {run_id}")
+        self.run_id = run_id
+
+
+class RunFailedError(DurablyError):
+    """The awaited run failed; ``error`` is the message stored on the run."""
+
+    status_code = 500
+
+    def __init__(self, run_id: str, error: str | None) -> None:
+        super().__init__(error or "Run failed")
+        self.run_id = run_id
+        self.error = error
+
+
+class DatabaseError(DurablyError):
+    """The database could not do what was asked (unreachable, read-only, corrupt...)."""
+
+    status_code = 503
+
+
+class DatabaseLockedError(DatabaseError):
+    """Another connection kept the database locked for longer than ``lock_timeout``."""
+
+
+class SchemaError(DatabaseError):
+    """The database schema is missing, too old or newer than this version of durably."""

@@ -1,0 +1,207 @@
+"""Jobs: the functions durably runs, and the handle used to trigger them."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from sqlalchemy.engine import Connection
+
+from . import serialization
+from .errors import ValidationError
+from .models import Run
+from .runs import EnqueueRequest
+
+if TYPE_CHECKING:
+    from .app import Durably
+    from .context import StepContext
+
+InputT = TypeVar("InputT")
+OutputT = TypeVar("OutputT")
+
+JobFunction = Callable[["StepContext", InputT], OutputT]
+
+_LABEL_KEY = re.compile(r"^[a-zA-Z0-9\-_./]+$")
+_MAX_KEY_LENGTH = 255
+COALESCE_VALUES = ("skip",)
+
+
+@dataclass(frozen=True)
+class TriggerItem(Generic[InputT]):
+    """One item of :meth:`Job.batch_trigger` with its own options."""
+
+    input: InputT
+    idempotency_key: str | None = None
+    concurrency_key: str | None = None
+    coalesce: str | None = None
+    labels: Mapping[str, str] | None = None
+
+
+def validate_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
+    if labels is None:
+        return {}
+    if not isinstance(labels, Mapping):
+        raise ValidationError("labels must be a mapping of str to str")
+    for key, value in labels.items():
+        if not isinstance(key, str) or not _LABEL_KEY.match(key):
+            raise ValidationError(
+                f"Invalid label key {key!r}: must contain only alphanumeric characters, "
+                "dashes, underscores, dots, and slashes"
+            )
+        if not isinstance(value, str):
+            raise ValidationError(f"Label {key!r} must have a str value, got {type(value).__name__}")
+    return dict(labels)
+
+
+def _validate_key(name: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > _MAX_KEY_LENGTH:
+        raise ValidationError(f"{name} must be a non-empty string of at most {_MAX_KEY_LENGTH} characters")
+    return value
+
+
+def build_request(
+    job_name: str,
+    input: Any,
+    *,
+    idempotency_key: str | None = None,
+    concurrency_key: str | None = None,
+    coalesce: str | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> EnqueueRequest:
+    """Validate one trigger completely, before anything touches the database."""
+    if coalesce is not None:
+        if coalesce not in COALESCE_VALUES:
+            raise ValidationError(f"Invalid coalesce value: {coalesce!r}. Valid values: 'skip'")
+        if concurrency_key is None:
+            raise ValidationError("coalesce requires concurrency_key")
+    checked_labels = validate_labels(labels)
+    return EnqueueRequest(
+        job_name=job_name,
+        input_json=serialization.dumps(input, what="The job input"),
+        labels=checked_labels,
+        labels_json=serialization.dumps(checked_labels, what="labels"),
+        idempotency_key=_validate_key("idempotency_key", idempotency_key),
+        concurrency_key=_validate_key("concurrency_key", concurrency_key),
+        coalesce=coalesce == "skip",
+    )
+
+
+class Job(Generic[InputT, OutputT]):
+    """A registered job. Made by ``@durably.job("name")``; trigger it to create runs."""
+
+    def __init__(self, durably: Durably, name: str, fn: JobFunction[InputT, OutputT]) -> None:
+        self.name = name
+        self.fn = fn
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self._durably = durably
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    def __repr__(self) -> str:
+        return f"<Job {self.name!r}>"
+
+    def trigger(
+        self,
+        input: InputT,
+        *,
+        idempotency_key: str | None = None,
+        concurrency_key: str | None = None,
+        coalesce: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        connection: Connection | None = None,
+    ) -> Run:
+        """Create a run (or return the existing one the keys resolve to).
+
+        With ``connection``, the run is written on the caller's connection and
+        transaction: it exists if and only if the caller commits.
+        """
+        request = build_request(
+            self.name,
+            input,
+            idempotency_key=idempotency_key,
+            concurrency_key=concurrency_key,
+            coalesce=coalesce,
+            labels=labels,
+        )
+        return self._durably._enqueue([request], connection)[0]
+
+    def batch_trigger(
+        self,
+        items: Sequence[InputT | TriggerItem[InputT]],
+        *,
+        connection: Connection | None = None,
+    ) -> list[Run]:
+        """Trigger many runs in one transaction: all are created or none is.
+
+        Every item is validated before anything is written. Wrap an input in
+        :class:`TriggerItem` to give it options.
+        """
+        requests = []
+        for index, item in enumerate(items):
+            try:
+                if isinstance(item, TriggerItem):
+                    request = build_request(
+                        self.name,
+                        item.input,
+                        idempotency_key=item.idempotency_key,
+                        concurrency_key=item.concurrency_key,
+                        coalesce=item.coalesce,
+                        labels=item.labels,
+                    )
+                else:
+                    request = build_request(self.name, item)
+            except ValidationError as exc:
+                raise ValidationError(f"{exc} (at index {index})") from None
+            requests.append(request)
+        if not requests:
+            return []
+        return self._durably._enqueue(requests, connection)
+
+    def trigger_and_wait(
+        self,
+        input: InputT,
+        *,
+        timeout: float | None = None,
+        idempotency_key: str | None = None,
+        concurrency_key: str | None = None,
+        coalesce: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> Run:
+        """Trigger, then wait for the run to complete; returns the completed run.
+
+        Raises :class:`~durably.RunFailedError` if it fails,
+        :class:`~durably.CancelledError` if it is cancelled and ``TimeoutError``
+        after ``timeout`` seconds.
+        """
+        run = self.trigger(
+            input,
+            idempotency_key=idempotency_key,
+            concurrency_key=concurrency_key,
+            coalesce=coalesce,
+            labels=labels,
+        )
+        assert run.disposition is not None
+        done = self._durably.wait_for_run(run.id, timeout=timeout)
+        return done.with_disposition(run.disposition)
+
+    def get_run(self, run_id: str) -> Run | None:
+        """The run, or None if it does not exist or belongs to another job."""
+        run = self._durably.get_run(run_id)
+        return run if run is not None and run.job_name == self.name else None
+
+    def get_runs(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Run]:
+        return self._durably.get_runs(
+            status=status, job_name=self.name, labels=labels, limit=limit, offset=offset
+        )

@@ -1,0 +1,584 @@
+"""The lease service: claim, heartbeat, step persistence, completion, reaper.
+
+This module answers "how is a run claimed, kept and finished?". Both worker
+engines (threads and asyncio) and the serverless ``process_one`` use the same
+:class:`LeaseService`; it owns no threads and no loops, only database
+operations, each of which is one short write transaction.
+
+Fencing: a claim increments ``lease_generation``. Every write a lease holder
+makes (step rows, progress, renewal, completion, failure) is guarded by
+``status = 'leased' AND lease_generation = <the generation it claimed>``. A
+worker that was paused or partitioned past its lease can therefore never
+overwrite the work of the worker that reclaimed the run: its writes match no
+row and it learns it has lost the lease.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, RowMapping
+
+from . import runs as run_store
+from .clock import now_ms
+from .config import (
+    AUTO_PURGE_BATCH,
+    MAINTENANCE_INTERVAL,
+    WORKER_DEAD_AFTER_STALE_THRESHOLDS,
+    Settings,
+)
+from .database import Database, unique_violation
+from .schema import logs, runs, steps, workers
+from .status import RunStatus, StepStatus
+
+_LEASED = RunStatus.LEASED.value
+_PENDING = RunStatus.PENDING.value
+
+
+class AbortReason:
+    CANCELLED = "cancelled"
+    LEASE_LOST = "lease-lost"
+    SHUTDOWN = "shutdown"
+    """The worker is stopping and gave up waiting: hand the run to another worker."""
+
+
+@dataclass(eq=False)
+class Lease:
+    """This process's hold on one claimed run.
+
+    ``deadline`` is the local (monotonic) time at which the lease must be
+    assumed lost even if the database cannot be reached to find out: the
+    watchdog that keeps a partitioned worker from starting more steps.
+    """
+
+    run_id: str
+    job_name: str
+    generation: int
+    owner: str
+    labels: Mapping[str, str]
+    expires_at: int
+    deadline: float
+    aborted: threading.Event = field(default_factory=threading.Event)
+    abort_reason: str | None = None
+
+    def abort(self, reason: str) -> None:
+        if self.abort_reason is None:
+            self.abort_reason = reason
+        self.aborted.set()
+
+    def extend(self, expires_at: int, deadline: float) -> None:
+        self.expires_at = expires_at
+        self.deadline = deadline
+
+    @property
+    def expired_locally(self) -> bool:
+        return time.monotonic() >= self.deadline
+
+
+@dataclass(frozen=True)
+class ClaimedRun:
+    """A run this worker now holds, with the outputs of its completed steps."""
+
+    row: RowMapping
+    lease: Lease
+    completed_steps: Mapping[str, str | None]
+    """Step name -> stored JSON output, for replay without touching the database."""
+
+
+@dataclass(frozen=True)
+class RenewOutcome:
+    renewed: list[Lease]
+    lost: list[tuple[Lease, str]]
+    """Leases this worker no longer holds, with the reason (``AbortReason``)."""
+
+
+@dataclass(frozen=True)
+class WorkerIdentity:
+    id: str
+    engine: str
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+
+
+def _claim_candidate(now: int) -> sa.ScalarSelect[Any]:
+    """The id of the run to claim next: FIFO over pending runs and expired leases.
+
+    Two index-driven arms (pending by creation time; leased whose lease has
+    expired), each skipping runs whose concurrency key is held by a live
+    lease of any job, merged by creation time. Keeping the arms separate
+    keeps the claim cheap however many finished runs the table holds.
+    """
+    other = runs.alias("other")
+
+    def free_key(candidate: Any) -> Any:
+        return sa.or_(
+            candidate.c.concurrency_key.is_(None),
+            ~sa.exists().where(
+                other.c.concurrency_key == candidate.c.concurrency_key,
+                other.c.status == _LEASED,
+                other.c.lease_expires_at > now,
+            ),
+        )
+
+    pending = runs.alias("pending")
+    expired = runs.alias("expired")
+    pending_arm = (
+        sa.select(pending.c.id, pending.c.created_at)
+        .where(pending.c.status == _PENDING, free_key(pending))
+        .order_by(pending.c.created_at, pending.c.id)
+        .limit(1)
+        .subquery()
+    )
+    expired_arm = (
+        sa.select(expired.c.id, expired.c.created_at)
+        .where(
+            expired.c.status == _LEASED,
+            expired.c.lease_expires_at <= now,
+            free_key(expired),
+        )
+        .order_by(expired.c.created_at, expired.c.id)
+        .limit(1)
+        .subquery()
+    )
+    both = sa.union_all(
+        sa.select(pending_arm.c.id, pending_arm.c.created_at),
+        sa.select(expired_arm.c.id, expired_arm.c.created_at),
+    ).subquery()
+    return (
+        sa.select(both.c.id).order_by(both.c.created_at, both.c.id).limit(1).scalar_subquery()
+    )
+
+
+def claim_next(conn: Connection, worker_id: str, now: int, lease_ms: int) -> RowMapping | None:
+    """Lease the next claimable run in one atomic statement (under BEGIN IMMEDIATE)."""
+    return (
+        conn.execute(
+            runs.update()
+            .where(runs.c.id == _claim_candidate(now))
+            .values(
+                status=_LEASED,
+                lease_owner=worker_id,
+                lease_expires_at=now + lease_ms,
+                lease_generation=runs.c.lease_generation + 1,
+                started_at=sa.func.coalesce(runs.c.started_at, now),
+                updated_at=now,
+            )
+            .returning(*runs.c)
+        )
+        .mappings()
+        .first()
+    )
+
+
+def _guard(run_id: str, generation: int) -> sa.ColumnElement[bool]:
+    """The fencing condition every lease-holder write carries."""
+    return sa.and_(
+        runs.c.id == run_id,
+        runs.c.status == _LEASED,
+        runs.c.lease_generation == generation,
+    )
+
+
+class LeaseService:
+    """Every database operation of the runtime, shared by all worker engines."""
+
+    def __init__(
+        self, db: Database, settings: Settings, clock: Callable[[], int] = now_ms
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.clock = clock
+        self._last_maintenance = 0.0
+        self._wal_mode: bool | None = None
+
+    # -- claim ------------------------------------------------------------
+
+    def claim(self, worker_id: str) -> ClaimedRun | None:
+        lease_ms = self.settings.lease_ms
+
+        def _claim(conn: Connection) -> tuple[RowMapping, dict[str, str | None]] | None:
+            row = claim_next(conn, worker_id, self.clock(), lease_ms)
+            if row is None:
+                return None
+            completed: dict[str, str | None] = {}
+            if row["completed_step_count"]:
+                completed = {
+                    name: output
+                    for name, output in conn.execute(
+                        sa.select(steps.c.name, steps.c.output).where(
+                            steps.c.run_id == row["id"],
+                            steps.c.status == StepStatus.COMPLETED.value,
+                        )
+                    )
+                }
+            return row, completed
+
+        started = time.monotonic()
+        claimed = self.db.write(_claim)
+        if claimed is None:
+            return None
+        row, completed = claimed
+        lease = Lease(
+            run_id=row["id"],
+            job_name=row["job_name"],
+            generation=row["lease_generation"],
+            owner=worker_id,
+            labels=_labels(row),
+            expires_at=row["lease_expires_at"],
+            # Counted from before the claim, so the local deadline is never
+            # later than the expiry the database holds.
+            deadline=started + self.settings.stale_threshold,
+        )
+        return ClaimedRun(row=row, lease=lease, completed_steps=completed)
+
+    # -- heartbeat --------------------------------------------------------
+
+    def heartbeat(self, worker_ids: Sequence[str], leases: Sequence[Lease]) -> RenewOutcome:
+        """Renew every lease held and mark the worker alive, in one transaction.
+
+        A lease that has already expired cannot be renewed: once expired, the
+        run belongs to whoever claims it next.
+        """
+        lease_ms = self.settings.lease_ms
+
+        def _renew(conn: Connection) -> tuple[list[tuple[Lease, int]], list[tuple[Lease, str]]]:
+            now = self.clock()
+            if worker_ids:
+                conn.execute(
+                    workers.update()
+                    .where(workers.c.id.in_(list(worker_ids)))
+                    .values(last_heartbeat_at=now)
+                )
+            renewed: list[tuple[Lease, int]] = []
+            lost: list[tuple[Lease, str]] = []
+            for lease in leases:
+                expires = now + lease_ms
+                result = conn.execute(
+                    runs.update()
+                    .where(
+                        _guard(lease.run_id, lease.generation),
+                        runs.c.lease_expires_at > now,
+                    )
+                    .values(lease_expires_at=expires, updated_at=now)
+                )
+                if result.rowcount == 1:
+                    renewed.append((lease, expires))
+                else:
+                    status = conn.execute(
+                        sa.select(runs.c.status).where(runs.c.id == lease.run_id)
+                    ).scalar()
+                    reason = (
+                        AbortReason.CANCELLED
+                        if status == RunStatus.CANCELLED.value
+                        else AbortReason.LEASE_LOST
+                    )
+                    lost.append((lease, reason))
+            return renewed, lost
+
+        started = time.monotonic()
+        renewed, lost = self.db.write(_renew)
+        for lease, expires in renewed:
+            lease.extend(expires, started + self.settings.stale_threshold)
+        return RenewOutcome([lease for lease, _ in renewed], lost)
+
+    # -- steps, progress, logs ----------------------------------------------
+
+    def persist_step(
+        self,
+        lease: Lease,
+        *,
+        name: str,
+        index: int,
+        status: StepStatus,
+        output_json: str | None,
+        error: str | None,
+        started_at: int,
+    ) -> bool:
+        """Record one step execution; False when the lease is no longer ours."""
+
+        def _persist(conn: Connection) -> bool:
+            now = self.clock()
+            values = sa.select(
+                sa.literal(lease.run_id),
+                sa.literal(name),
+                sa.literal(index),
+                sa.literal(status.value),
+                sa.literal(output_json, sa.Text),
+                sa.literal(error, sa.Text),
+                sa.literal(lease.generation),
+                sa.literal(started_at, sa.BigInteger),
+                sa.literal(now, sa.BigInteger),
+            ).where(
+                sa.exists().where(_guard(lease.run_id, lease.generation))
+            )
+            inserted = conn.execute(
+                steps.insert().from_select(
+                    [
+                        "run_id",
+                        "name",
+                        "step_index",
+                        "status",
+                        "output",
+                        "error",
+                        "lease_generation",
+                        "started_at",
+                        "completed_at",
+                    ],
+                    values,
+                )
+            )
+            if inserted.rowcount != 1:
+                return False
+            if status is StepStatus.COMPLETED:
+                conn.execute(
+                    runs.update()
+                    .where(_guard(lease.run_id, lease.generation))
+                    .values(
+                        current_step_index=index + 1,
+                        completed_step_count=runs.c.completed_step_count + 1,
+                        updated_at=now,
+                    )
+                )
+            return True
+
+        return self.db.write(_persist)
+
+    def set_progress(self, lease: Lease, progress_json: str | None) -> bool:
+        def _set(conn: Connection) -> bool:
+            result = conn.execute(
+                runs.update()
+                .where(_guard(lease.run_id, lease.generation))
+                .values(progress=progress_json, updated_at=self.clock())
+            )
+            return result.rowcount == 1
+
+        return self.db.write(_set)
+
+    def append_log(
+        self,
+        run_id: str,
+        *,
+        step_name: str | None,
+        level: str,
+        message: str,
+        data_json: str | None,
+    ) -> int:
+        def _append(conn: Connection) -> int:
+            result = conn.execute(
+                logs.insert().values(
+                    run_id=run_id,
+                    step_name=step_name,
+                    level=level,
+                    message=message,
+                    data=data_json,
+                    created_at=self.clock(),
+                )
+            )
+            pk = result.inserted_primary_key
+            return int(pk[0]) if pk is not None else 0
+
+        return self.db.write(_append)
+
+    # -- finishing --------------------------------------------------------
+
+    def complete(self, lease: Lease, output_json: str | None) -> bool:
+        """Mark the run completed (fenced); drop its steps and logs unless preserved."""
+        preserve = self.settings.preserve_steps
+
+        def _complete(conn: Connection) -> bool:
+            now = self.clock()
+            result = conn.execute(
+                runs.update()
+                .where(_guard(lease.run_id, lease.generation))
+                .values(
+                    status=RunStatus.COMPLETED.value,
+                    output=output_json,
+                    error=None,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    completed_at=now,
+                    updated_at=now,
+                )
+            )
+            if result.rowcount != 1:
+                return False
+            if not preserve:
+                conn.execute(steps.delete().where(steps.c.run_id == lease.run_id))
+                conn.execute(logs.delete().where(logs.c.run_id == lease.run_id))
+            return True
+
+        return self.db.write(_complete)
+
+    def fail(self, lease: Lease, error: str) -> tuple[bool, str | None]:
+        """Mark the run failed (fenced). Steps are kept so ``retry`` can resume it.
+
+        Returns whether the write was accepted and the name of the failed step.
+        """
+
+        def _fail(conn: Connection) -> tuple[bool, str | None]:
+            now = self.clock()
+            result = conn.execute(
+                runs.update()
+                .where(_guard(lease.run_id, lease.generation))
+                .values(
+                    status=RunStatus.FAILED.value,
+                    error=error,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    completed_at=now,
+                    updated_at=now,
+                )
+            )
+            if result.rowcount != 1:
+                return False, None
+            return True, run_store.failed_step_name(conn, lease.run_id)
+
+        return self.db.write(_fail)
+
+    def release(self, lease: Lease) -> bool:
+        """Give a lease up early (interrupted, shutting down): the run is reclaimable now.
+
+        The lease is expired rather than the run reset to pending, so no
+        uniqueness rule can refuse it; the next claim takes it in FIFO order.
+        """
+
+        def _release(conn: Connection) -> bool:
+            now = self.clock()
+            result = conn.execute(
+                runs.update()
+                .where(_guard(lease.run_id, lease.generation))
+                .values(lease_expires_at=now, updated_at=now)
+            )
+            return result.rowcount == 1
+
+        return self.db.write(_release)
+
+    def run_status(self, run_id: str) -> str | None:
+        def _status(conn: Connection) -> str | None:
+            return conn.execute(sa.select(runs.c.status).where(runs.c.id == run_id)).scalar()
+
+        return self.db.read(_status)
+
+    # -- workers ----------------------------------------------------------
+
+    def register_worker(self, identity: WorkerIdentity) -> None:
+        def _register(conn: Connection) -> None:
+            now = self.clock()
+            conn.execute(workers.delete().where(workers.c.id == identity.id))
+            conn.execute(
+                workers.insert().values(
+                    id=identity.id,
+                    host=identity.host,
+                    pid=identity.pid,
+                    engine=identity.engine,
+                    started_at=now,
+                    last_heartbeat_at=now,
+                )
+            )
+
+        self.db.write(_register)
+
+    def deregister_worker(self, worker_id: str) -> None:
+        def _deregister(conn: Connection) -> None:
+            conn.execute(workers.delete().where(workers.c.id == worker_id))
+
+        self.db.write(_deregister)
+
+    # -- the stale reaper and other idle maintenance -------------------------
+
+    def release_expired(self) -> int:
+        """Turn expired leases back into pending runs, so status tells the truth.
+
+        Claiming does not depend on this (a claim takes expired leases
+        directly). A run whose job already has a pending run with the same
+        concurrency key stays leased-and-expired: the claim still picks it up
+        first, because it is older. No run is ever failed for being stale.
+        """
+
+        def _release(conn: Connection) -> int:
+            now = self.clock()
+            expired = list(
+                conn.execute(
+                    sa.select(runs.c.id).where(
+                        runs.c.status == _LEASED, runs.c.lease_expires_at <= now
+                    )
+                ).scalars()
+            )
+            released = 0
+            for run_id in expired:
+                try:
+                    result = conn.execute(
+                        runs.update()
+                        .where(
+                            runs.c.id == run_id,
+                            runs.c.status == _LEASED,
+                            runs.c.lease_expires_at <= now,
+                        )
+                        .values(
+                            status=_PENDING,
+                            lease_owner=None,
+                            lease_expires_at=None,
+                            updated_at=now,
+                        )
+                    )
+                except Exception as exc:
+                    if unique_violation(exc) is None:
+                        raise
+                    continue
+                released += result.rowcount
+            return released
+
+        return self.db.write(_release)
+
+    def reap_workers(self) -> int:
+        """Delete worker rows whose heartbeat stopped long ago (dead processes)."""
+        dead_before = self.clock() - int(
+            self.settings.stale_threshold * WORKER_DEAD_AFTER_STALE_THRESHOLDS * 1000
+        )
+
+        def _reap(conn: Connection) -> int:
+            return conn.execute(
+                workers.delete().where(workers.c.last_heartbeat_at < dead_before)
+            ).rowcount
+
+        return self.db.write(_reap)
+
+    def purge_retained(self) -> int:
+        retain = self.settings.retain_runs
+        if retain is None:
+            return 0
+        cutoff = self.clock() - int(retain.total_seconds() * 1000)
+        return self.db.write(run_store.purge, cutoff, AUTO_PURGE_BATCH)
+
+    def checkpoint_wal(self) -> None:
+        if self._wal_mode is None:
+            self._wal_mode = self.db.journal_mode() == "wal"
+        if self._wal_mode:
+            self.db.checkpoint_wal()
+
+    def maintenance_due(self) -> bool:
+        return time.monotonic() - self._last_maintenance >= MAINTENANCE_INTERVAL
+
+    def run_maintenance(self, *, force: bool = False) -> None:
+        """Reaper, retention purge and WAL checkpoint; at most once a minute unless forced."""
+        if not force and not self.maintenance_due():
+            return
+        self._last_maintenance = time.monotonic()
+        self.release_expired()
+        self.reap_workers()
+        self.purge_retained()
+        self.checkpoint_wal()
+
+
+def _labels(row: RowMapping) -> dict[str, str]:
+    from .serialization import loads
+
+    value = loads(row["labels"])
+    return dict(value) if isinstance(value, dict) else {}

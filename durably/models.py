@@ -1,0 +1,184 @@
+"""What durably hands back: immutable, typed views of stored rows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from . import serialization
+from .clock import to_datetime
+from .status import Disposition, LogLevel, RunStatus, StepStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """What ``step.progress(current, total, message)`` last reported."""
+
+    current: float
+    total: float | None = None
+    message: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"current": self.current}
+        if self.total is not None:
+            data["total"] = self.total
+        if self.message is not None:
+            data["message"] = self.message
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> Progress | None:
+        if data is None:
+            return None
+        return cls(data["current"], data.get("total"), data.get("message"))
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One execution request of a job, as stored.
+
+    ``disposition`` is set only on the value returned by a trigger: it says
+    whether the trigger created this run or returned an existing one.
+    """
+
+    id: str
+    job_name: str
+    status: RunStatus
+    input: Any
+    output: Any
+    error: str | None
+    labels: Mapping[str, str]
+    progress: Progress | None
+    idempotency_key: str | None
+    concurrency_key: str | None
+    current_step_index: int
+    completed_step_count: int
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    lease_generation: int
+    started_at: datetime | None
+    completed_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    disposition: Disposition | None = field(default=None, compare=False)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+    @property
+    def is_active(self) -> bool:
+        return self.status.is_active
+
+    def with_disposition(self, disposition: Disposition) -> Run:
+        return replace(self, disposition=disposition)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Run:
+        created_at = to_datetime(row["created_at"])
+        updated_at = to_datetime(row["updated_at"])
+        assert created_at is not None and updated_at is not None
+        return cls(
+            id=row["id"],
+            job_name=row["job_name"],
+            status=RunStatus(row["status"]),
+            input=_decode(row["input"]),
+            output=_decode(row["output"]),
+            error=row["error"],
+            labels=_decode(row["labels"]) or {},
+            progress=Progress.from_json(_decode(row["progress"])),
+            idempotency_key=row["idempotency_key"],
+            concurrency_key=row["concurrency_key"],
+            current_step_index=row["current_step_index"],
+            completed_step_count=row["completed_step_count"],
+            lease_owner=row["lease_owner"],
+            lease_expires_at=to_datetime(row["lease_expires_at"]),
+            lease_generation=row["lease_generation"],
+            started_at=to_datetime(row["started_at"]),
+            completed_at=to_datetime(row["completed_at"]),
+            created_at=created_at,
+            updated_at=updated_at,
+        )
+
+
+def _decode(text: str | None) -> Any:
+    """Stored JSON; a value that does not decode is returned as its raw text."""
+    try:
+        return serialization.loads(text)
+    except ValueError:
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One recorded execution of a named step."""
+
+    id: int
+    run_id: str
+    name: str
+    index: int
+    status: StepStatus
+    output: Any
+    error: str | None
+    lease_generation: int
+    started_at: datetime
+    completed_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Step:
+        started_at = to_datetime(row["started_at"])
+        assert started_at is not None
+        return cls(
+            id=row["id"],
+            run_id=row["run_id"],
+            name=row["name"],
+            index=row["step_index"],
+            status=StepStatus(row["status"]),
+            output=_decode(row["output"]),
+            error=row["error"],
+            lease_generation=row["lease_generation"],
+            started_at=started_at,
+            completed_at=to_datetime(row["completed_at"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """A ``step.log.*`` message, persisted with the run."""
+
+    id: int
+    run_id: str
+    step_name: str | None
+    level: LogLevel
+    message: str
+    data: Any
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> LogEntry:
+        created_at = to_datetime(row["created_at"])
+        assert created_at is not None
+        return cls(
+            id=row["id"],
+            run_id=row["run_id"],
+            step_name=row["step_name"],
+            level=LogLevel(row["level"]),
+            message=row["message"],
+            data=_decode(row["data"]),
+            created_at=created_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A worker engine as registered in ``durably_workers``."""
+
+    id: str
+    host: str
+    pid: int
+    engine: str
+    started_at: datetime
+    last_heartbeat_at: datetime
+    is_stale: bool

@@ -1,0 +1,152 @@
+"""The durably tables: one ``MetaData``, SQLAlchemy Core only.
+
+This module is the source of truth for the schema; the Alembic revisions in
+``migrations/versions`` must produce exactly these tables (a test compares
+them with Alembic's autogenerate).
+
+Times are integer milliseconds since the epoch (see :mod:`durably.clock`).
+JSON values are stored as text. Partial indexes carry both ``sqlite_where``
+and ``postgresql_where`` so the definitions stay portable.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+PENDING_ONLY = text("status = 'pending' AND concurrency_key IS NOT NULL")
+COMPLETED_ONLY = text("status = 'completed'")
+
+runs = Table(
+    "durably_runs",
+    metadata,
+    Column("id", String(26), primary_key=True),
+    Column("job_name", String(255), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("input", Text, nullable=False),
+    Column("output", Text),
+    Column("error", Text),
+    Column("labels", Text, nullable=False, server_default="{}"),
+    Column("progress", Text),
+    Column("idempotency_key", String(255)),
+    Column("concurrency_key", String(255)),
+    Column("current_step_index", Integer, nullable=False, server_default="0"),
+    Column("completed_step_count", Integer, nullable=False, server_default="0"),
+    # The lease: who runs it, until when, and the fencing token. Every claim
+    # increments lease_generation; every write by a lease holder is guarded by
+    # it, so a worker that lost its lease can never overwrite the new owner.
+    Column("lease_owner", String(255)),
+    Column("lease_expires_at", BigInteger),
+    Column("lease_generation", Integer, nullable=False, server_default="0"),
+    Column("started_at", BigInteger),
+    Column("completed_at", BigInteger),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    # One idempotency key per job, for the life of the run row.
+    Index(
+        "ux_durably_runs_job_idempotency",
+        "job_name",
+        "idempotency_key",
+        unique=True,
+    ),
+    # At most one *pending* run per (job, concurrency key).
+    Index(
+        "ux_durably_runs_pending_concurrency",
+        "job_name",
+        "concurrency_key",
+        unique=True,
+        sqlite_where=PENDING_ONLY,
+        postgresql_where=PENDING_ONLY,
+    ),
+    # Claim: the oldest pending run (status = 'pending' ORDER BY created_at, id).
+    Index("ix_durably_runs_status_created", "status", "created_at", "id"),
+    # Claim of expired leases and the reaper: status = 'leased' AND lease_expires_at <= now.
+    Index("ix_durably_runs_status_lease", "status", "lease_expires_at"),
+    # The active-lease guard: is another run with this key leased right now?
+    Index("ix_durably_runs_concurrency", "concurrency_key", "status", "lease_expires_at"),
+    # Listing newest first, per job.
+    Index("ix_durably_runs_job_created", "job_name", "created_at", "id"),
+    Index("ix_durably_runs_created", "created_at", "id"),
+    # Retention purge: terminal runs by completion time.
+    Index("ix_durably_runs_status_completed", "status", "completed_at"),
+)
+
+run_labels = Table(
+    "durably_run_labels",
+    metadata,
+    Column("run_id", String(26), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("value", Text, nullable=False),
+    Index("ix_durably_run_labels_key_value", "key", "value", "run_id"),
+)
+
+steps = Table(
+    "durably_steps",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(26), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("step_index", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("output", Text),
+    Column("error", Text),
+    # The fencing token of the lease that wrote this row (for audits).
+    Column("lease_generation", Integer, nullable=False),
+    Column("started_at", BigInteger, nullable=False),
+    Column("completed_at", BigInteger),
+    # A step completes once per run: the replay cache is keyed by name.
+    Index(
+        "ux_durably_steps_run_completed_name",
+        "run_id",
+        "name",
+        unique=True,
+        sqlite_where=COMPLETED_ONLY,
+        postgresql_where=COMPLETED_ONLY,
+    ),
+    Index("ix_durably_steps_run_index", "run_id", "step_index"),
+)
+
+logs = Table(
+    "durably_logs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(26), nullable=False),
+    Column("step_name", String(255)),
+    Column("level", String(8), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("data", Text),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_durably_logs_run_id", "run_id", "id"),
+)
+
+workers = Table(
+    "durably_workers",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("engine", String(16), nullable=False),
+    Column("started_at", BigInteger, nullable=False),
+    Column("last_heartbeat_at", BigInteger, nullable=False),
+    Index("ix_durably_workers_last_heartbeat_at", "last_heartbeat_at"),
+)
+
+VERSION_TABLE = "durably_alembic_version"
+"""Alembic's version table for durably's own history, separate from the host app's."""

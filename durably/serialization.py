@@ -1,0 +1,31 @@
+"""JSON in and out of the database.
+
+Inputs, outputs, labels and progress are stored as JSON text. Encoding is
+strict (no NaN, no silent ``str()`` of unknown objects) so that what a job
+gets back on replay is exactly what was stored; failures become a
+:class:`~durably.errors.ValidationError` naming what could not be encoded.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .errors import ValidationError
+
+_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_decoder = json.JSONDecoder()
+
+
+def dumps(value: Any, *, what: str) -> str:
+    """Encode ``value``; ``what`` names it in the error (e.g. ``"input"``)."""
+    try:
+        return _encoder.encode(value)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"{what} is not JSON-serialisable: {exc}") from None
+
+
+def loads(text: str | None) -> Any:
+    if text is None:
+        return None
+    return _decoder.decode(text)

@@ -1,0 +1,61 @@
+"""The vocabulary of states: the one place statuses, levels and dispositions are spelled."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class RunStatus(str, Enum):
+    """Where a run is in its life. ``str`` subclass: ``run.status == "completed"`` holds."""
+
+    PENDING = "pending"
+    LEASED = "leased"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+    @property
+    def is_active(self) -> bool:
+        return self in ACTIVE_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+ACTIVE_STATUSES = frozenset({RunStatus.PENDING, RunStatus.LEASED})
+
+
+class StepStatus(str, Enum):
+    """How one execution of a step ended. Only ``completed`` steps are replayed."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class LogLevel(str, Enum):
+    INFO = "info"
+    WARN = "warn"
+    ERROR = "error"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Disposition(str, Enum):
+    """What a trigger did: made a new run, or returned an existing one."""
+
+    CREATED = "created"
+    IDEMPOTENT = "idempotent"
+    COALESCED = "coalesced"
+
+    def __str__(self) -> str:
+        return self.value
