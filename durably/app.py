@@ -14,7 +14,7 @@ from sqlalchemy.engine import URL, Connection
 from . import config
 from . import migrate as migrations
 from . import runs as run_store
-from .clock import now_ms, to_ms
+from .clock import now_ms, to_datetime, to_ms
 from .database import Database
 from .errors import (
     CancelledError,
@@ -235,7 +235,9 @@ class Durably:
 
     # -- triggering -------------------------------------------------------------
 
-    def _enqueue(self, requests: Sequence[EnqueueRequest], connection: Connection | None) -> list[Run]:
+    def _enqueue(
+        self, requests: Sequence[EnqueueRequest], connection: Connection | None
+    ) -> list[Run]:
         now = now_ms()
         if connection is not None:
             results = run_store.enqueue_many(connection, requests, now)
@@ -245,7 +247,7 @@ class Durably:
         runs = []
         created = False
         events = self._runtime.events
-        for request, (row, disposition) in zip(requests, results):
+        for request, (row, disposition) in zip(requests, results, strict=True):
             run = Run.from_row(row).with_disposition(disposition)
             runs.append(run)
             if disposition is Disposition.CREATED:
@@ -308,27 +310,23 @@ class Durably:
     def get_workers(self) -> list[WorkerInfo]:
         """Registered worker engines, live and stale (no heartbeat within ``stale_threshold``)."""
         rows = self._runtime.db.read(
-            lambda conn: list(conn.execute(sa.select(*workers.c).order_by(workers.c.started_at)).mappings())
+            lambda conn: list(
+                conn.execute(sa.select(*workers.c).order_by(workers.c.started_at)).mappings()
+            )
         )
         stale_before = now_ms() - self.settings.lease_ms
-        from .clock import to_datetime
-
-        result = []
-        for row in rows:
-            started, beat = to_datetime(row["started_at"]), to_datetime(row["last_heartbeat_at"])
-            assert started is not None and beat is not None
-            result.append(
-                WorkerInfo(
-                    id=row["id"],
-                    host=row["host"],
-                    pid=row["pid"],
-                    engine=row["engine"],
-                    started_at=started,
-                    last_heartbeat_at=beat,
-                    is_stale=row["last_heartbeat_at"] < stale_before,
-                )
+        return [
+            WorkerInfo(
+                id=row["id"],
+                host=row["host"],
+                pid=row["pid"],
+                engine=row["engine"],
+                started_at=to_datetime(row["started_at"]),
+                last_heartbeat_at=to_datetime(row["last_heartbeat_at"]),
+                is_stale=row["last_heartbeat_at"] < stale_before,
             )
-        return result
+            for row in rows
+        ]
 
     # -- waiting ----------------------------------------------------------------
 
@@ -409,7 +407,11 @@ class Durably:
         row = self._runtime.db.write(run_store.retry, run_id, now_ms())
         run = Run.from_row(row)
         self._runtime.events.emit(
-            EventType.RUN_TRIGGER, run_id=run.id, job_name=run.job_name, labels=run.labels, input=run.input
+            EventType.RUN_TRIGGER,
+            run_id=run.id,
+            job_name=run.job_name,
+            labels=run.labels,
+            input=run.input,
         )
         self._runtime.wake_workers()
         return run

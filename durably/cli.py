@@ -1,0 +1,98 @@
+"""``durably`` command line: migrate a database, run a worker process.
+
+    durably migrate --url sqlite:///app.db
+    durably worker myapp.jobs:durably          # runs until SIGTERM / Ctrl-C
+
+A worker process stops gracefully on SIGTERM or SIGINT: it stops claiming,
+lets in-flight runs finish (up to ``--shutdown-timeout`` seconds), then
+hands any still-running run back so another worker resumes it at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from .app import Durably
+from .errors import DurablyError
+
+
+def load_app(spec: str) -> Durably:
+    """Import ``module:attribute`` and return the ``Durably`` instance it names."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise SystemExit(f"expected module:attribute, got {spec!r}")
+    sys.path.insert(0, os.getcwd())
+    module = importlib.import_module(module_name)
+    app = getattr(module, attribute, None)
+    if not isinstance(app, Durably):
+        raise SystemExit(f"{spec} is not a durably.Durably instance")
+    return app
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    url = args.url or os.environ.get("DURABLY_DATABASE_URL")
+    if not url:
+        raise SystemExit("give --url or set DURABLY_DATABASE_URL")
+    with Durably(url) as durably:
+        durably.migrate()
+    print(f"durably: schema is up to date ({url})")
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    durably = load_app(args.app)
+    if args.migrate:
+        durably.migrate()
+    stopping = threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    durably.start()
+    logging.getLogger("durably").info("worker %s started", durably.worker_id)
+    stopping.wait()
+    durably.stop(timeout=args.shutdown_timeout)
+    durably.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="durably", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    migrate = commands.add_parser("migrate", help="create or upgrade durably's tables")
+    migrate.add_argument("--url", help="database URL (default: $DURABLY_DATABASE_URL)")
+    migrate.set_defaults(handler=_migrate)
+
+    worker = commands.add_parser("worker", help="run a thread worker until SIGTERM")
+    worker.add_argument("app", help="module:attribute of your Durably instance")
+    worker.add_argument("--migrate", action="store_true", help="migrate before starting")
+    worker.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=None,
+        help="seconds to wait for in-flight runs on shutdown (default: until they finish)",
+    )
+    worker.set_defaults(handler=_worker)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        return int(args.handler(args))
+    except DurablyError as exc:
+        print(f"durably: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -15,10 +15,12 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def to_datetime(ms: int | None) -> datetime | None:
-    if ms is None:
-        return None
+def to_datetime(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+def maybe_datetime(ms: int | None) -> datetime | None:
+    return None if ms is None else to_datetime(ms)
 
 
 def to_ms(value: datetime) -> int:

@@ -64,7 +64,9 @@ class StepContext:
         """
         return self._execution.run_step(name, fn)  # type: ignore[no-any-return]
 
-    def progress(self, current: float, total: float | None = None, message: str | None = None) -> None:
+    def progress(
+        self, current: float, total: float | None = None, message: str | None = None
+    ) -> None:
         """Record how far the run has got; visible on ``Run.progress`` and as ``run:progress``."""
         self._execution.progress(current, total, message)
 

@@ -26,12 +26,12 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Concatenate, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from typing_extensions import Concatenate, ParamSpec
+from typing_extensions import ParamSpec
 
 from .errors import DatabaseError, DatabaseLockedError, SchemaError, ValidationError
 

@@ -172,7 +172,9 @@ class Execution:
 
     def progress(self, current: float, total: float | None, message: str | None) -> None:
         for label, value in (("current", current), ("total", total)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float))
+            ):
                 raise ValidationError(f"progress {label} must be a number")
         if message is not None and not isinstance(message, str):
             raise ValidationError("progress message must be a string")
@@ -283,9 +285,7 @@ def execute(runtime: Runtime, claimed: ClaimedRun) -> Outcome:
             return "completed"
         if service.run_status(lease.run_id) == RunStatus.CANCELLED.value:
             return "cancelled"
-        execution._worker_error(
-            LeaseLostError(lease.run_id), "run-completion"
-        )
+        execution._worker_error(LeaseLostError(lease.run_id), "run-completion")
         return "lease-lost"
     finally:
         runtime.leases.remove(lease)

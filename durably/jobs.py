@@ -52,7 +52,9 @@ def validate_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
                 "dashes, underscores, dots, and slashes"
             )
         if not isinstance(value, str):
-            raise ValidationError(f"Label {key!r} must have a str value, got {type(value).__name__}")
+            raise ValidationError(
+                f"Label {key!r} must have a str value, got {type(value).__name__}"
+            )
     return dict(labels)
 
 
@@ -60,7 +62,9 @@ def _validate_key(name: str, value: str | None) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value or len(value) > _MAX_KEY_LENGTH:
-        raise ValidationError(f"{name} must be a non-empty string of at most {_MAX_KEY_LENGTH} characters")
+        raise ValidationError(
+            f"{name} must be a non-empty string of at most {_MAX_KEY_LENGTH} characters"
+        )
     return value
 
 

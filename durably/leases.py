@@ -151,9 +151,7 @@ def _claim_candidate(now: int) -> sa.ScalarSelect[Any]:
         sa.select(pending_arm.c.id, pending_arm.c.created_at),
         sa.select(expired_arm.c.id, expired_arm.c.created_at),
     ).subquery()
-    return (
-        sa.select(both.c.id).order_by(both.c.created_at, both.c.id).limit(1).scalar_subquery()
-    )
+    return sa.select(both.c.id).order_by(both.c.created_at, both.c.id).limit(1).scalar_subquery()
 
 
 def claim_next(conn: Connection, worker_id: str, now: int, lease_ms: int) -> RowMapping | None:
@@ -189,9 +187,7 @@ def _guard(run_id: str, generation: int) -> sa.ColumnElement[bool]:
 class LeaseService:
     """Every database operation of the runtime, shared by all worker engines."""
 
-    def __init__(
-        self, db: Database, settings: Settings, clock: Callable[[], int] = now_ms
-    ) -> None:
+    def __init__(self, db: Database, settings: Settings, clock: Callable[[], int] = now_ms) -> None:
         self.db = db
         self.settings = settings
         self.clock = clock
@@ -209,15 +205,14 @@ class LeaseService:
                 return None
             completed: dict[str, str | None] = {}
             if row["completed_step_count"]:
-                completed = {
-                    name: output
-                    for name, output in conn.execute(
+                completed = dict(
+                    conn.execute(
                         sa.select(steps.c.name, steps.c.output).where(
                             steps.c.run_id == row["id"],
                             steps.c.status == StepStatus.COMPLETED.value,
                         )
-                    )
-                }
+                    ).tuples()
+                )
             return row, completed
 
         started = time.monotonic()
@@ -315,9 +310,7 @@ class LeaseService:
                 sa.literal(lease.generation),
                 sa.literal(started_at, sa.BigInteger),
                 sa.literal(now, sa.BigInteger),
-            ).where(
-                sa.exists().where(_guard(lease.run_id, lease.generation))
-            )
+            ).where(sa.exists().where(_guard(lease.run_id, lease.generation)))
             inserted = conn.execute(
                 steps.insert().from_select(
                     [

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from . import serialization
-from .clock import to_datetime
+from .clock import maybe_datetime, to_datetime
 from .status import Disposition, LogLevel, RunStatus, StepStatus
 
 
@@ -76,10 +76,7 @@ class Run:
         return replace(self, disposition=disposition)
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Run:
-        created_at = to_datetime(row["created_at"])
-        updated_at = to_datetime(row["updated_at"])
-        assert created_at is not None and updated_at is not None
+    def from_row(cls, row: Mapping[Any, Any]) -> Run:
         return cls(
             id=row["id"],
             job_name=row["job_name"],
@@ -94,12 +91,12 @@ class Run:
             current_step_index=row["current_step_index"],
             completed_step_count=row["completed_step_count"],
             lease_owner=row["lease_owner"],
-            lease_expires_at=to_datetime(row["lease_expires_at"]),
+            lease_expires_at=maybe_datetime(row["lease_expires_at"]),
             lease_generation=row["lease_generation"],
-            started_at=to_datetime(row["started_at"]),
-            completed_at=to_datetime(row["completed_at"]),
-            created_at=created_at,
-            updated_at=updated_at,
+            started_at=maybe_datetime(row["started_at"]),
+            completed_at=maybe_datetime(row["completed_at"]),
+            created_at=to_datetime(row["created_at"]),
+            updated_at=to_datetime(row["updated_at"]),
         )
 
 
@@ -127,9 +124,7 @@ class Step:
     completed_at: datetime | None
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Step:
-        started_at = to_datetime(row["started_at"])
-        assert started_at is not None
+    def from_row(cls, row: Mapping[Any, Any]) -> Step:
         return cls(
             id=row["id"],
             run_id=row["run_id"],
@@ -139,8 +134,8 @@ class Step:
             output=_decode(row["output"]),
             error=row["error"],
             lease_generation=row["lease_generation"],
-            started_at=started_at,
-            completed_at=to_datetime(row["completed_at"]),
+            started_at=to_datetime(row["started_at"]),
+            completed_at=maybe_datetime(row["completed_at"]),
         )
 
 
@@ -157,9 +152,7 @@ class LogEntry:
     created_at: datetime
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> LogEntry:
-        created_at = to_datetime(row["created_at"])
-        assert created_at is not None
+    def from_row(cls, row: Mapping[Any, Any]) -> LogEntry:
         return cls(
             id=row["id"],
             run_id=row["run_id"],
@@ -167,7 +160,7 @@ class LogEntry:
             level=LogLevel(row["level"]),
             message=row["message"],
             data=_decode(row["data"]),
-            created_at=created_at,
+            created_at=to_datetime(row["created_at"]),
         )
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
@@ -292,15 +291,6 @@ def retry(conn: Connection, run_id: str, now: int) -> RowMapping:
         ) from None
 
 
-def labels_of(conn: Connection, run_id: str) -> dict[str, str]:
-    return {
-        key: value
-        for key, value in conn.execute(
-            sa.select(run_labels.c.key, run_labels.c.value).where(run_labels.c.run_id == run_id)
-        )
-    }
-
-
 def delete_run(conn: Connection, run_id: str) -> RowMapping:
     """Delete a terminal run with its steps, logs and labels."""
     row = require_run(conn, run_id)
@@ -332,7 +322,3 @@ def purge(conn: Connection, older_than: int, limit: int) -> int:
     )
     _delete_cascade(conn, ids)
     return len(ids)
-
-
-def row_values(row: RowMapping) -> dict[str, Any]:
-    return dict(row)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from ..events import EventType
@@ -22,9 +23,13 @@ from ..runtime import Runtime
 MAX_ERROR_BACKOFF = 30.0
 
 
+def _nothing() -> None:
+    pass
+
+
 def error_backoff(failures: int, base: float) -> float:
     """Seconds to wait after ``failures`` consecutive loop errors (jittered, capped)."""
-    delay = min(MAX_ERROR_BACKOFF, base * (2 ** min(failures - 1, 16)))
+    delay: float = min(MAX_ERROR_BACKOFF, base * 2.0 ** min(failures - 1, 16))
     return delay * (0.5 + random.random() / 2)
 
 
@@ -42,7 +47,7 @@ class ThreadWorker:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._remove_waker = lambda: None
+        self._remove_waker: Callable[[], None] = _nothing
 
     @property
     def id(self) -> str:
@@ -58,7 +63,9 @@ class ThreadWorker:
         runtime.heartbeat.worker_ids.add(self.id)
         runtime.heartbeat.ensure_running()
         self._remove_waker = runtime.add_waker(self._wake.set)
-        self._thread = threading.Thread(target=self._loop, name=f"durably-worker-{self.id}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, name=f"durably-worker-{self.id}", daemon=True
+        )
         self._thread.start()
 
     def stop(self, timeout: float | None = None) -> None:
