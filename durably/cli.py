@@ -56,10 +56,17 @@ def _worker(args: argparse.Namespace) -> int:
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
         stopping.set()
 
+    log = logging.getLogger("durably")
+    durably.on(
+        "worker:error",
+        lambda event: log.warning(
+            "worker error (%s, run %s): %s", event.context, event.run_id, event.error
+        ),
+    )
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     durably.start()
-    logging.getLogger("durably").info("worker %s started", durably.worker_id)
+    log.info("worker %s started", durably.worker_id)
     stopping.wait()
     durably.stop(timeout=args.shutdown_timeout)
     durably.close()

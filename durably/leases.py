@@ -211,7 +211,9 @@ class LeaseService:
                             steps.c.run_id == row["id"],
                             steps.c.status == StepStatus.COMPLETED.value,
                         )
-                    ).tuples()
+                    )
+                    .tuples()
+                    .all()  # a Result has .keys(): dict() would treat it as a mapping
                 )
             return row, completed
 
