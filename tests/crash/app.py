@@ -44,5 +44,7 @@ def _effect(step: StepContext, name: str) -> str:
 
 @durably.job("four-steps")
 def four_steps(step: StepContext, input: dict[str, Any]) -> dict[str, Any]:
-    results = [step.run(name, lambda name=name: _effect(step, name)) for name in ("s1", "s2", "s3", "s4")]
+    results = [
+        step.run(name, lambda name=name: _effect(step, name)) for name in ("s1", "s2", "s3", "s4")
+    ]
     return {"n": input["n"], "results": results}
