@@ -241,16 +241,22 @@ class Durably:
         now = now_ms()
         if connection is not None:
             results = run_store.enqueue_many(connection, requests, now)
-            _wake_after_commit(connection, self._runtime.wake_workers)
         else:
             results = self._runtime.db.write(run_store.enqueue_many, requests, now)
-        runs = []
-        created = False
+        runs = [Run.from_row(row).with_disposition(disposition) for row, disposition in results]
+        if connection is None:
+            self._announce(requests, runs)
+        else:
+            # The runs exist only if the caller commits: announce them then.
+            _on_commit(connection, lambda: self._announce(requests, runs))
+        return runs
+
+    def _announce(self, requests: Sequence[EnqueueRequest], runs: Sequence[Run]) -> None:
+        """Emit trigger events for committed runs and wake the local workers."""
         events = self._runtime.events
-        for request, (row, disposition) in zip(requests, results, strict=True):
-            run = Run.from_row(row).with_disposition(disposition)
-            runs.append(run)
-            if disposition is Disposition.CREATED:
+        created = False
+        for request, run in zip(requests, runs, strict=True):
+            if run.disposition is Disposition.CREATED:
                 created = True
                 events.emit(
                     EventType.RUN_TRIGGER,
@@ -259,7 +265,7 @@ class Durably:
                     labels=run.labels,
                     input=run.input,
                 )
-            elif disposition is Disposition.COALESCED:
+            elif run.disposition is Disposition.COALESCED:
                 events.emit(
                     EventType.RUN_COALESCED,
                     run_id=run.id,
@@ -268,9 +274,8 @@ class Durably:
                     skipped_input=_loads(request.input_json),
                     skipped_labels=dict(request.labels),
                 )
-        if created and connection is None:
+        if created:
             self._runtime.wake_workers()
-        return runs
 
     # -- reading ----------------------------------------------------------------
 
@@ -452,9 +457,20 @@ class Durably:
         self._runtime.events.on_error = handler
 
 
-def _wake_after_commit(connection: Connection, wake: Callable[[], None]) -> None:
-    """Wake local workers when the caller commits the transaction the run was written in."""
-    sa.event.listen(connection, "commit", lambda _conn: wake(), once=True)
+def _on_commit(connection: Connection, callback: Callable[[], None]) -> None:
+    """Call ``callback`` when the caller commits its transaction; never if it rolls back."""
+    state = {"open": True}
+
+    def on_commit(_conn: Connection) -> None:
+        if state["open"]:
+            state["open"] = False
+            callback()
+
+    def on_rollback(_conn: Connection) -> None:
+        state["open"] = False
+
+    sa.event.listen(connection, "commit", on_commit, once=True)
+    sa.event.listen(connection, "rollback", on_rollback, once=True)
 
 
 def _loads(text: str) -> Any:

@@ -1,0 +1,607 @@
+"""Triggering runs: dispositions, idempotency, concurrency keys, coalescing, labels, batches,
+transactional enqueue and the validation that stores nothing on bad input."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from durably import (
+    ConflictError,
+    Disposition,
+    Durably,
+    Event,
+    Job,
+    RunStatus,
+    StepContext,
+    TriggerItem,
+    ValidationError,
+)
+
+
+def echo(step: StepContext, input: Any) -> Any:
+    return input
+
+
+@pytest.fixture
+def job(durably: Durably) -> Job[Any, Any]:
+    return durably.job("echo")(echo)
+
+
+def record(durably: Durably, event_type: str) -> list[Event]:
+    events: list[Event] = []
+    durably.on(event_type, events.append)
+    return events
+
+
+def run_count(durably: Durably) -> int:
+    return len(durably.get_runs())
+
+
+def lease_oldest(durably: Durably) -> str:
+    """Claim the oldest pending run as a worker would (it stays leased)."""
+    claimed = durably._runtime.service.claim("test-worker")
+    assert claimed is not None
+    return claimed.lease.run_id
+
+
+# -- basic trigger -------------------------------------------------------------
+
+
+def test_trigger_returns_pending_created_run(durably: Durably, job: Job[Any, Any]) -> None:
+    run = job.trigger({"n": 1})
+
+    assert run.status == "pending"  # str enums compare equal to their value
+    assert run.status is RunStatus.PENDING
+    assert run.disposition == "created"
+    assert run.disposition is Disposition.CREATED
+    assert run.job_name == "echo"
+    assert run.input == {"n": 1}
+    assert run.labels == {}
+    stored = durably.get_run(run.id)
+    assert stored is not None
+    assert stored.input == {"n": 1}
+    assert stored.status == "pending"
+
+
+def test_trigger_emits_run_trigger_once(durably: Durably, job: Job[Any, Any]) -> None:
+    events = record(durably, "run:trigger")
+
+    run = job.trigger({"n": 1}, labels={"team": "a"})
+
+    assert [(e.run_id, e.job_name, e.input, dict(e.labels)) for e in events] == [
+        (run.id, "echo", {"n": 1}, {"team": "a"})
+    ]
+
+
+@pytest.mark.parametrize(
+    "bad_input",
+    [object(), math.nan, math.inf, {1, 2}, {"nested": [object()]}],
+    ids=["object", "nan", "inf", "set", "nested-object"],
+)
+def test_non_json_input_is_rejected_and_nothing_stored(
+    durably: Durably, job: Job[Any, Any], bad_input: Any
+) -> None:
+    events = record(durably, "run:trigger")
+
+    with pytest.raises(ValidationError):
+        job.trigger(bad_input)
+
+    assert run_count(durably) == 0
+    assert events == []
+
+
+# -- idempotency -----------------------------------------------------------------
+
+
+def test_idempotency_key_returns_existing_run_with_original_input(
+    durably: Durably, job: Job[Any, Any]
+) -> None:
+    first = job.trigger({"v": 1}, idempotency_key="k1", labels={"a": "1"})
+    events = record(durably, "run:trigger")
+
+    again = job.trigger({"v": 2}, idempotency_key="k1", labels={"a": "2"})
+
+    assert again.id == first.id
+    assert again.disposition is Disposition.IDEMPOTENT
+    assert again.input == {"v": 1}
+    assert again.labels == {"a": "1"}
+    assert again.idempotency_key == "k1"
+    assert events == []
+    assert run_count(durably) == 1
+
+
+def test_idempotency_key_returns_terminal_run(durably: Durably, job: Job[Any, Any]) -> None:
+    first = job.trigger({"v": 1}, idempotency_key="k1")
+    assert durably.process_one()
+    assert durably.get_run(first.id).status == "completed"  # type: ignore[union-attr]
+
+    again = job.trigger({"v": 2}, idempotency_key="k1")
+
+    assert again.id == first.id
+    assert again.disposition == "idempotent"
+    assert again.status == "completed"
+    assert again.output == {"v": 1}
+    assert run_count(durably) == 1
+
+
+def test_idempotency_keys_are_scoped_per_job(durably: Durably, job: Job[Any, Any]) -> None:
+    other = durably.job("other")(echo)
+
+    a = job.trigger(1, idempotency_key="same")
+    b = other.trigger(2, idempotency_key="same")
+
+    assert a.id != b.id
+    assert b.disposition == "created"
+
+
+def test_idempotency_wins_over_concurrency_conflict(durably: Durably, job: Job[Any, Any]) -> None:
+    first = job.trigger({"v": 1}, idempotency_key="i", concurrency_key="c")
+
+    again = job.trigger({"v": 2}, idempotency_key="i", concurrency_key="c")
+
+    assert again.id == first.id
+    assert again.disposition == "idempotent"
+
+
+def test_idempotency_wins_over_coalesce(durably: Durably, job: Job[Any, Any]) -> None:
+    first = job.trigger({"v": 1}, idempotency_key="i", concurrency_key="c")
+    events = record(durably, "run:coalesced")
+
+    again = job.trigger({"v": 2}, idempotency_key="i", concurrency_key="c", coalesce="skip")
+
+    assert again.id == first.id
+    assert again.disposition == "idempotent"
+    assert events == []
+
+
+def test_idempotency_hit_on_terminal_run_ignores_pending_key_conflict(
+    durably: Durably, job: Job[Any, Any]
+) -> None:
+    done = job.trigger({"v": 1}, idempotency_key="i", concurrency_key="c")
+    assert durably.process_one()
+    job.trigger({"v": 2}, concurrency_key="c")  # now the pending run of key "c"
+
+    again = job.trigger({"v": 3}, idempotency_key="i", concurrency_key="c")
+
+    assert again.id == done.id
+    assert again.disposition == "idempotent"
+    assert again.status == "completed"
+
+
+# -- concurrency keys and coalescing ---------------------------------------------
+
+
+def test_second_pending_run_with_same_concurrency_key_conflicts(
+    durably: Durably, job: Job[Any, Any]
+) -> None:
+    first = job.trigger({"v": 1}, concurrency_key="k")
+    assert first.disposition == "created"
+    assert first.concurrency_key == "k"
+
+    with pytest.raises(ConflictError, match="k"):
+        job.trigger({"v": 2}, concurrency_key="k")
+
+    assert [r.id for r in durably.get_runs()] == [first.id]
+
+
+def test_coalesce_skip_returns_existing_pending_run(durably: Durably, job: Job[Any, Any]) -> None:
+    first = job.trigger({"v": 1}, concurrency_key="k", labels={"src": "first"})
+    triggered = record(durably, "run:trigger")
+    coalesced = record(durably, "run:coalesced")
+
+    again = job.trigger({"v": 2}, concurrency_key="k", coalesce="skip", labels={"src": "second"})
+
+    assert again.id == first.id
+    assert again.disposition is Disposition.COALESCED
+    assert again.input == {"v": 1}
+    assert again.labels == {"src": "first"}
+    assert triggered == []
+    assert len(coalesced) == 1
+    event = coalesced[0]
+    assert event.run_id == first.id
+    assert event.job_name == "echo"
+    assert dict(event.labels) == {"src": "first"}
+    assert event.skipped_input == {"v": 2}
+    assert event.skipped_labels == {"src": "second"}
+    assert run_count(durably) == 1
+
+
+def test_coalesced_event_without_labels_has_empty_skipped_labels(
+    durably: Durably, job: Job[Any, Any]
+) -> None:
+    job.trigger({"v": 1}, concurrency_key="k")
+    coalesced = record(durably, "run:coalesced")
+
+    job.trigger({"v": 2}, concurrency_key="k", coalesce="skip")
+
+    assert [(e.skipped_input, e.skipped_labels) for e in coalesced] == [({"v": 2}, {})]
+
+
+def test_new_pending_run_allowed_once_first_is_leased(durably: Durably, job: Job[Any, Any]) -> None:
+    first = job.trigger({"v": 1}, concurrency_key="k")
+    assert lease_oldest(durably) == first.id
+
+    second = job.trigger({"v": 2}, concurrency_key="k")
+    assert second.id != first.id
+    assert second.disposition == "created"
+
+    with pytest.raises(ConflictError):  # leased + pending + a third
+        job.trigger({"v": 3}, concurrency_key="k")
+    third = job.trigger({"v": 3}, concurrency_key="k", coalesce="skip")
+    assert third.id == second.id
+    assert third.disposition == "coalesced"
+
+
+def test_coalesce_with_only_a_leased_run_creates_a_new_one(
+    durably: Durably, job: Job[Any, Any]
+) -> None:
+    first = job.trigger({"v": 1}, concurrency_key="k")
+    lease_oldest(durably)
+
+    again = job.trigger({"v": 2}, concurrency_key="k", coalesce="skip")
+
+    assert again.id != first.id
+    assert again.disposition == "created"
+    assert again.input == {"v": 2}
+
+
+def test_coalesce_requires_concurrency_key(durably: Durably, job: Job[Any, Any]) -> None:
+    with pytest.raises(ValidationError, match="concurrency_key"):
+        job.trigger({"v": 1}, coalesce="skip")
+    assert run_count(durably) == 0
+
+
+@pytest.mark.parametrize("value", ["invalid", "SKIP", "", "replace"])
+def test_invalid_coalesce_value_is_rejected(
+    durably: Durably, job: Job[Any, Any], value: str
+) -> None:
+    with pytest.raises(ValidationError, match="coalesce"):
+        job.trigger({"v": 1}, concurrency_key="k", coalesce=value)
+    with pytest.raises(ValidationError, match="coalesce"):
+        job.batch_trigger([TriggerItem({"v": 1}, concurrency_key="k", coalesce=value)])
+    assert run_count(durably) == 0
+
+
+def test_different_concurrency_keys_are_independent(durably: Durably, job: Job[Any, Any]) -> None:
+    a = job.trigger(1, concurrency_key="a")
+    b = job.trigger(2, concurrency_key="b")
+
+    assert a.id != b.id
+    assert {a.disposition, b.disposition} == {Disposition.CREATED}
+
+
+def test_same_concurrency_key_in_different_jobs_is_independent_for_pending(
+    durably: Durably, job: Job[Any, Any]
+) -> None:
+    other = durably.job("other")(echo)
+
+    a = job.trigger(1, concurrency_key="k")
+    b = other.trigger(2, concurrency_key="k")
+
+    assert a.id != b.id
+    assert b.disposition == "created"
+
+
+def test_unlimited_pending_runs_without_concurrency_key(
+    durably: Durably, job: Job[Any, Any]
+) -> None:
+    ids = {job.trigger(i).id for i in range(5)}
+
+    assert len(ids) == 5
+    assert len(durably.get_runs(status="pending")) == 5
+
+
+# -- labels ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        {"has space": "x"},
+        {'quo"te': "x"},
+        {"": "x"},
+        {"emoji🙂": "x"},
+        {"ok": 1},
+        {"ok": None},
+        {1: "x"},
+    ],
+    ids=["space", "quote", "empty-key", "non-ascii", "int-value", "none-value", "int-key"],
+)
+def test_invalid_labels_are_rejected(
+    durably: Durably, job: Job[Any, Any], labels: dict[Any, Any]
+) -> None:
+    with pytest.raises(ValidationError):
+        job.trigger({"v": 1}, labels=labels)
+    assert run_count(durably) == 0
+
+
+def test_kubernetes_style_label_keys_are_allowed_and_filterable(
+    durably: Durably, job: Job[Any, Any]
+) -> None:
+    labels = {"app.kubernetes.io/name": "web", "team_a-b": "x"}
+    run = job.trigger({"v": 1}, labels=labels)
+    job.trigger({"v": 2}, labels={"app.kubernetes.io/name": "db"})
+
+    assert run.labels == labels
+    stored = durably.get_run(run.id)
+    assert stored is not None
+    assert stored.labels == labels
+    found = durably.get_runs(labels={"app.kubernetes.io/name": "web"})
+    assert [r.id for r in found] == [run.id]
+
+
+# -- bad option values -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"idempotency_key": ""},
+        {"concurrency_key": ""},
+        {"idempotency_key": 123},
+        {"concurrency_key": 123},
+        {"idempotency_key": "x" * 256},
+        {"labels": ["not", "a", "mapping"]},
+    ],
+    ids=["empty-idem", "empty-conc", "int-idem", "int-conc", "long-idem", "labels-list"],
+)
+def test_bad_option_values_are_rejected(
+    durably: Durably, job: Job[Any, Any], options: dict[str, Any]
+) -> None:
+    with pytest.raises(ValidationError):
+        job.trigger({"v": 1}, **options)
+    assert run_count(durably) == 0
+
+
+# -- batch_trigger -----------------------------------------------------------------
+
+
+def test_batch_trigger_creates_pending_runs(durably: Durably, job: Job[Any, Any]) -> None:
+    events = record(durably, "run:trigger")
+
+    runs = job.batch_trigger([{"n": 1}, {"n": 2}, {"n": 3}])
+
+    assert [r.input for r in runs] == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert all(r.status == "pending" and r.disposition == "created" for r in runs)
+    assert len({r.id for r in runs}) == 3
+    assert run_count(durably) == 3
+    assert [e.run_id for e in events] == [r.id for r in runs]
+
+
+def test_batch_trigger_empty_list(durably: Durably, job: Job[Any, Any]) -> None:
+    assert job.batch_trigger([]) == []
+    assert run_count(durably) == 0
+
+
+def test_batch_trigger_validates_all_items_first(durably: Durably, job: Job[Any, Any]) -> None:
+    with pytest.raises(ValidationError, match="index 1"):
+        job.batch_trigger([{"ok": 1}, {"bad": object()}, {"ok": 3}])
+    with pytest.raises(ValidationError, match="index 2"):
+        job.batch_trigger([1, 2, TriggerItem(3, labels={"bad key": "x"})])
+
+    assert run_count(durably) == 0
+
+
+def test_batch_trigger_per_item_options(durably: Durably, job: Job[Any, Any]) -> None:
+    runs = job.batch_trigger(
+        [
+            TriggerItem({"n": 1}, idempotency_key="idem-1", labels={"env": "prod"}),
+            TriggerItem({"n": 2}, concurrency_key="conc-1"),
+            {"n": 3},
+        ]
+    )
+
+    stored = [durably.get_run(r.id) for r in runs]
+    assert [(s.idempotency_key, s.concurrency_key, dict(s.labels)) for s in stored if s] == [
+        ("idem-1", None, {"env": "prod"}),
+        (None, "conc-1", {}),
+        (None, None, {}),
+    ]
+    again = job.trigger({"n": 9}, idempotency_key="idem-1")
+    assert (again.id, again.disposition) == (runs[0].id, Disposition.IDEMPOTENT)
+
+
+def test_batch_same_key_with_skip_coalesces_onto_first(
+    durably: Durably, job: Job[Any, Any]
+) -> None:
+    coalesced = record(durably, "run:coalesced")
+
+    runs = job.batch_trigger(
+        [
+            TriggerItem({"n": 1}, concurrency_key="k", coalesce="skip"),
+            TriggerItem({"n": 2}, concurrency_key="k", coalesce="skip"),
+        ]
+    )
+
+    assert [r.disposition for r in runs] == [Disposition.CREATED, Disposition.COALESCED]
+    assert runs[0].id == runs[1].id
+    assert runs[1].input == {"n": 1}
+    assert [e.skipped_input for e in coalesced] == [{"n": 2}]
+    assert run_count(durably) == 1
+
+
+def test_batch_mixing_keys_and_skip(durably: Durably, job: Job[Any, Any]) -> None:
+    runs = job.batch_trigger(
+        [
+            TriggerItem(1, concurrency_key="a"),
+            TriggerItem(2, concurrency_key="b"),
+            TriggerItem(3, concurrency_key="a", coalesce="skip"),
+        ]
+    )
+
+    assert [r.disposition for r in runs] == ["created", "created", "coalesced"]
+    assert runs[2].id == runs[0].id
+    assert run_count(durably) == 2
+
+
+def test_batch_same_key_without_skip_is_all_or_nothing(
+    durably: Durably, job: Job[Any, Any]
+) -> None:
+    events = record(durably, "run:trigger")
+
+    with pytest.raises(ConflictError):
+        job.batch_trigger(
+            [
+                TriggerItem({"n": 0}),
+                TriggerItem({"n": 1}, concurrency_key="k"),
+                TriggerItem({"n": 2}, concurrency_key="k"),
+            ]
+        )
+
+    assert run_count(durably) == 0
+    assert events == []
+
+
+def test_batch_conflicting_with_existing_pending_run_creates_nothing(
+    durably: Durably, job: Job[Any, Any]
+) -> None:
+    existing = job.trigger({"n": 0}, concurrency_key="k")
+
+    with pytest.raises(ConflictError):
+        job.batch_trigger([{"n": 1}, TriggerItem({"n": 2}, concurrency_key="k")])
+
+    assert [r.id for r in durably.get_runs()] == [existing.id]
+
+
+# -- transactional enqueue -----------------------------------------------------------
+
+
+def _orders_table(durably: Durably) -> None:
+    with durably.engine.connect() as conn, conn.begin():
+        conn.exec_driver_sql("CREATE TABLE orders (id INTEGER PRIMARY KEY, item TEXT)")
+
+
+def _orders(durably: Durably) -> list[str]:
+    with durably.engine.connect() as conn:
+        rows = [row[0] for row in conn.exec_driver_sql("SELECT item FROM orders ORDER BY id")]
+        conn.rollback()
+    return rows
+
+
+def test_transactional_trigger_is_visible_after_commit(
+    durably: Durably, job: Job[Any, Any]
+) -> None:
+    _orders_table(durably)
+    with durably.engine.connect() as conn:
+        tx = conn.begin()
+        conn.exec_driver_sql("INSERT INTO orders (item) VALUES ('book')")
+        run = job.trigger({"order": "book"}, connection=conn)
+        assert run.disposition == "created"
+        tx.commit()
+
+    stored = durably.get_run(run.id)
+    assert stored is not None
+    assert stored.input == {"order": "book"}
+    assert _orders(durably) == ["book"]
+    assert durably.process_one()
+    assert durably.get_run(run.id).status == "completed"  # type: ignore[union-attr]
+
+
+def test_transactional_trigger_is_absent_after_rollback(
+    durably: Durably, job: Job[Any, Any]
+) -> None:
+    _orders_table(durably)
+    with durably.engine.connect() as conn:
+        tx = conn.begin()
+        conn.exec_driver_sql("INSERT INTO orders (item) VALUES ('book')")
+        run = job.trigger({"order": "book"}, connection=conn, labels={"a": "b"})
+        tx.rollback()
+
+    assert durably.get_run(run.id) is None
+    assert run_count(durably) == 0
+    assert _orders(durably) == []
+    assert durably.process_one() is False
+
+
+def test_transactional_batch_trigger_follows_the_callers_transaction(
+    durably: Durably, job: Job[Any, Any]
+) -> None:
+    with durably.engine.connect() as conn:
+        tx = conn.begin()
+        rolled_back = job.batch_trigger([1, 2], connection=conn)
+        tx.rollback()
+        tx = conn.begin()
+        committed = job.batch_trigger([3, 4], connection=conn)
+        tx.commit()
+
+    assert all(durably.get_run(r.id) is None for r in rolled_back)
+    assert sorted(r.input for r in durably.get_runs()) == [3, 4]
+    assert {r.id for r in durably.get_runs()} == {r.id for r in committed}
+
+
+def test_transactional_trigger_emits_run_trigger_only_on_commit(
+    durably: Durably, job: Job[Any, Any]
+) -> None:
+    # A listener (a live run list, a webhook) must never hear of a run that never existed.
+    events = record(durably, "run:trigger")
+    with durably.engine.connect() as conn:
+        tx = conn.begin()
+        job.trigger({"n": 1}, connection=conn)
+        tx.rollback()
+        assert events == []
+        tx = conn.begin()
+        kept = job.trigger({"n": 2}, connection=conn)
+        tx.commit()
+
+    assert [e.run_id for e in events] == [kept.id]
+
+
+def test_transactional_trigger_sees_its_own_uncommitted_runs(
+    durably: Durably, job: Job[Any, Any]
+) -> None:
+    with durably.engine.connect() as conn:
+        tx = conn.begin()
+        first = job.trigger(1, connection=conn, idempotency_key="i", concurrency_key="k")
+        again = job.trigger(2, connection=conn, idempotency_key="i")
+        with pytest.raises(ConflictError):
+            job.trigger(3, connection=conn, concurrency_key="k")
+        tx.commit()
+
+    assert (again.id, again.disposition) == (first.id, Disposition.IDEMPOTENT)
+    assert [r.id for r in durably.get_runs()] == [first.id]
+
+
+# -- job registration ----------------------------------------------------------------
+
+
+def test_get_job_by_name(durably: Durably, job: Job[Any, Any]) -> None:
+    assert durably.get_job("echo") is job
+    assert durably.get_job("nope") is None
+
+
+def test_registering_same_function_twice_returns_same_job(durably: Durably) -> None:
+    first = durably.job("twice")(echo)
+    second = durably.job("twice")(echo)
+
+    assert first is second
+
+
+def test_registering_different_function_under_same_name_is_rejected(
+    durably: Durably, job: Job[Any, Any]
+) -> None:
+    def other(step: StepContext, input: Any) -> Any:
+        return None
+
+    with pytest.raises(ValidationError, match="already registered"):
+        durably.job("echo")(other)
+    assert durably.get_job("echo") is job
+
+
+@pytest.mark.parametrize("name", ["", 42])
+def test_invalid_job_name_is_rejected(durably: Durably, name: Any) -> None:
+    register: Callable[..., Any] = durably.job(name)
+    with pytest.raises(ValidationError):
+        register(echo)
+
+
+def test_bare_decorator_uses_function_name(durably: Durably) -> None:
+    @durably.job
+    def my_job(step: StepContext, input: Any) -> Any:
+        return input
+
+    assert my_job.name == "my_job"
+    assert durably.get_job("my_job") is my_job
