@@ -238,6 +238,7 @@ class Durably:
     def _enqueue(
         self, requests: Sequence[EnqueueRequest], connection: Connection | None
     ) -> list[Run]:
+        self._ensure_schema()
         now = now_ms()
         if connection is not None:
             results = run_store.enqueue_many(connection, requests, now)
@@ -385,6 +386,7 @@ class Durably:
 
     def cancel(self, run_id: str) -> Run:
         """Cancel a pending or leased run. A running run stops at its next step boundary."""
+        self._ensure_schema()
         row = self._runtime.db.write(run_store.cancel, run_id, now_ms())
         run = Run.from_row(row)
         lease = self._runtime.leases.get(run_id)
@@ -397,6 +399,7 @@ class Durably:
 
     def delete_run(self, run_id: str) -> None:
         """Delete a terminal run with its steps, logs and labels."""
+        self._ensure_schema()
         row = self._runtime.db.write(run_store.delete_run, run_id)
         run = Run.from_row(row)
         self._runtime.events.emit(
@@ -409,6 +412,7 @@ class Durably:
         The next worker replays the completed steps from storage and re-runs
         from the first step that did not complete. Compare :meth:`retrigger`.
         """
+        self._ensure_schema()
         row = self._runtime.db.write(run_store.retry, run_id, now_ms())
         run = Run.from_row(row)
         self._runtime.events.emit(
@@ -441,6 +445,7 @@ class Durably:
             raise ValidationError("older_than must be a datetime")
         if not isinstance(limit, int) or limit < 1:
             raise ValidationError("limit must be a positive integer")
+        self._ensure_schema()
         return self._runtime.db.write(run_store.purge, to_ms(older_than), limit)
 
     # -- events -----------------------------------------------------------------

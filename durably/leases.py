@@ -211,9 +211,7 @@ class LeaseService:
                             steps.c.run_id == row["id"],
                             steps.c.status == StepStatus.COMPLETED.value,
                         )
-                    )
-                    .tuples()
-                    .all()  # a Result has .keys(): dict() would treat it as a mapping
+                    ).all()  # a list: a Result has .keys(), so dict() would take it for a mapping
                 )
             return row, completed
 

@@ -1,0 +1,376 @@
+"""The thread worker: start/stop, FIFO, slots, hand-back on shutdown, errors it survives."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from durably import Durably, StepContext
+from durably.clock import now_ms
+from durably.events import Event
+from durably.schema import runs as runs_table
+from durably.status import RunStatus
+
+WAIT = 10.0
+"""Seconds a test waits for something that should happen at once (only reached on failure)."""
+
+
+def _set_column(durably: Durably, run_id: str, **values: Any) -> None:
+    """Fabricate a stored state through durably's own connection pool."""
+    durably._runtime.db.write(
+        lambda conn: conn.execute(
+            runs_table.update().where(runs_table.c.id == run_id).values(**values)
+        )
+    )
+
+
+def _status(durably: Durably, run_id: str) -> RunStatus:
+    run = durably.get_run(run_id)
+    assert run is not None
+    return run.status
+
+
+def test_start_processes_a_pending_run(durably: Durably) -> None:
+    @durably.job("greet")
+    def greet(step: StepContext, input: dict[str, str]) -> str:
+        return step.run("hello", lambda: f"hello {input['name']}")
+
+    run = greet.trigger({"name": "ada"})
+    durably.start()
+    done = durably.wait_for_run(run.id, timeout=WAIT)
+
+    assert done.status == RunStatus.COMPLETED
+    assert done.output == "hello ada"
+
+
+def test_stop_waits_for_the_in_flight_run_to_complete(durably: Durably) -> None:
+    entered = threading.Event()
+    release = threading.Event()
+
+    @durably.job("in-flight")
+    def in_flight(step: StepContext, input: None) -> str:
+        def slow() -> str:
+            entered.set()
+            release.wait(WAIT)
+            return "finished"
+
+        return step.run("slow", slow)
+
+    run = in_flight.trigger(None)
+    durably.start()
+    assert entered.wait(WAIT)
+
+    stopped = threading.Event()
+
+    def stop() -> None:
+        durably.stop()
+        stopped.set()
+
+    stopper = threading.Thread(target=stop)
+    stopper.start()
+    assert not stopped.wait(0.1), "stop() returned while a step was still running"
+    release.set()
+    stopper.join(WAIT)
+
+    assert stopped.is_set()
+    assert not durably.is_running
+    run_after = durably.get_run(run.id)
+    assert run_after is not None
+    assert run_after.status == RunStatus.COMPLETED
+    assert run_after.output == "finished"
+
+
+def test_idle_stop_returns(durably: Durably) -> None:
+    durably.start()
+    assert durably.is_running
+    durably.stop()
+    assert not durably.is_running
+
+
+def test_runs_are_processed_in_fifo_order(durably: Durably) -> None:
+    order: list[int] = []
+
+    @durably.job("ordered")
+    def ordered(step: StepContext, input: int) -> None:
+        order.append(input)
+
+    runs = [ordered.trigger(n) for n in (1, 2, 3)]
+    durably.start()
+    for run in runs:
+        durably.wait_for_run(run.id, timeout=WAIT)
+
+    assert order == [1, 2, 3]
+
+
+def test_max_concurrent_runs_runs_jobs_in_parallel(make_durably: Callable[..., Durably]) -> None:
+    durably = make_durably(max_concurrent_runs=3)
+    together = threading.Barrier(3, timeout=WAIT)
+    lock = threading.Lock()
+    active = 0
+    peak = 0
+
+    @durably.job("parallel")
+    def parallel(step: StepContext, input: int) -> int:
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        together.wait()  # only passes if three runs are executing at once
+        with lock:
+            active -= 1
+        return input
+
+    runs = parallel.batch_trigger([1, 2, 3])
+    durably.start()
+    for run in runs:
+        assert durably.wait_for_run(run.id, timeout=WAIT).output == run.input
+    assert peak == 3
+
+
+def test_one_slot_never_runs_two_jobs_at_once(durably: Durably) -> None:
+    lock = threading.Lock()
+    active = 0
+    peak = 0
+
+    @durably.job("serial")
+    def serial(step: StepContext, input: int) -> None:
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        step.run("work", lambda: input)
+        with lock:
+            active -= 1
+
+    runs = serial.batch_trigger([1, 2, 3, 4])
+    durably.start()
+    for run in runs:
+        durably.wait_for_run(run.id, timeout=WAIT)
+    assert peak == 1
+
+
+def test_a_finished_slot_refills_without_waiting_for_the_poll(
+    make_durably: Callable[..., Durably],
+) -> None:
+    durably = make_durably(polling_interval=60.0)
+    finished: list[int] = []
+
+    @durably.job("back-to-back")
+    def back_to_back(step: StepContext, input: int) -> None:
+        finished.append(input)
+
+    durably.start()  # finds nothing and goes to sleep for the 60 s poll
+    runs = back_to_back.batch_trigger([1, 2])  # one local wake-up for both runs
+    for run in runs:
+        # Waiting longer than the poll would fail the test: only the refill can finish both.
+        durably.wait_for_run(run.id, timeout=WAIT)
+    assert finished == [1, 2]
+
+
+def test_stop_timeout_hands_the_run_back_for_another_worker(
+    make_durably: Callable[..., Durably],
+) -> None:
+    first = make_durably()
+    second = make_durably()
+    calls: Counter[str] = Counter()
+    entered = threading.Event()
+
+    def register(durably: Durably, *, blocking: bool) -> Any:
+        @durably.job("long")
+        def long(step: StepContext, input: None) -> str:
+            def prepare() -> str:
+                calls["prepare"] += 1
+                return "prepared"
+
+            def slow() -> str:
+                calls["slow"] += 1
+                if blocking:
+                    entered.set()
+                    step.wait(WAIT)  # wakes early when the worker gives the run up
+                return "slow-done"
+
+            prepared = step.run("prepare", prepare)
+            return f"{prepared}/{step.run('slow', slow)}"
+
+        return long
+
+    job = register(first, blocking=True)
+    register(second, blocking=False)
+
+    run = job.trigger(None)
+    first.start()
+    assert entered.wait(WAIT)
+    first.stop(timeout=0.2)
+
+    handed_back = first.get_run(run.id)
+    assert handed_back is not None
+    assert handed_back.status in (RunStatus.LEASED, RunStatus.PENDING)
+    assert handed_back.error is None
+    if handed_back.status == RunStatus.LEASED:
+        assert handed_back.lease_expires_at is not None
+        assert handed_back.lease_expires_at.timestamp() * 1000 <= now_ms()
+
+    # The lease was released, not left to expire: the other instance claims it at once.
+    assert second.process_one()
+    done = second.get_run(run.id)
+    assert done is not None
+    assert done.status == RunStatus.COMPLETED
+    assert done.output == "prepared/slow-done"
+    assert calls == Counter({"prepare": 1, "slow": 2})
+
+
+def test_worker_is_registered_while_running_and_removed_after_stop(durably: Durably) -> None:
+    durably.start()
+    mine = [w for w in durably.get_workers() if w.id == durably.worker_id]
+    assert len(mine) == 1
+    assert mine[0].engine == "thread"
+    assert mine[0].pid == os.getpid()
+    assert not mine[0].is_stale
+
+    durably.stop()
+    assert [w for w in durably.get_workers() if w.id == durably.worker_id] == []
+
+
+def test_base_exception_in_a_job_leaves_the_run_resumable(durably: Durably) -> None:
+    calls: Counter[str] = Counter()
+
+    @durably.job("interrupted")
+    def interrupted(step: StepContext, input: None) -> str:
+        def before() -> str:
+            calls["before"] += 1
+            return "kept"
+
+        def exits() -> str:
+            calls["exits"] += 1
+            if calls["exits"] == 1:
+                raise SystemExit(3)
+            return "resumed"
+
+        return f"{step.run('before', before)}/{step.run('exits', exits)}"
+
+    run = interrupted.trigger(None)
+    with pytest.raises(SystemExit):
+        durably.process_one()
+
+    stopped = durably.get_run(run.id)
+    assert stopped is not None
+    assert stopped.status in (RunStatus.LEASED, RunStatus.PENDING)
+    assert stopped.error is None
+    if stopped.status == RunStatus.LEASED:
+        assert stopped.lease_expires_at is not None
+        assert stopped.lease_expires_at.timestamp() * 1000 <= now_ms()
+
+    assert durably.process_one()
+    done = durably.get_run(run.id)
+    assert done is not None
+    assert done.status == RunStatus.COMPLETED
+    assert done.output == "kept/resumed"
+    assert calls == Counter({"before": 1, "exits": 2})
+
+
+def test_run_of_a_job_this_process_does_not_know_fails(
+    make_durably: Callable[..., Durably],
+) -> None:
+    producer = make_durably()
+    consumer = make_durably()
+
+    @producer.job("only-on-producer")
+    def only_on_producer(step: StepContext, input: None) -> None:
+        return None
+
+    run = only_on_producer.trigger(None)
+    assert consumer.process_one()
+
+    failed = consumer.get_run(run.id)
+    assert failed is not None
+    assert failed.status == RunStatus.FAILED
+    assert failed.error is not None
+    assert "Unknown job" in failed.error
+
+
+def test_corrupted_input_fails_that_run_and_the_worker_carries_on(durably: Durably) -> None:
+    executed: list[Any] = []
+
+    @durably.job("reads-input")
+    def reads_input(step: StepContext, input: Any) -> Any:
+        executed.append(input)
+        return input
+
+    broken = reads_input.trigger({"ok": False})
+    healthy = reads_input.trigger({"ok": True})
+    _set_column(durably, broken.id, input="{not json")
+
+    durably.start()
+    assert durably.wait_for_run(healthy.id, timeout=WAIT).output == {"ok": True}
+
+    failed = durably.get_run(broken.id)
+    assert failed is not None
+    assert failed.status == RunStatus.FAILED
+    assert failed.error is not None
+    assert "input" in failed.error.lower()
+    assert "json" in failed.error.lower()
+    assert executed == [{"ok": True}]
+
+
+def test_worker_error_is_emitted_and_the_worker_keeps_running(
+    durably: Durably, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    errors: list[Event] = []
+    service = durably._runtime.service
+    real_claim = service.claim
+    failures = Counter[str]()
+
+    def flaky_claim(worker_id: str) -> Any:
+        if failures["claim"] == 0:
+            failures["claim"] += 1
+            raise RuntimeError("database went away")
+        return real_claim(worker_id)
+
+    def on_worker_error(event: Event) -> None:
+        errors.append(event)
+        raise RuntimeError("a broken worker:error listener")
+
+    @durably.job("after-error")
+    def after_error(step: StepContext, input: None) -> str:
+        return step.run("ok", lambda: "ok")
+
+    durably.on("worker:error", on_worker_error)
+    monkeypatch.setattr(service, "claim", flaky_claim)
+    run = after_error.trigger(None)
+    durably.start()
+
+    assert durably.wait_for_run(run.id, timeout=WAIT).output == "ok"
+    assert durably.is_running
+    claim_errors = [e for e in errors if e.context == "claim"]
+    assert len(claim_errors) == 1
+    assert claim_errors[0].error is not None
+    assert "database went away" in claim_errors[0].error
+
+
+def test_a_raising_listener_does_not_break_the_worker(durably: Durably) -> None:
+    reported: list[BaseException] = []
+    durably.on_error(lambda exc, event: reported.append(exc))
+
+    def broken_listener(event: Event) -> None:
+        raise RuntimeError(f"listener broke on {event.type}")
+
+    for event_type in ("run:leased", "step:complete", "run:complete"):
+        durably.on(event_type, broken_listener)
+
+    @durably.job("listened")
+    def listened(step: StepContext, input: int) -> int:
+        return step.run("double", lambda: input * 2)
+
+    runs = listened.batch_trigger([1, 2])
+    durably.start()
+
+    assert [durably.wait_for_run(r.id, timeout=WAIT).output for r in runs] == [2, 4]
+    assert durably.is_running
+    durably.stop()  # waits for the runs' last events to be delivered
+    assert len(reported) == 6
+    assert all(isinstance(exc, RuntimeError) for exc in reported)
