@@ -11,10 +11,10 @@ from typing import Any, TypeVar, overload
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection
 
-from . import config
+from . import config, serialization
 from . import migrate as migrations
 from . import runs as run_store
-from .clock import now_ms, to_datetime, to_ms
+from .clock import now_ms, to_ms
 from .database import Database
 from .errors import (
     CancelledError,
@@ -26,12 +26,11 @@ from .errors import (
 from .events import TERMINAL_EVENTS, ErrorHandler, Event, EventBus, EventType, Listener
 from .execution import execute
 from .ids import new_id
-from .jobs import Job, JobFunction, build_request
-from .leases import AbortReason, LeaseService
+from .jobs import Job, JobFunction, build_request, validate_labels
+from .leases import AbortReason, LeaseService, list_workers
 from .models import LogEntry, Run, Step, WorkerInfo
 from .runs import EnqueueRequest, RunFilter
 from .runtime import Runtime
-from .schema import workers
 from .status import Disposition, RunStatus
 from .workers.threads import ThreadWorker
 
@@ -272,7 +271,7 @@ class Durably:
                     run_id=run.id,
                     job_name=run.job_name,
                     labels=run.labels,
-                    skipped_input=_loads(request.input_json),
+                    skipped_input=serialization.loads(request.input_json),
                     skipped_labels=dict(request.labels),
                 )
         if created:
@@ -315,24 +314,9 @@ class Durably:
 
     def get_workers(self) -> list[WorkerInfo]:
         """Registered worker engines, live and stale (no heartbeat within ``stale_threshold``)."""
-        rows = self._runtime.db.read(
-            lambda conn: list(
-                conn.execute(sa.select(*workers.c).order_by(workers.c.started_at)).mappings()
-            )
-        )
         stale_before = now_ms() - self.settings.lease_ms
-        return [
-            WorkerInfo(
-                id=row["id"],
-                host=row["host"],
-                pid=row["pid"],
-                engine=row["engine"],
-                started_at=to_datetime(row["started_at"]),
-                last_heartbeat_at=to_datetime(row["last_heartbeat_at"]),
-                is_stale=row["last_heartbeat_at"] < stale_before,
-            )
-            for row in rows
-        ]
+        rows = self._runtime.db.read(list_workers)
+        return [WorkerInfo.from_row(row, stale_before=stale_before) for row in rows]
 
     # -- waiting ----------------------------------------------------------------
 
@@ -478,12 +462,6 @@ def _on_commit(connection: Connection, callback: Callable[[], None]) -> None:
     sa.event.listen(connection, "rollback", on_rollback, once=True)
 
 
-def _loads(text: str) -> Any:
-    from .serialization import loads
-
-    return loads(text)
-
-
 def _statuses(status: str | Sequence[str] | None) -> tuple[str, ...]:
     if status is None:
         return ()
@@ -505,8 +483,6 @@ def _names(job_name: str | Sequence[str] | None) -> tuple[str, ...]:
 
 
 def _label_filter(labels: Mapping[str, str] | None) -> dict[str, str] | None:
-    from .jobs import validate_labels
-
     return validate_labels(labels) if labels else None
 
 

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
 from . import runs as run_store
+from . import serialization
 from .clock import now_ms
 from .config import (
     AUTO_PURGE_BATCH,
@@ -173,6 +174,10 @@ def claim_next(conn: Connection, worker_id: str, now: int, lease_ms: int) -> Row
         .mappings()
         .first()
     )
+
+
+def list_workers(conn: Connection) -> list[RowMapping]:
+    return list(conn.execute(sa.select(*workers.c).order_by(workers.c.started_at)).mappings())
 
 
 def _guard(run_id: str, generation: int) -> sa.ColumnElement[bool]:
@@ -571,7 +576,5 @@ class LeaseService:
 
 
 def _labels(row: RowMapping) -> dict[str, str]:
-    from .serialization import loads
-
-    value = loads(row["labels"])
+    value = serialization.loads(row["labels"])
     return dict(value) if isinstance(value, dict) else {}

@@ -175,3 +175,15 @@ class WorkerInfo:
     started_at: datetime
     last_heartbeat_at: datetime
     is_stale: bool
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any], *, stale_before: int) -> WorkerInfo:
+        return cls(
+            id=row["id"],
+            host=row["host"],
+            pid=row["pid"],
+            engine=row["engine"],
+            started_at=to_datetime(row["started_at"]),
+            last_heartbeat_at=to_datetime(row["last_heartbeat_at"]),
+            is_stale=row["last_heartbeat_at"] < stale_before,
+        )
