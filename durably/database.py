@@ -20,7 +20,6 @@ nowhere else.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import re
 import threading
@@ -90,7 +89,7 @@ def translate(exc: BaseException) -> BaseException:
         return DatabaseError(f"The database cannot be opened: {text}")
     if "file is not a database" in lower or "malformed" in lower:
         return DatabaseError(f"The database file is damaged or not a database: {text}")
-    if isinstance(exc, sa.exc.DBAPIError) or type(exc) is ValueError:
+    if _is_driver_error(exc):
         return DatabaseError(text)
     return exc
 
@@ -185,17 +184,6 @@ class Database:
     ) -> T:
         """Run ``fn(conn, ...)`` in a read transaction (one consistent snapshot)."""
         return self._retrying(fn, args, kwargs, write=False)
-
-    async def write_async(
-        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
-    ) -> T:
-        """:meth:`write` in a worker thread, so the event loop never waits on the database."""
-        return await asyncio.to_thread(self._retrying, fn, args, kwargs, write=True)
-
-    async def read_async(
-        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
-    ) -> T:
-        return await asyncio.to_thread(self._retrying, fn, args, kwargs, write=False)
 
     def _retrying(
         self,

@@ -241,7 +241,7 @@ def execute(runtime: Runtime, claimed: ClaimedRun) -> Outcome:
         execution = Execution(runtime, claimed)
         execution._emit(
             EventType.RUN_LEASED,
-            input=_safe_loads(claimed.row["input"]),
+            input=serialization.loads_or_text(claimed.row["input"]),
             lease_owner=lease.owner,
             lease_expires_at=to_datetime(lease.expires_at),
         )
@@ -310,10 +310,3 @@ def _fail(runtime: Runtime, execution: Execution, error: str) -> Outcome:
         return "cancelled"
     execution._worker_error(LeaseLostError(execution.lease.run_id), "run-failure")
     return "lease-lost"
-
-
-def _safe_loads(text: str) -> Any:
-    try:
-        return serialization.loads(text)
-    except ValueError:
-        return text

@@ -81,11 +81,11 @@ class Run:
             id=row["id"],
             job_name=row["job_name"],
             status=RunStatus(row["status"]),
-            input=_decode(row["input"]),
-            output=_decode(row["output"]),
+            input=serialization.loads_or_text(row["input"]),
+            output=serialization.loads_or_text(row["output"]),
             error=row["error"],
-            labels=_decode(row["labels"]) or {},
-            progress=Progress.from_json(_decode(row["progress"])),
+            labels=serialization.loads_or_text(row["labels"]) or {},
+            progress=Progress.from_json(serialization.loads_or_text(row["progress"])),
             idempotency_key=row["idempotency_key"],
             concurrency_key=row["concurrency_key"],
             current_step_index=row["current_step_index"],
@@ -98,14 +98,6 @@ class Run:
             created_at=to_datetime(row["created_at"]),
             updated_at=to_datetime(row["updated_at"]),
         )
-
-
-def _decode(text: str | None) -> Any:
-    """Stored JSON; a value that does not decode is returned as its raw text."""
-    try:
-        return serialization.loads(text)
-    except ValueError:
-        return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +123,7 @@ class Step:
             name=row["name"],
             index=row["step_index"],
             status=StepStatus(row["status"]),
-            output=_decode(row["output"]),
+            output=serialization.loads_or_text(row["output"]),
             error=row["error"],
             lease_generation=row["lease_generation"],
             started_at=to_datetime(row["started_at"]),
@@ -159,7 +151,7 @@ class LogEntry:
             step_name=row["step_name"],
             level=LogLevel(row["level"]),
             message=row["message"],
-            data=_decode(row["data"]),
+            data=serialization.loads_or_text(row["data"]),
             created_at=to_datetime(row["created_at"]),
         )
 

@@ -29,3 +29,11 @@ def loads(text: str | None) -> Any:
     if text is None:
         return None
     return _decoder.decode(text)
+
+
+def loads_or_text(text: str | None) -> Any:
+    """Stored JSON, or the raw text when it does not decode (shown, not trusted)."""
+    try:
+        return loads(text)
+    except ValueError:
+        return text
