@@ -6,7 +6,7 @@ worker once its lease expires and resumes at its first unfinished step.
 """
 
 from .app import Durably
-from .context import StepContext, StepLogger
+from .context import AsyncStepContext, StepContext, StepLogger
 from .errors import (
     CancelledError,
     ConflictError,
@@ -25,6 +25,7 @@ from .models import LogEntry, Progress, Run, Step, WorkerInfo
 from .status import Disposition, LogLevel, RunStatus, StepStatus
 
 __all__ = [
+    "AsyncStepContext",
     "CancelledError",
     "ConflictError",
     "DatabaseError",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -14,6 +15,7 @@ from sqlalchemy.engine import URL, Connection
 from . import config, serialization
 from . import migrate as migrations
 from . import runs as run_store
+from .bridge import threadsafe_setter, wait_event
 from .clock import now_ms, to_ms
 from .database import Database
 from .errors import (
@@ -24,14 +26,22 @@ from .errors import (
     ValidationError,
 )
 from .events import TERMINAL_EVENTS, ErrorHandler, Event, EventBus, EventType, Listener
-from .execution import execute
+from .execution import execute, execute_async
 from .ids import new_id
-from .jobs import Job, JobFunction, build_request, validate_labels
+from .jobs import (
+    AsyncJobFunction,
+    Job,
+    JobDecorator,
+    JobFunction,
+    build_request,
+    validate_labels,
+)
 from .leases import AbortReason, LeaseService, list_workers
 from .models import LogEntry, Run, Step, WorkerInfo
 from .runs import EnqueueRequest, RunFilter
 from .runtime import Runtime
 from .status import Disposition, RunStatus
+from .workers.asyncio import AsyncioWorker
 from .workers.threads import ThreadWorker
 
 InputT = TypeVar("InputT")
@@ -100,7 +110,7 @@ class Durably:
             settings=settings, db=db, service=LeaseService(db, settings), events=EventBus()
         )
         self.worker_id = worker_id or default_worker_id()
-        self._worker: ThreadWorker | None = None
+        self._worker: ThreadWorker | AsyncioWorker | None = None
         self._schema_checked = False
         self._lock = threading.Lock()
 
@@ -119,22 +129,29 @@ class Durably:
     # -- jobs -----------------------------------------------------------------
 
     @overload
-    def job(self, name: str) -> Callable[[JobFunction[InputT, OutputT]], Job[InputT, OutputT]]: ...
+    def job(self, name: str) -> JobDecorator: ...
+
+    @overload
+    def job(self, name: AsyncJobFunction[InputT, OutputT]) -> Job[InputT, OutputT]: ...
 
     @overload
     def job(self, name: JobFunction[InputT, OutputT]) -> Job[InputT, OutputT]: ...
 
     def job(self, name: Any) -> Any:
-        """Register a job: ``@durably.job("name")`` (or bare ``@durably.job``: the function name)."""
+        """Register a job: ``@durably.job("name")`` (or bare ``@durably.job``: the function name).
+
+        The function may be ``def job(step, input)`` or ``async def job(step,
+        input)``; either engine runs either kind.
+        """
         if callable(name):
             return self._register(name.__name__, name)
 
-        def decorator(fn: JobFunction[InputT, OutputT]) -> Job[InputT, OutputT]:
+        def decorator(fn: Any) -> Any:
             return self._register(name, fn)
 
         return decorator
 
-    def _register(self, name: str, fn: JobFunction[InputT, OutputT]) -> Job[InputT, OutputT]:
+    def _register(self, name: str, fn: Any) -> Job[Any, Any]:
         if not isinstance(name, str) or not name or len(name) > 255:
             raise ValidationError("A job name must be a non-empty string of at most 255 characters")
         registry = self._runtime.registry
@@ -143,11 +160,7 @@ class Durably:
             if existing.fn is fn:
                 return existing
             raise ValidationError(f'Job "{name}" is already registered with a different function')
-        job: Job[InputT, OutputT] = Job(self, name, fn)
-        if job.is_async:
-            raise ValidationError(
-                f'Job "{name}" is an async function; this version of durably runs def jobs only'
-            )
+        job: Job[Any, Any] = Job(self, name, fn)
         registry[name] = job
         return job
 
@@ -165,38 +178,102 @@ class Durably:
         migrations.upgrade(self._runtime.db)
         self._schema_checked = True
 
+    async def migrate_async(self) -> None:
+        await self._runtime.call(self.migrate)
+
     def _ensure_schema(self) -> None:
         if not self._schema_checked:
             migrations.check(self._runtime.db)
             self._schema_checked = True
 
-    # -- worker -----------------------------------------------------------------
+    # -- worker engines -----------------------------------------------------------
 
     def start(self) -> None:
-        """Start the thread worker engine in the background; returns at once."""
+        """Start the thread worker engine in the background; returns at once.
+
+        For WSGI apps and scripts. In an asyncio app use :meth:`start_async`.
+        """
         with self._lock:
-            if self._worker is not None and self._worker.running:
+            if self._claim_engine("thread"):
                 return
             self._ensure_schema()
-            self._worker = ThreadWorker(self._runtime, self.worker_id)
-            self._worker.start()
+            worker = ThreadWorker(self._runtime, self.worker_id)
+            worker.start()
+            self._worker = worker
+
+    async def start_async(self) -> None:
+        """Start the asyncio worker engine: tasks in the running event loop; returns at once.
+
+        For ASGI apps (call it in the lifespan) and async scripts.
+        """
+        with self._lock:
+            if self._claim_engine("asyncio"):
+                return
+            worker = AsyncioWorker(self._runtime, self.worker_id)
+            self._worker = worker
+        try:
+            await self._runtime.call(self._ensure_schema)
+            await worker.start()
+        except BaseException:
+            with self._lock:
+                if self._worker is worker:
+                    self._worker = None
+            raise
+
+    def _claim_engine(self, engine: str) -> bool:
+        """True if this engine already runs; ConflictError if the other one does."""
+        worker = self._worker
+        if worker is None or not worker.running:
+            return False
+        if worker.engine != engine:
+            raise ConflictError(
+                f"The {worker.engine} engine is already running; stop it before starting {engine}"
+            )
+        return True
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop claiming runs and wait for in-flight runs (see :meth:`ThreadWorker.stop`)."""
+        """Stop the thread engine: no more claims; wait for in-flight runs.
+
+        Runs still going after ``timeout`` seconds are asked to stop at their
+        next step boundary and their leases released, so another worker
+        resumes them at once from their completed steps.
+        """
         with self._lock:
-            worker, self._worker = self._worker, None
+            worker = self._worker
+            if isinstance(worker, AsyncioWorker):
+                raise ConflictError("The asyncio engine is running: use await stop_async()")
+            self._worker = None
         if worker is not None:
             worker.stop(timeout)
+
+    async def stop_async(self, timeout: float | None = None) -> None:
+        """Stop the asyncio engine (same policy as :meth:`stop`)."""
+        with self._lock:
+            worker = self._worker
+            if isinstance(worker, ThreadWorker):
+                raise ConflictError("The thread engine is running: use stop()")
+            self._worker = None
+        if worker is not None:
+            await worker.stop(timeout)
 
     @property
     def is_running(self) -> bool:
         return self._worker is not None and self._worker.running
 
+    @property
+    def engine_name(self) -> str | None:
+        """``"thread"``, ``"asyncio"`` or None: the engine this instance runs now."""
+        return self._worker.engine if self.is_running and self._worker is not None else None
+
     def close(self) -> None:
-        """Stop the worker and the heartbeat, and close the database connections."""
+        """Stop the thread engine and the heartbeat, and close the database connections."""
         self.stop()
-        self._runtime.heartbeat.stop()
-        self._runtime.db.dispose()
+        self._runtime.close()
+
+    async def close_async(self) -> None:
+        """Stop the asyncio engine, then release threads and connections (off the loop)."""
+        await self.stop_async()
+        await asyncio.to_thread(self._runtime.close)
 
     def __enter__(self) -> Durably:
         return self
@@ -204,10 +281,19 @@ class Durably:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    async def __aenter__(self) -> Durably:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close_async()
+
+    # -- serverless processing ------------------------------------------------------
+
     def process_one(self) -> bool:
         """Claim one run and execute it in this thread. False if nothing was claimable.
 
-        The serverless primitive: no background worker needed.
+        The serverless primitive: no background worker needed. An ``async
+        def`` job runs on durably's event-loop thread while this one waits.
         """
         self._ensure_schema()
         claimed = self._runtime.service.claim(self.worker_id)
@@ -216,18 +302,37 @@ class Durably:
         execute(self._runtime, claimed)
         return True
 
+    async def process_one_async(self) -> bool:
+        """Claim one run and await it in the running loop (``def`` jobs run in a thread)."""
+        runtime = self._runtime
+        await runtime.call(self._ensure_schema)
+        claimed = await runtime.call(runtime.service.claim, self.worker_id)
+        if claimed is None:
+            return False
+        await execute_async(runtime, claimed)
+        return True
+
     def process_until_idle(self, max_runs: int | None = None) -> int:
         """Process runs until none is claimable (or ``max_runs``); returns how many ran.
 
         Idle maintenance (stale reaper, retention purge) runs only when the
         queue was actually drained.
         """
-        if max_runs is not None and (not isinstance(max_runs, int) or max_runs < 0):
-            raise ValidationError("max_runs must be a non-negative integer")
+        _check_max_runs(max_runs)
         count = 0
         while max_runs is None or count < max_runs:
             if not self.process_one():
                 self._runtime.service.run_maintenance(force=True)
+                break
+            count += 1
+        return count
+
+    async def process_until_idle_async(self, max_runs: int | None = None) -> int:
+        _check_max_runs(max_runs)
+        count = 0
+        while max_runs is None or count < max_runs:
+            if not await self.process_one_async():
+                await self._runtime.call(self._runtime.service.run_maintenance, force=True)
                 break
             count += 1
         return count
@@ -330,41 +435,60 @@ class Durably:
         ``TimeoutError``. Runs finished in this process wake the wait at once;
         runs finished by other processes are seen by polling.
         """
+        poll, deadline = self._wait_params(timeout, polling_interval)
+        finished = threading.Event()
+        unsubscribe = self._on_finished(run_id, finished.set)
+        try:
+            while True:
+                run = _settled(run_id, self.get_run(run_id))
+                if run is not None:
+                    return run
+                finished.wait(_next_wait(poll, deadline, timeout, run_id))
+                finished.clear()
+        finally:
+            unsubscribe()
+
+    async def wait_for_run_async(
+        self, run_id: str, timeout: float | None = None, *, polling_interval: float | None = None
+    ) -> Run:
+        """:meth:`wait_for_run` for the event loop: awaits without holding a thread."""
+        poll, deadline = self._wait_params(timeout, polling_interval)
+        finished = asyncio.Event()
+        unsubscribe = self._on_finished(run_id, threadsafe_setter(finished))
+        try:
+            while True:
+                run = _settled(run_id, await self.get_run_async(run_id))
+                if run is not None:
+                    return run
+                await wait_event(finished, _next_wait(poll, deadline, timeout, run_id))
+                finished.clear()
+        finally:
+            unsubscribe()
+
+    def _wait_params(
+        self, timeout: float | None, polling_interval: float | None
+    ) -> tuple[float, float | None]:
         poll = self.settings.polling_interval if polling_interval is None else polling_interval
         if poll <= 0:
             raise ValidationError("polling_interval must be positive")
         if timeout is not None and timeout < 0:
             raise ValidationError("timeout must not be negative")
-        finished = threading.Event()
+        return poll, None if timeout is None else time.monotonic() + timeout
+
+    def _on_finished(self, run_id: str, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` when this process sees the run end; returns an unsubscribe."""
 
         def listener(event: Event) -> None:
             if event.run_id == run_id:
-                finished.set()
+                callback()
 
         unsubscribes = [self._runtime.events.on(t, listener) for t in TERMINAL_EVENTS]
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            while True:
-                run = self.get_run(run_id)
-                if run is None:
-                    raise NotFoundError(f"Run not found: {run_id}")
-                if run.status is RunStatus.COMPLETED:
-                    return run
-                if run.status is RunStatus.FAILED:
-                    raise RunFailedError(run_id, run.error)
-                if run.status is RunStatus.CANCELLED:
-                    raise CancelledError(run_id)
-                wait = poll
-                if deadline is not None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError(f"wait_for_run timed out after {timeout:g}s: {run_id}")
-                    wait = min(wait, remaining)
-                finished.wait(wait)
-                finished.clear()
-        finally:
-            for unsubscribe in unsubscribes:
-                unsubscribe()
+
+        def unsubscribe() -> None:
+            for remove in unsubscribes:
+                remove()
+
+        return unsubscribe
 
     # -- changing runs ------------------------------------------------------------
 
@@ -432,6 +556,63 @@ class Durably:
         self._ensure_schema()
         return self._runtime.db.write(run_store.purge, to_ms(older_than), limit)
 
+    # -- async twins ------------------------------------------------------------
+    # The same operations as above, run in durably's database threads so that
+    # an event loop never waits on SQLite (see Runtime.call).
+
+    async def get_run_async(self, run_id: str) -> Run | None:
+        return await self._runtime.call(self.get_run, run_id)
+
+    async def get_runs_async(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        job_name: str | Sequence[str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Run]:
+        return await self._runtime.call(
+            self.get_runs,
+            status=status,
+            job_name=job_name,
+            labels=labels,
+            limit=limit,
+            offset=offset,
+        )
+
+    async def get_failed_runs_async(self, limit: int | None = None) -> list[Run]:
+        return await self._runtime.call(self.get_failed_runs, limit)
+
+    async def get_steps_async(self, run_id: str) -> list[Step]:
+        return await self._runtime.call(self.get_steps, run_id)
+
+    async def get_logs_async(self, run_id: str) -> list[LogEntry]:
+        return await self._runtime.call(self.get_logs, run_id)
+
+    async def get_workers_async(self) -> list[WorkerInfo]:
+        return await self._runtime.call(self.get_workers)
+
+    async def cancel_async(self, run_id: str) -> Run:
+        return await self._runtime.call(self.cancel, run_id)
+
+    async def delete_run_async(self, run_id: str) -> None:
+        await self._runtime.call(self.delete_run, run_id)
+
+    async def retry_async(self, run_id: str) -> Run:
+        return await self._runtime.call(self.retry, run_id)
+
+    async def retrigger_async(self, run_id: str) -> Run:
+        return await self._runtime.call(self.retrigger, run_id)
+
+    async def purge_runs_async(
+        self, older_than: datetime, limit: int = config.DEFAULT_PURGE_LIMIT
+    ) -> int:
+        return await self._runtime.call(self.purge_runs, older_than, limit)
+
+    async def _enqueue_async(self, requests: Sequence[EnqueueRequest]) -> list[Run]:
+        return await self._runtime.call(self._enqueue, requests, None)
+
     # -- events -----------------------------------------------------------------
 
     def on(self, event_type: EventType | str | None, listener: Listener) -> Callable[[], None]:
@@ -460,6 +641,33 @@ def _on_commit(connection: Connection, callback: Callable[[], None]) -> None:
 
     sa.event.listen(connection, "commit", on_commit, once=True)
     sa.event.listen(connection, "rollback", on_rollback, once=True)
+
+
+def _settled(run_id: str, run: Run | None) -> Run | None:
+    """The completed run, None while it is still going; raises if it ended otherwise."""
+    if run is None:
+        raise NotFoundError(f"Run not found: {run_id}")
+    if run.status is RunStatus.COMPLETED:
+        return run
+    if run.status is RunStatus.FAILED:
+        raise RunFailedError(run_id, run.error)
+    if run.status is RunStatus.CANCELLED:
+        raise CancelledError(run_id)
+    return None
+
+
+def _next_wait(poll: float, deadline: float | None, timeout: float | None, run_id: str) -> float:
+    if deadline is None:
+        return poll
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError(f"wait_for_run timed out after {timeout:g}s: {run_id}")
+    return min(poll, remaining)
+
+
+def _check_max_runs(max_runs: int | None) -> None:
+    if max_runs is not None and (not isinstance(max_runs, int) or max_runs < 0):
+        raise ValidationError("max_runs must be a non-negative integer")
 
 
 def _statuses(status: str | Sequence[str] | None) -> tuple[str, ...]:

@@ -4,17 +4,31 @@ The job function runs with no database transaction open. Each step's result
 is written in its own short, fenced transaction after the step returns, so
 a crash loses at most the step in progress (which then runs again: steps
 are at-least-once, step *results* are recorded exactly once).
+
+A step goes through three phases, shared by both kinds of job:
+:meth:`Execution.begin_step` (replay or start; no I/O), the user's function,
+then :meth:`Execution.step_returned` or :meth:`Execution.step_raised` (the
+fenced write). ``def`` jobs call them in line (:func:`execute`); ``async def``
+jobs await the user's function on the event loop and run the two writing
+phases in database threads (:func:`execute_async`). Either engine can
+execute either kind: each entry point hands the other kind to the other.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import inspect
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from . import serialization
+from .bridge import threadsafe_setter, wait_event
 from .clock import now_ms, to_datetime
-from .context import StepContext
+from .context import AsyncStepContext, StepContext
 from .errors import CancelledError, DurablyError, LeaseLostError, ValidationError
 from .events import EventType
 from .leases import AbortReason, ClaimedRun, Lease
@@ -22,10 +36,10 @@ from .models import Progress
 from .status import LogLevel, RunStatus, StepStatus
 
 if TYPE_CHECKING:
+    from .jobs import AsyncJobFunction, Job, JobFunction
     from .runtime import Runtime
 
 Outcome = Literal["completed", "failed", "cancelled", "lease-lost"]
-
 
 def describe(exc: BaseException) -> str:
     """The error text stored on a failed run or step: ``"ValueError: bad input"``."""
@@ -33,16 +47,41 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
+@dataclass(frozen=True)
+class StepAttempt:
+    name: str
+    index: int
+    """Position in the job's code order (replayed steps count)."""
+    replayed: bool
+    output: Any = None
+    """The stored output, when ``replayed``."""
+    started_at: int = 0
+    started: float = 0.0
+
+
 class Execution:
     """The state of one run while this worker executes it."""
 
-    def __init__(self, runtime: Runtime, claimed: ClaimedRun) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        claimed: ClaimedRun,
+        *,
+        is_async: bool = False,
+        step_threads: Executor | None = None,
+    ) -> None:
         self.runtime = runtime
+        self.claimed = claimed
         self.lease: Lease = claimed.lease
         self.completed: dict[str, str | None] = dict(claimed.completed_steps)
         self.position = 0
-        """Index of the next step in the job's code order (replayed steps count)."""
         self.current_step: str | None = None
+        self.is_async = is_async
+        """An ``async def`` job, driven by :func:`execute_async`."""
+        self.step_threads = step_threads
+        """Where an async job's ``def`` steps run (None: the loop's default executor)."""
+        self._writes: _WriteQueue | None = None
+        self._abort_event: asyncio.Event | None = None
 
     # -- aborting -----------------------------------------------------------
 
@@ -66,107 +105,188 @@ class Execution:
             return CancelledError(self.lease.run_id)
         return LeaseLostError(self.lease.run_id)
 
-    def _refused(self, step_name: str, index: int) -> DurablyError:
+    def _interrupted(self, attempt: StepAttempt) -> DurablyError:
+        """The step ran (or was awaiting) when the run was told to stop: do not record it."""
+        if self.lease.abort_reason == AbortReason.CANCELLED:
+            self._emit(EventType.STEP_CANCEL, step_name=attempt.name, step_index=attempt.index)
+        return self._abort_error()
+
+    def _refused(self, attempt: StepAttempt) -> DurablyError:
         """A fenced write matched nothing: find out whether we were cancelled or replaced."""
         status = self.runtime.service.run_status(self.lease.run_id)
         if status == RunStatus.CANCELLED.value:
             self.lease.abort(AbortReason.CANCELLED)
-            self._emit(EventType.STEP_CANCEL, step_name=step_name, step_index=index)
+            self._emit(EventType.STEP_CANCEL, step_name=attempt.name, step_index=attempt.index)
             return CancelledError(self.lease.run_id)
         self.lease.abort(AbortReason.LEASE_LOST)
         return LeaseLostError(self.lease.run_id)
 
-    # -- steps --------------------------------------------------------------
+    # -- the step phases ----------------------------------------------------
 
-    def run_step(self, name: str, fn: Callable[[], Any]) -> Any:
+    def begin_step(self, name: str) -> StepAttempt:
+        """Replay a completed step, or announce a new one. No database access."""
         if not isinstance(name, str) or not name:
             raise ValidationError("A step name must be a non-empty string")
         self.check_abort()
         index = self.position
         self.position += 1
         if name in self.completed:
-            return self._replay(name)
-
-        service = self.runtime.service
-        started_at = now_ms()
-        started = time.monotonic()
+            try:
+                output = serialization.loads(self.completed[name])
+            except ValueError:
+                raise DurablyError(
+                    f"The stored output of step {name!r} cannot be decoded; the run cannot resume"
+                ) from None
+            return StepAttempt(name, index, replayed=True, output=output)
+        attempt = StepAttempt(
+            name, index, replayed=False, started_at=now_ms(), started=time.monotonic()
+        )
         self._emit(EventType.STEP_START, step_name=name, step_index=index)
         self.current_step = name
-        try:
-            result = fn()
-        except (CancelledError, LeaseLostError):
-            raise
-        except Exception as exc:
-            if self.lease.abort_reason in (AbortReason.LEASE_LOST, AbortReason.SHUTDOWN):
-                raise LeaseLostError(self.lease.run_id) from exc
-            cancelled = self.lease.abort_reason == AbortReason.CANCELLED
-            status = StepStatus.CANCELLED if cancelled else StepStatus.FAILED
-            error = describe(exc)
-            if not service.persist_step(
-                self.lease,
-                name=name,
-                index=index,
-                status=status,
-                output_json=None,
-                error=error,
-                started_at=started_at,
-            ):
-                raise self._refused(name, index) from exc
-            if cancelled:
-                self._emit(EventType.STEP_CANCEL, step_name=name, step_index=index)
-            else:
-                self._emit(EventType.STEP_FAIL, step_name=name, step_index=index, error=error)
-            raise
-        finally:
-            self.current_step = None
+        return attempt
 
-        # A cancel that arrived while fn ran must not be recorded as completed.
-        if self.should_stop():
-            if self.lease.abort_reason == AbortReason.CANCELLED:
-                self._emit(EventType.STEP_CANCEL, step_name=name, step_index=index)
-            raise self._abort_error()
-        try:
-            output_json = serialization.dumps(result, what=f"The output of step {name!r}")
-        except ValidationError as exc:
-            if service.persist_step(
-                self.lease,
-                name=name,
-                index=index,
-                status=StepStatus.FAILED,
-                output_json=None,
-                error=str(exc),
-                started_at=started_at,
-            ):
-                self._emit(EventType.STEP_FAIL, step_name=name, step_index=index, error=str(exc))
-            raise
-        if not service.persist_step(
-            self.lease,
-            name=name,
-            index=index,
-            status=StepStatus.COMPLETED,
-            output_json=output_json,
-            error=None,
-            started_at=started_at,
+    def step_raised(self, attempt: StepAttempt, exc: Exception) -> BaseException:
+        """Record a step that raised; returns the exception the job should see."""
+        self.current_step = None
+        if isinstance(exc, (CancelledError, LeaseLostError)):
+            return exc
+        if self.lease.abort_reason in (AbortReason.LEASE_LOST, AbortReason.SHUTDOWN):
+            return LeaseLostError(self.lease.run_id)
+        cancelled = self.lease.abort_reason == AbortReason.CANCELLED
+        error = describe(exc)
+        if not self._persist(
+            attempt, StepStatus.CANCELLED if cancelled else StepStatus.FAILED, None, error
         ):
-            raise self._refused(name, index)
-        self.completed[name] = output_json
+            return self._refused(attempt)
+        if cancelled:
+            self._emit(EventType.STEP_CANCEL, step_name=attempt.name, step_index=attempt.index)
+        else:
+            self._emit(
+                EventType.STEP_FAIL, step_name=attempt.name, step_index=attempt.index, error=error
+            )
+        return exc
+
+    def step_returned(self, attempt: StepAttempt, result: Any) -> Any:
+        """Record a step's result (fenced) and return its JSON round-trip."""
+        self.current_step = None
+        # Told to stop while the step ran (cancel, lost lease, shutdown): the
+        # step may have cut its work short on seeing it, so its result is not
+        # recorded. The next worker runs the step again.
+        if self.should_stop():
+            raise self._interrupted(attempt)
+        try:
+            output_json = serialization.dumps(result, what=f"The output of step {attempt.name!r}")
+        except ValidationError as exc:
+            if self._persist(attempt, StepStatus.FAILED, None, str(exc)):
+                self._emit(
+                    EventType.STEP_FAIL,
+                    step_name=attempt.name,
+                    step_index=attempt.index,
+                    error=str(exc),
+                )
+            raise
+        if not self._persist(attempt, StepStatus.COMPLETED, output_json, None):
+            raise self._refused(attempt)
+        self.completed[attempt.name] = output_json
         output = serialization.loads(output_json)
         self._emit(
             EventType.STEP_COMPLETE,
-            step_name=name,
-            step_index=index,
+            step_name=attempt.name,
+            step_index=attempt.index,
             output=output,
-            duration=time.monotonic() - started,
+            duration=time.monotonic() - attempt.started,
         )
         return output
 
-    def _replay(self, name: str) -> Any:
+    def _persist(
+        self, attempt: StepAttempt, status: StepStatus, output_json: str | None, error: str | None
+    ) -> bool:
+        return self.runtime.service.persist_step(
+            self.lease,
+            name=attempt.name,
+            index=attempt.index,
+            status=status,
+            output_json=output_json,
+            error=error,
+            started_at=attempt.started_at,
+        )
+
+    # -- steps, sync and async ----------------------------------------------
+
+    def run_step(self, name: str, fn: Callable[[], Any]) -> Any:
+        attempt = self.begin_step(name)
+        if attempt.replayed:
+            return attempt.output
         try:
-            return serialization.loads(self.completed[name])
-        except ValueError:
-            raise DurablyError(
-                f"The stored output of step {name!r} cannot be decoded; the run cannot resume"
-            ) from None
+            result = fn()
+        except Exception as exc:
+            error = self.step_raised(attempt, exc)
+            if error is exc:
+                raise
+            raise error from exc
+        return self.step_returned(attempt, result)
+
+    async def run_step_async(self, name: str, fn: Callable[[], Any]) -> Any:
+        attempt = self.begin_step(name)
+        if attempt.replayed:
+            return attempt.output
+        try:
+            result = await self._await_step(attempt, fn)
+        except (CancelledError, LeaseLostError):
+            self.current_step = None
+            raise
+        except Exception as exc:
+            await self.flush()
+            error = await self.runtime.call(self.step_raised, attempt, exc)
+            if error is exc:
+                raise
+            raise error from exc
+        await self.flush()
+        return await self.runtime.call(self.step_returned, attempt, result)
+
+    async def _await_step(self, attempt: StepAttempt, fn: Callable[[], Any]) -> Any:
+        """Run the step's function: coroutines on the loop, ``def`` functions in a thread.
+
+        An awaiting coroutine is cancelled as soon as the run is told to stop
+        (cancelled, lease lost, worker shutting down). A ``def`` function
+        cannot be interrupted; as in a ``def`` job, its result is then
+        discarded.
+        """
+        loop = asyncio.get_running_loop()
+        if inspect.iscoroutinefunction(fn):
+            awaitable: Awaitable[Any] = fn()
+        else:
+            result = await loop.run_in_executor(self.step_threads, fn)
+            if not inspect.isawaitable(result):
+                return result
+            awaitable = result
+        task = asyncio.ensure_future(awaitable)
+        aborted = asyncio.ensure_future(self._aborted().wait())
+        try:
+            await asyncio.wait({task, aborted}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+                if not task.cancelled():
+                    task.exception()  # retrieved: moot once the run stops
+                raise self._interrupted(attempt)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            aborted.cancel()
+        return task.result()
+
+    def _aborted(self) -> asyncio.Event:
+        """An event set (on this loop) when the lease is aborted from any thread."""
+        if self._abort_event is None:
+            self._abort_event = asyncio.Event()
+            self.lease.on_abort(threadsafe_setter(self._abort_event))
+        return self._abort_event
+
+    async def wait_async(self, seconds: float) -> bool:
+        await wait_event(self._aborted(), seconds)
+        return self.should_stop()
 
     # -- progress and logs ----------------------------------------------------
 
@@ -179,28 +299,23 @@ class Execution:
         if message is not None and not isinstance(message, str):
             raise ValidationError("progress message must be a string")
         progress = Progress(current, total, message)
-        try:
-            self.runtime.service.set_progress(
-                self.lease, serialization.dumps(progress.to_json(), what="progress")
-            )
-        except DurablyError as exc:
-            self._worker_error(exc, "progress")
+        progress_json = serialization.dumps(progress.to_json(), what="progress")
+        self._store("progress", self.runtime.service.set_progress, self.lease, progress_json)
         self._emit(EventType.RUN_PROGRESS, progress=progress)
 
     def log(self, level: LogLevel, message: str, data: Any) -> None:
         if not isinstance(message, str):
             raise ValidationError("A log message must be a string")
         data_json = None if data is None else serialization.dumps(data, what="Log data")
-        try:
-            self.runtime.service.append_log(
-                self.lease.run_id,
-                step_name=self.current_step,
-                level=level.value,
-                message=message,
-                data_json=data_json,
-            )
-        except DurablyError as exc:
-            self._worker_error(exc, "log")
+        self._store(
+            "log",
+            self.runtime.service.append_log,
+            self.lease.run_id,
+            step_name=self.current_step,
+            level=level.value,
+            message=message,
+            data_json=data_json,
+        )
         self._emit(
             EventType.LOG_WRITE,
             step_name=self.current_step,
@@ -208,6 +323,107 @@ class Execution:
             message=message,
             data=data,
         )
+
+    def _store(self, context: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """A progress/log write: best effort (a failure is a ``worker:error``, not a job error).
+
+        In an async job it is queued, in order, for a database thread, so
+        ``step.progress()`` and ``step.log`` never block the event loop; the
+        queue is flushed before the next step result and the run's outcome.
+        """
+
+        def write() -> None:
+            try:
+                fn(*args, **kwargs)
+            except DurablyError as exc:
+                self._worker_error(exc, context)
+
+        if not (self.is_async and _running_loop_here()):
+            write()  # a def job, or a def step of an async job: already off the loop
+            return
+        if self._writes is None:
+            self._writes = _WriteQueue(self.runtime)
+        self._writes.submit(write)
+
+    async def flush(self) -> None:
+        """Wait until queued progress/log writes are stored."""
+        if self._writes is not None:
+            await self._writes.flush()
+
+    # -- the run --------------------------------------------------------------
+
+    def prepare(self) -> tuple[Job[Any, Any], Any] | Outcome:
+        """Announce the lease and find the job and its input; fail the run if either is bad."""
+        self._emit(
+            EventType.RUN_LEASED,
+            input=serialization.loads_or_text(self.claimed.row["input"]),
+            lease_owner=self.lease.owner,
+            lease_expires_at=to_datetime(self.lease.expires_at),
+        )
+        job = self.runtime.registry.get(self.lease.job_name)
+        if job is None:
+            return self.fail(f"Unknown job: {self.lease.job_name}")
+        try:
+            job_input = serialization.loads(self.claimed.row["input"])
+        except ValueError:
+            return self.fail("The run's stored input is not valid JSON")
+        return job, job_input
+
+    def settle_error(self, exc: BaseException) -> Outcome:
+        """Record how a job that raised ended."""
+        lease = self.lease
+        if isinstance(exc, (CancelledError, LeaseLostError)):
+            if lease.abort_reason is None:  # raised by the job itself, not by durably
+                return self.fail(describe(exc))
+            return self._stopped()
+        if isinstance(exc, Exception):
+            if lease.abort_reason in (AbortReason.LEASE_LOST, AbortReason.SHUTDOWN):
+                return self._stopped()
+            return self.fail(describe(exc))
+        # KeyboardInterrupt, SystemExit, a cancelled task: not the job's fault.
+        # Hand the run back so another worker resumes it at once.
+        try:
+            self.runtime.service.release(lease)
+        finally:
+            raise exc
+
+    def settle_output(self, output: Any, started: float) -> Outcome:
+        """Record a job's return value as the run's output (fenced by the lease)."""
+        try:
+            output_json = serialization.dumps(output, what="The job's output")
+        except ValidationError as exc:
+            return self.fail(str(exc))
+        service = self.runtime.service
+        if service.complete(self.lease, output_json):
+            self._emit(
+                EventType.RUN_COMPLETE,
+                output=serialization.loads(output_json),
+                duration=time.monotonic() - started,
+            )
+            return "completed"
+        if service.run_status(self.lease.run_id) == RunStatus.CANCELLED.value:
+            return "cancelled"
+        self._worker_error(LeaseLostError(self.lease.run_id), "run-completion")
+        return "lease-lost"
+
+    def fail(self, error: str) -> Outcome:
+        accepted, failed_step = self.runtime.service.fail(self.lease, error)
+        if accepted:
+            self._emit(EventType.RUN_FAIL, error=error, failed_step_name=failed_step)
+            return "failed"
+        if self.runtime.service.run_status(self.lease.run_id) == RunStatus.CANCELLED.value:
+            return "cancelled"
+        self._worker_error(LeaseLostError(self.lease.run_id), "run-failure")
+        return "lease-lost"
+
+    def _stopped(self) -> Outcome:
+        if self.lease.abort_reason == AbortReason.CANCELLED:
+            return "cancelled"
+        if self.lease.abort_reason == AbortReason.SHUTDOWN:
+            # Completed steps are stored; the next worker resumes from them now
+            # instead of waiting for the lease to expire.
+            self.runtime.service.release(self.lease)
+        return "lease-lost"
 
     # -- events -------------------------------------------------------------
 
@@ -231,82 +447,96 @@ class Execution:
         )
 
 
+class _WriteQueue:
+    """An async job's progress and log writes, stored in order by one task at a time."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._pending: collections.deque[Callable[[], None]] = collections.deque()
+        self._task: asyncio.Task[None] | None = None
+
+    def submit(self, write: Callable[[], None]) -> None:
+        self._pending.append(write)
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        while self._pending:
+            await self._runtime.call(self._pending.popleft())
+
+    async def flush(self) -> None:
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+
+
+def _running_loop_here() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _job_of(runtime: Runtime, claimed: ClaimedRun) -> Job[Any, Any] | None:
+    return runtime.registry.get(claimed.lease.job_name)
+
+
 def execute(runtime: Runtime, claimed: ClaimedRun) -> Outcome:
-    """Run a claimed run's job and record how it ended (fenced by the lease)."""
-    lease = claimed.lease
-    service = runtime.service
-    runtime.leases.add(lease)
+    """Run a claimed run's job in this thread and record how it ended.
+
+    An ``async def`` job is handed to the runtime's event-loop thread and
+    awaited there while this thread waits for it.
+    """
+    job = _job_of(runtime, claimed)
+    if job is not None and job.is_async:
+        return runtime.loop_thread.run(execute_async(runtime, claimed))
+    execution = Execution(runtime, claimed)
+    runtime.leases.add(execution.lease)
     runtime.heartbeat.ensure_running()
     try:
-        execution = Execution(runtime, claimed)
-        execution._emit(
-            EventType.RUN_LEASED,
-            input=serialization.loads_or_text(claimed.row["input"]),
-            lease_owner=lease.owner,
-            lease_expires_at=to_datetime(lease.expires_at),
-        )
-        job = runtime.registry.get(lease.job_name)
-        if job is None:
-            return _fail(runtime, execution, f"Unknown job: {lease.job_name}")
-        try:
-            job_input = serialization.loads(claimed.row["input"])
-        except ValueError:
-            return _fail(runtime, execution, "The run's stored input is not valid JSON")
-
+        prepared = execution.prepare()
+        if isinstance(prepared, str):
+            return prepared
+        job, job_input = prepared
         started = time.monotonic()
         try:
-            output = job.fn(StepContext(execution), job_input)
-        except (CancelledError, LeaseLostError) as exc:
-            if lease.abort_reason is None:  # raised by the job itself, not by durably
-                return _fail(runtime, execution, describe(exc))
-            return _stopped(runtime, lease)
-        except Exception as exc:
-            if lease.abort_reason in (AbortReason.LEASE_LOST, AbortReason.SHUTDOWN):
-                return _stopped(runtime, lease)
-            return _fail(runtime, execution, describe(exc))
-        except BaseException:
-            # KeyboardInterrupt, SystemExit...: not the job's fault. Hand the
-            # run back so another worker resumes it at once.
-            try:
-                service.release(lease)
-            finally:
-                raise
-
-        try:
-            output_json = serialization.dumps(output, what="The job's output")
-        except ValidationError as exc:
-            return _fail(runtime, execution, str(exc))
-        if service.complete(lease, output_json):
-            execution._emit(
-                EventType.RUN_COMPLETE,
-                output=serialization.loads(output_json),
-                duration=time.monotonic() - started,
-            )
-            return "completed"
-        if service.run_status(lease.run_id) == RunStatus.CANCELLED.value:
-            return "cancelled"
-        execution._worker_error(LeaseLostError(lease.run_id), "run-completion")
-        return "lease-lost"
+            sync_fn = cast("JobFunction[Any, Any]", job.fn)
+            output = sync_fn(StepContext(execution), job_input)
+        except BaseException as exc:
+            return execution.settle_error(exc)
+        return execution.settle_output(output, started)
     finally:
-        runtime.leases.remove(lease)
+        runtime.leases.remove(execution.lease)
 
 
-def _stopped(runtime: Runtime, lease: Lease) -> Outcome:
-    if lease.abort_reason == AbortReason.CANCELLED:
-        return "cancelled"
-    if lease.abort_reason == AbortReason.SHUTDOWN:
-        # Completed steps are stored; the next worker resumes from them now
-        # instead of waiting for the lease to expire.
-        runtime.service.release(lease)
-    return "lease-lost"
+async def execute_async(
+    runtime: Runtime, claimed: ClaimedRun, *, step_threads: Executor | None = None
+) -> Outcome:
+    """Await a claimed run's job on the running loop and record how it ended.
 
-
-def _fail(runtime: Runtime, execution: Execution, error: str) -> Outcome:
-    accepted, failed_step = runtime.service.fail(execution.lease, error)
-    if accepted:
-        execution._emit(EventType.RUN_FAIL, error=error, failed_step_name=failed_step)
-        return "failed"
-    if runtime.service.run_status(execution.lease.run_id) == RunStatus.CANCELLED.value:
-        return "cancelled"
-    execution._worker_error(LeaseLostError(execution.lease.run_id), "run-failure")
-    return "lease-lost"
+    Database writes run in the runtime's database threads. A ``def`` job
+    runs whole, with :func:`execute`, in ``step_threads``.
+    """
+    loop = asyncio.get_running_loop()
+    job = _job_of(runtime, claimed)
+    if job is None or not job.is_async:
+        return await loop.run_in_executor(step_threads, execute, runtime, claimed)
+    execution = Execution(runtime, claimed, is_async=True, step_threads=step_threads)
+    runtime.leases.add(execution.lease)
+    runtime.heartbeat.ensure_running()
+    try:
+        prepared = await runtime.call(execution.prepare)
+        if isinstance(prepared, str):
+            return prepared
+        job, job_input = prepared
+        started = time.monotonic()
+        try:
+            async_fn = cast("AsyncJobFunction[Any, Any]", job.fn)
+            output = await async_fn(AsyncStepContext(execution), job_input)
+        except BaseException as exc:
+            await execution.flush()
+            return await runtime.call(execution.settle_error, exc)
+        await execution.flush()
+        return await runtime.call(execution.settle_output, output, started)
+    finally:
+        runtime.leases.remove(execution.lease)

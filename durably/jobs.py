@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
 
 from sqlalchemy.engine import Connection
 
@@ -17,12 +17,24 @@ from .runs import EnqueueRequest
 
 if TYPE_CHECKING:
     from .app import Durably
-    from .context import StepContext
+    from .context import AsyncStepContext, StepContext
 
 InputT = TypeVar("InputT")
 OutputT = TypeVar("OutputT")
 
 JobFunction = Callable[["StepContext", InputT], OutputT]
+AsyncJobFunction = Callable[["AsyncStepContext", InputT], Awaitable[OutputT]]
+
+
+class JobDecorator(Protocol):
+    """What ``@durably.job("name")`` returns: takes a ``def`` or an ``async def`` job."""
+
+    @overload
+    def __call__(self, fn: AsyncJobFunction[InputT, OutputT], /) -> Job[InputT, OutputT]: ...
+
+    @overload
+    def __call__(self, fn: JobFunction[InputT, OutputT], /) -> Job[InputT, OutputT]: ...
+
 
 _LABEL_KEY = re.compile(r"^[a-zA-Z0-9\-_./]+$")
 _MAX_KEY_LENGTH = 255
@@ -98,7 +110,12 @@ def build_request(
 class Job(Generic[InputT, OutputT]):
     """A registered job. Made by ``@durably.job("name")``; trigger it to create runs."""
 
-    def __init__(self, durably: Durably, name: str, fn: JobFunction[InputT, OutputT]) -> None:
+    def __init__(
+        self,
+        durably: Durably,
+        name: str,
+        fn: JobFunction[InputT, OutputT] | AsyncJobFunction[InputT, OutputT],
+    ) -> None:
         self.name = name
         self.fn = fn
         self.is_async = inspect.iscoroutinefunction(fn)
@@ -134,6 +151,26 @@ class Job(Generic[InputT, OutputT]):
         )
         return self._durably._enqueue([request], connection)[0]
 
+    async def trigger_async(
+        self,
+        input: InputT,
+        *,
+        idempotency_key: str | None = None,
+        concurrency_key: str | None = None,
+        coalesce: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> Run:
+        """:meth:`trigger` without blocking the event loop."""
+        request = build_request(
+            self.name,
+            input,
+            idempotency_key=idempotency_key,
+            concurrency_key=concurrency_key,
+            coalesce=coalesce,
+            labels=labels,
+        )
+        return (await self._durably._enqueue_async([request]))[0]
+
     def batch_trigger(
         self,
         items: Sequence[InputT | TriggerItem[InputT]],
@@ -145,6 +182,21 @@ class Job(Generic[InputT, OutputT]):
         Every item is validated before anything is written. Wrap an input in
         :class:`TriggerItem` to give it options.
         """
+        requests = self._batch_requests(items)
+        if not requests:
+            return []
+        return self._durably._enqueue(requests, connection)
+
+    async def batch_trigger_async(self, items: Sequence[InputT | TriggerItem[InputT]]) -> list[Run]:
+        """:meth:`batch_trigger` without blocking the event loop."""
+        requests = self._batch_requests(items)
+        if not requests:
+            return []
+        return await self._durably._enqueue_async(requests)
+
+    def _batch_requests(
+        self, items: Sequence[InputT | TriggerItem[InputT]]
+    ) -> list[EnqueueRequest]:
         requests = []
         for index, item in enumerate(items):
             try:
@@ -162,9 +214,7 @@ class Job(Generic[InputT, OutputT]):
             except ValidationError as exc:
                 raise ValidationError(f"{exc} (at index {index})") from None
             requests.append(request)
-        if not requests:
-            return []
-        return self._durably._enqueue(requests, connection)
+        return requests
 
     def trigger_and_wait(
         self,
@@ -193,6 +243,28 @@ class Job(Generic[InputT, OutputT]):
         done = self._durably.wait_for_run(run.id, timeout=timeout)
         return done.with_disposition(run.disposition)
 
+    async def trigger_and_wait_async(
+        self,
+        input: InputT,
+        *,
+        timeout: float | None = None,
+        idempotency_key: str | None = None,
+        concurrency_key: str | None = None,
+        coalesce: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> Run:
+        """:meth:`trigger_and_wait` for the event loop."""
+        run = await self.trigger_async(
+            input,
+            idempotency_key=idempotency_key,
+            concurrency_key=concurrency_key,
+            coalesce=coalesce,
+            labels=labels,
+        )
+        assert run.disposition is not None
+        done = await self._durably.wait_for_run_async(run.id, timeout=timeout)
+        return done.with_disposition(run.disposition)
+
     def get_run(self, run_id: str) -> Run | None:
         """The run, or None if it does not exist or belongs to another job."""
         run = self._durably.get_run(run_id)
@@ -207,5 +279,21 @@ class Job(Generic[InputT, OutputT]):
         offset: int = 0,
     ) -> list[Run]:
         return self._durably.get_runs(
+            status=status, job_name=self.name, labels=labels, limit=limit, offset=offset
+        )
+
+    async def get_run_async(self, run_id: str) -> Run | None:
+        run = await self._durably.get_run_async(run_id)
+        return run if run is not None and run.job_name == self.name else None
+
+    async def get_runs_async(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Run]:
+        return await self._durably.get_runs_async(
             status=status, job_name=self.name, labels=labels, limit=limit, offset=offset
         )

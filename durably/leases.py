@@ -68,11 +68,31 @@ class Lease:
     deadline: float
     aborted: threading.Event = field(default_factory=threading.Event)
     abort_reason: str | None = None
+    _abort_callbacks: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    _abort_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def abort(self, reason: str) -> None:
-        if self.abort_reason is None:
-            self.abort_reason = reason
-        self.aborted.set()
+        """Tell the run to stop (first reason wins); may be called from any thread."""
+        with self._abort_lock:
+            if self.abort_reason is None:
+                self.abort_reason = reason
+            first = not self.aborted.is_set()
+            self.aborted.set()
+            callbacks = list(self._abort_callbacks) if first else []
+        for callback in callbacks:
+            callback()
+
+    def on_abort(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from the aborting thread) when the lease is aborted.
+
+        Called at once if it already was. The asyncio engine uses this to
+        wake an awaiting step, since a ``threading.Event`` cannot be awaited.
+        """
+        with self._abort_lock:
+            if not self.aborted.is_set():
+                self._abort_callbacks.append(callback)
+                return
+        callback()
 
     def extend(self, expires_at: int, deadline: float) -> None:
         self.expires_at = expires_at

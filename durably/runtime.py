@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from typing_extensions import ParamSpec
+
+from .bridge import LoopThread
 from .config import Settings
 from .database import Database
 from .events import EventBus, EventType
 from .leases import AbortReason, Lease, LeaseService
+
+T = TypeVar("T")
+P = ParamSpec("P")
 
 if TYPE_CHECKING:
     from .jobs import Job
@@ -122,10 +131,35 @@ class Runtime:
     registry: dict[str, Job[Any, Any]] = field(default_factory=dict)
     leases: ActiveLeases = field(default_factory=ActiveLeases)
     heartbeat: Heartbeat = field(init=False)
+    loop_thread: LoopThread = field(default_factory=LoopThread)
+    """Where ``async def`` jobs run when sync code (the thread engine) executes them."""
+    db_threads: ThreadPoolExecutor = field(init=False)
+    """Where async code runs database operations, so none of them blocks an event loop."""
     _wakers: list[Callable[[], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.heartbeat = Heartbeat(self)
+        self.db_threads = ThreadPoolExecutor(
+            self.settings.max_concurrent_runs + 4, thread_name_prefix="durably-db"
+        )
+
+    async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Await a blocking database operation run in :attr:`db_threads`.
+
+        This is how every ``*_async`` method and the asyncio engine reach the
+        database: the same operation the sync API runs, off the event loop.
+        (An async DBAPI would not help on SQLite: its drivers are blocking C
+        code, and libSQL's even holds the GIL while it waits for a lock, so
+        the waiting is done by :class:`Database` in Python, in these threads.)
+        """
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.db_threads, functools.partial(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        self.heartbeat.stop()
+        self.loop_thread.stop()
+        self.db_threads.shutdown(wait=True)
+        self.db.dispose()
 
     def add_waker(self, waker: Callable[[], None]) -> Callable[[], None]:
         """Register a local worker's wake-up call (new work was just committed here)."""

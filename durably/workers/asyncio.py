@@ -1,0 +1,142 @@
+"""The asyncio worker engine, for ASGI apps (FastAPI, Starlette) and async scripts.
+
+One task claims runs while a slot is free and starts a task per run, all in
+the running event loop. It uses the same :class:`~durably.leases.LeaseService`
+as the thread engine, calling it through the runtime's database threads, so
+nothing that touches the database (or sleeps on a lock) runs on the loop.
+``async def`` jobs are awaited on the loop; ``def`` jobs run whole in a
+thread of the engine's pool of ``max_concurrent_runs`` threads. Lease renewal
+is the process's heartbeat thread, shared with the thread engine: a busy
+loop cannot delay it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from ..bridge import threadsafe_setter, wait_event
+from ..events import EventType
+from ..execution import execute_async
+from ..leases import AbortReason, ClaimedRun, WorkerIdentity
+from ..runtime import Runtime
+from .threads import error_backoff
+
+
+def _nothing() -> None:
+    pass
+
+
+class AsyncioWorker:
+    engine = "asyncio"
+
+    def __init__(self, runtime: Runtime, worker_id: str) -> None:
+        self.runtime = runtime
+        self.identity = WorkerIdentity(id=worker_id, engine=self.engine)
+        self.slots = runtime.settings.max_concurrent_runs
+        self._step_threads = ThreadPoolExecutor(self.slots, thread_name_prefix="durably-step")
+        self._runs: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._remove_waker: Callable[[], None] = _nothing
+
+    @property
+    def id(self) -> str:
+        return self.identity.id
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        runtime = self.runtime
+        await runtime.call(runtime.service.register_worker, self.identity)
+        runtime.heartbeat.worker_ids.add(self.id)
+        runtime.heartbeat.ensure_running()
+        self._remove_waker = runtime.add_waker(threadsafe_setter(self._wake))
+        self._task = asyncio.create_task(self._claim_loop(), name=f"durably-worker-{self.id}")
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop claiming; wait for in-flight runs (at most ``timeout`` seconds).
+
+        Runs still going after ``timeout`` are asked to stop at their next
+        step boundary; their leases are released so another worker resumes
+        them at once from their completed steps.
+        """
+        self._stopping = True
+        self._wake.set()
+        self._remove_waker()
+        if self._task is not None:
+            await self._task
+        if not await wait_event(self._idle, timeout):
+            for lease in self.runtime.leases.snapshot():
+                if lease.owner == self.id:
+                    lease.abort(AbortReason.SHUTDOWN)
+            await self._idle.wait()
+        self._step_threads.shutdown(wait=False)
+        self.runtime.heartbeat.worker_ids.discard(self.id)
+        try:
+            await self.runtime.call(self.runtime.service.deregister_worker, self.id)
+        except Exception as exc:
+            self._report(exc, "worker-deregister")
+
+    # -- the loop ------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        runtime = self.runtime
+        settings = runtime.settings
+        service = runtime.service
+        failures = 0
+        while not self._stopping:
+            self._wake.clear()
+            if len(self._runs) >= self.slots:
+                await self._wake.wait()
+                continue
+            try:
+                claimed = await runtime.call(service.claim, self.id)
+            except Exception as exc:
+                failures += 1
+                self._report(exc, "claim")
+                await self._sleep(error_backoff(failures, settings.polling_interval))
+                continue
+            failures = 0
+            if claimed is not None:
+                self._start_run(claimed)
+                continue
+            if not self._runs:
+                try:
+                    await runtime.call(service.run_maintenance)
+                except Exception as exc:
+                    self._report(exc, "idle-maintenance")
+            await self._sleep(settings.polling_interval)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Wait for ``seconds`` or until woken (a free slot, a local trigger, stop)."""
+        await wait_event(self._wake, seconds)
+
+    def _start_run(self, claimed: ClaimedRun) -> None:
+        task = asyncio.create_task(self._run(claimed), name=f"durably-run-{claimed.lease.run_id}")
+        self._runs.add(task)
+        self._idle.clear()
+
+    async def _run(self, claimed: ClaimedRun) -> None:
+        try:
+            await execute_async(self.runtime, claimed, step_threads=self._step_threads)
+        except Exception as exc:
+            self._report(exc, "run-execution", claimed.lease.run_id)
+        finally:
+            current = asyncio.current_task()
+            if current is not None:
+                self._runs.discard(current)
+            if not self._runs:
+                self._idle.set()
+            self._wake.set()
+
+    def _report(self, exc: BaseException, context: str, run_id: str | None = None) -> None:
+        self.runtime.events.emit(
+            EventType.WORKER_ERROR, run_id=run_id, error=str(exc), exception=exc, context=context
+        )
