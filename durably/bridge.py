@@ -32,12 +32,20 @@ class LoopThread:
         self._thread: threading.Thread | None = None
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the loop and block the calling thread until it returns or raises."""
+        """Run ``coro`` on the loop and block the calling thread until it returns or raises.
+
+        Whatever ``coro`` raises is raised here, in the calling thread,
+        including ``SystemExit`` and ``KeyboardInterrupt``: raised inside a
+        task they would stop the loop itself and every other run on it.
+        """
         loop = self._ensure_started()
         if _running_loop() is loop:
             coro.close()
             raise RuntimeError("LoopThread.run() called from its own loop: it would deadlock")
-        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+        outcome = asyncio.run_coroutine_threadsafe(_captured(coro), loop).result()
+        if isinstance(outcome, _Raised):
+            raise outcome.exc
+        return outcome
 
     def _ensure_started(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -71,6 +79,18 @@ class LoopThread:
         loop.call_soon_threadsafe(loop.stop)
         if thread is not threading.current_thread():
             thread.join()
+
+
+class _Raised:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+async def _captured(coro: Coroutine[Any, Any, T]) -> T | _Raised:
+    try:
+        return await coro
+    except BaseException as exc:  # carried to the calling thread, not left to the loop
+        return _Raised(exc)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

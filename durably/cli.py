@@ -2,6 +2,7 @@
 
     durably migrate --url sqlite:///app.db
     durably worker myapp.jobs:durably          # runs until SIGTERM / Ctrl-C
+    durably worker myapp.jobs:durably --engine asyncio
 
 A worker process stops gracefully on SIGTERM or SIGINT: it stops claiming,
 lets in-flight runs finish (up to ``--shutdown-timeout`` seconds), then
@@ -11,6 +12,7 @@ hands any still-running run back so another worker resumes it at once.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import logging
 import os
@@ -51,11 +53,6 @@ def _worker(args: argparse.Namespace) -> int:
     durably = load_app(args.app)
     if args.migrate:
         durably.migrate()
-    stopping = threading.Event()
-
-    def _on_signal(signum: int, _frame: FrameType | None) -> None:
-        stopping.set()
-
     log = logging.getLogger("durably")
     durably.on(
         "worker:error",
@@ -63,14 +60,36 @@ def _worker(args: argparse.Namespace) -> int:
             "worker error (%s, run %s): %s", event.context, event.run_id, event.error
         ),
     )
+    if args.engine == "asyncio":
+        asyncio.run(_asyncio_worker(durably, args.shutdown_timeout, log))
+        return 0
+    stopping = threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        stopping.set()
+
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     durably.start()
-    log.info("worker %s started", durably.worker_id)
+    log.info("worker %s started (thread engine)", durably.worker_id)
     stopping.wait()
     durably.stop(timeout=args.shutdown_timeout)
     durably.close()
     return 0
+
+
+async def _asyncio_worker(
+    durably: Durably, shutdown_timeout: float | None, log: logging.Logger
+) -> None:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await durably.start_async()
+    log.info("worker %s started (asyncio engine)", durably.worker_id)
+    await stopping.wait()
+    await durably.stop_async(timeout=shutdown_timeout)
+    await durably.close_async()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,8 +100,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     migrate.add_argument("--url", help="database URL (default: $DURABLY_DATABASE_URL)")
     migrate.set_defaults(handler=_migrate)
 
-    worker = commands.add_parser("worker", help="run a thread worker until SIGTERM")
+    worker = commands.add_parser("worker", help="run a worker until SIGTERM")
     worker.add_argument("app", help="module:attribute of your Durably instance")
+    worker.add_argument(
+        "--engine",
+        choices=("thread", "asyncio"),
+        default="thread",
+        help="worker engine (both run def and async def jobs; default: thread)",
+    )
     worker.add_argument("--migrate", action="store_true", help="migrate before starting")
     worker.add_argument(
         "--shutdown-timeout",

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 Outcome = Literal["completed", "failed", "cancelled", "lease-lost"]
 
+
 def describe(exc: BaseException) -> str:
     """The error text stored on a failed run or step: ``"ValueError: bad input"``."""
     message = str(exc)

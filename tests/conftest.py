@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from durably import Durably
+from durably.bridge import LoopThread
 
 DRIVERS = {
     "sqlite": "sqlite:///{path}",
@@ -38,14 +39,67 @@ def db_url(driver: str, db_path: Path) -> str:
     return DRIVERS[driver].format(path=db_path)
 
 
+ENGINES = ("thread", "asyncio")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked ``both_engines`` run once per worker engine, the others on threads."""
+    if "engine" in metafunc.fixturenames:
+        marked = metafunc.definition.get_closest_marker("both_engines") is not None
+        metafunc.parametrize("engine", ENGINES if marked else ENGINES[:1])
+
+
+class AsyncioEngineDurably(Durably):
+    """A ``Durably`` whose sync engine calls drive the asyncio engine instead.
+
+    The behavioural tests are written against ``start()``/``stop()``/
+    ``process_one()``; here those run ``start_async()`` & co. on an event
+    loop in a thread of its own (as an ASGI server's loop would be), so the
+    same tests prove the asyncio engine.
+    """
+
+    def __init__(self, url: str, loop: LoopThread, **options: Any) -> None:
+        super().__init__(url, **options)
+        self._test_loop = loop
+
+    def start(self) -> None:
+        self._test_loop.run(self.start_async())
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._test_loop.run(self.stop_async(timeout))
+
+    def process_one(self) -> bool:
+        return self._test_loop.run(self.process_one_async())
+
+    def process_until_idle(self, max_runs: int | None = None) -> int:
+        return self._test_loop.run(self.process_until_idle_async(max_runs))
+
+    def close(self) -> None:
+        self._test_loop.run(self.close_async())
+
+
 @pytest.fixture
-def make_durably(db_url: str) -> Iterator[Callable[..., Durably]]:
+def app_loop() -> Iterator[LoopThread]:
+    """An event loop in a thread: the stand-in for an ASGI server's loop."""
+    loop = LoopThread(name="test-app-loop")
+    yield loop
+    loop.stop()
+
+
+@pytest.fixture
+def make_durably(
+    db_url: str, engine: str, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Durably]]:
     """Build migrated ``Durably`` instances on the test's database; all closed at teardown."""
     made: list[Durably] = []
+    loop = request.getfixturevalue("app_loop") if engine == "asyncio" else None
 
     def factory(**options: Any) -> Durably:
         settings = {**FAST, **options}
-        instance = Durably(db_url, **settings)
+        if loop is None:
+            instance = Durably(db_url, **settings)
+        else:
+            instance = AsyncioEngineDurably(db_url, loop, **settings)
         instance.migrate()
         made.append(instance)
         return instance

@@ -20,6 +20,8 @@ from durably import (
     ValidationError,
 )
 
+pytestmark = pytest.mark.both_engines
+
 MakeDurably = Callable[..., Durably]
 
 DOMAIN = {

@@ -13,6 +13,8 @@ import pytest
 
 from durably import DatabaseLockedError, Durably
 
+pytestmark = pytest.mark.both_engines
+
 # The lock is taken with the same driver the test uses: mixing sqlite3 and
 # libsql on one file in one process is unsafe, and across processes each
 # driver must see the other's locks.

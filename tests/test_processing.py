@@ -12,6 +12,8 @@ import pytest
 from durably import Durably, StepContext, ValidationError
 from durably.status import RunStatus
 
+pytestmark = pytest.mark.both_engines
+
 WAIT = 10.0
 
 

@@ -17,6 +17,8 @@ from durably.models import Run
 from durably.schema import runs as runs_table
 from durably.status import RunStatus, StepStatus
 
+pytestmark = pytest.mark.both_engines
+
 WAIT = 10.0
 """Seconds a test waits for something that should happen at once (only reached on failure)."""
 

@@ -26,6 +26,8 @@ from durably import (
     ValidationError,
 )
 
+pytestmark = pytest.mark.both_engines
+
 MakeDurably = Callable[..., Durably]
 
 

@@ -13,6 +13,8 @@ from durably import Durably, StepContext
 from durably.models import Progress
 from durably.status import LogLevel, RunStatus, StepStatus
 
+pytestmark = pytest.mark.both_engines
+
 WAIT = 10.0
 """Seconds a test waits for something that should happen at once (only reached on failure)."""
 

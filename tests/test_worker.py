@@ -16,6 +16,8 @@ from durably.events import Event
 from durably.schema import runs as runs_table
 from durably.status import RunStatus
 
+pytestmark = pytest.mark.both_engines
+
 WAIT = 10.0
 """Seconds a test waits for something that should happen at once (only reached on failure)."""
 
@@ -224,11 +226,13 @@ def test_stop_timeout_hands_the_run_back_for_another_worker(
     assert calls == Counter({"prepare": 1, "slow": 2})
 
 
-def test_worker_is_registered_while_running_and_removed_after_stop(durably: Durably) -> None:
+def test_worker_is_registered_while_running_and_removed_after_stop(
+    durably: Durably, engine: str
+) -> None:
     durably.start()
     mine = [w for w in durably.get_workers() if w.id == durably.worker_id]
     assert len(mine) == 1
-    assert mine[0].engine == "thread"
+    assert mine[0].engine == engine
     assert mine[0].pid == os.getpid()
     assert not mine[0].is_stale
 

@@ -126,7 +126,10 @@ class AsyncioWorker:
     async def _run(self, claimed: ClaimedRun) -> None:
         try:
             await execute_async(self.runtime, claimed, step_threads=self._step_threads)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
+            # A job's SystemExit ends that run (its lease was handed back),
+            # not the application's event loop: the thread engine's
+            # behaviour, where it ends only the worker thread's task.
             self._report(exc, "run-execution", claimed.lease.run_id)
         finally:
             current = asyncio.current_task()
