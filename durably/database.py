@@ -40,6 +40,9 @@ P = ParamSpec("P")
 SUPPORTED_DRIVERS = ("pysqlite", "libsql")
 """``sqlite:///`` (stdlib ``sqlite3``) and ``sqlite+libsql:///`` (libSQL)."""
 
+ASYNC_DRIVER_ALIASES = {"aiosqlite": "sqlite+pysqlite", "aiolibsql": "sqlite+libsql"}
+"""Async spellings accepted for the same files: ``sqlite+aiosqlite:///`` is ``sqlite:///``."""
+
 _DRIVER_BUSY_TIMEOUT_MS = {"pysqlite": 1000, "libsql": 10}
 _FIRST_BACKOFF = 0.002
 _MAX_BACKOFF = 0.25
@@ -110,6 +113,11 @@ def make_engine_url(url: str | URL) -> URL:
             "durably supports sqlite:///path.db and sqlite+libsql:///path.db"
         )
     driver = parsed.get_driver_name()
+    if driver in ASYNC_DRIVER_ALIASES:
+        # One URL serves both engines: async code reaches the database through
+        # durably's threads (see Runtime.call), so the blocking driver is used.
+        parsed = parsed.set(drivername=ASYNC_DRIVER_ALIASES[driver])
+        driver = parsed.get_driver_name()
     if driver not in SUPPORTED_DRIVERS:
         raise ValidationError(
             f"Unsupported SQLite driver {driver!r}; use sqlite:/// or sqlite+libsql:///"

@@ -470,3 +470,34 @@ def test_wait_for_run_async_does_not_block_the_loop(durably: Durably) -> None:
 
     assert run(main()).output == "done"
     assert ticks >= 10  # the loop kept running while the wait was pending
+
+
+@pytest.mark.parametrize(
+    ("async_url", "sync_url"),
+    [
+        ("sqlite+aiosqlite:///{path}", "sqlite:///{path}"),
+        ("sqlite+aiolibsql:///{path}", "sqlite+libsql:///{path}"),
+    ],
+    ids=["aiosqlite", "aiolibsql"],
+)
+def test_async_driver_spellings_reach_the_same_file(
+    tmp_path: Any, async_url: str, sync_url: str
+) -> None:
+    path = tmp_path / "spelled.db"
+    async_app = Durably(async_url.format(path=path), polling_interval=0.05)
+    assert async_app.engine.url.get_driver_name() in ("pysqlite", "libsql")
+
+    @async_app.job("ping")
+    async def ping(step: AsyncStepContext, input: None) -> str:
+        return "pong"
+
+    async def main() -> Any:
+        await async_app.migrate_async()
+        created = await ping.trigger_async(None)
+        assert await async_app.process_one_async()
+        return created
+
+    created = run(main())
+    async_app.close()
+    with Durably(sync_url.format(path=path)) as sync_app:
+        assert sync_app.get_run(created.id).output == "pong"  # type: ignore[union-attr]
