@@ -17,24 +17,21 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from ..bridge import threadsafe_setter, wait_event
-from ..events import EventType
 from ..execution import execute_async
-from ..leases import AbortReason, ClaimedRun, WorkerIdentity
+from ..leases import ClaimedRun
 from ..runtime import Runtime
-from .threads import error_backoff
+from .base import WorkerBase, error_backoff
 
 
 def _nothing() -> None:
     pass
 
 
-class AsyncioWorker:
+class AsyncioWorker(WorkerBase):
     engine = "asyncio"
 
     def __init__(self, runtime: Runtime, worker_id: str) -> None:
-        self.runtime = runtime
-        self.identity = WorkerIdentity(id=worker_id, engine=self.engine)
-        self.slots = runtime.settings.max_concurrent_runs
+        super().__init__(runtime, worker_id)
         self._step_threads = ThreadPoolExecutor(self.slots, thread_name_prefix="durably-step")
         self._runs: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -43,10 +40,6 @@ class AsyncioWorker:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._remove_waker: Callable[[], None] = _nothing
-
-    @property
-    def id(self) -> str:
-        return self.identity.id
 
     @property
     def running(self) -> bool:
@@ -73,9 +66,7 @@ class AsyncioWorker:
         if self._task is not None:
             await self._task
         if not await wait_event(self._idle, timeout):
-            for lease in self.runtime.leases.snapshot():
-                if lease.owner == self.id:
-                    lease.abort(AbortReason.SHUTDOWN)
+            self._give_up_runs()
             await self._idle.wait()
         self._step_threads.shutdown(wait=False)
         self.runtime.heartbeat.worker_ids.discard(self.id)
@@ -138,8 +129,3 @@ class AsyncioWorker:
             if not self._runs:
                 self._idle.set()
             self._wake.set()
-
-    def _report(self, exc: BaseException, context: str, run_id: str | None = None) -> None:
-        self.runtime.events.emit(
-            EventType.WORKER_ERROR, run_id=run_id, error=str(exc), exception=exc, context=context
-        )

@@ -9,37 +9,26 @@ as ``worker:error`` and retried with jittered exponential backoff.
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from ..events import EventType
 from ..execution import execute
-from ..leases import AbortReason, ClaimedRun, WorkerIdentity
+from ..leases import ClaimedRun
 from ..runtime import Runtime
-
-MAX_ERROR_BACKOFF = 30.0
+from .base import WorkerBase, error_backoff
 
 
 def _nothing() -> None:
     pass
 
 
-def error_backoff(failures: int, base: float) -> float:
-    """Seconds to wait after ``failures`` consecutive loop errors (jittered, capped)."""
-    delay: float = min(MAX_ERROR_BACKOFF, base * 2.0 ** min(failures - 1, 16))
-    return delay * (0.5 + random.random() / 2)
-
-
-class ThreadWorker:
+class ThreadWorker(WorkerBase):
     engine = "thread"
 
     def __init__(self, runtime: Runtime, worker_id: str) -> None:
-        self.runtime = runtime
-        self.identity = WorkerIdentity(id=worker_id, engine=self.engine)
-        self.slots = runtime.settings.max_concurrent_runs
+        super().__init__(runtime, worker_id)
         self._pool = ThreadPoolExecutor(self.slots, thread_name_prefix="durably-run")
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -48,10 +37,6 @@ class ThreadWorker:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._remove_waker: Callable[[], None] = _nothing
-
-    @property
-    def id(self) -> str:
-        return self.identity.id
 
     @property
     def running(self) -> bool:
@@ -81,9 +66,7 @@ class ThreadWorker:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
         if not self._wait_idle(timeout):
-            for lease in self.runtime.leases.snapshot():
-                if lease.owner == self.id:
-                    lease.abort(AbortReason.SHUTDOWN)
+            self._give_up_runs()
         self._pool.shutdown(wait=True)
         self.runtime.heartbeat.worker_ids.discard(self.id)
         try:
@@ -142,8 +125,3 @@ class ThreadWorker:
                 self._active -= 1
                 self._idle.notify_all()
             self._wake.set()
-
-    def _report(self, exc: BaseException, context: str, run_id: str | None = None) -> None:
-        self.runtime.events.emit(
-            EventType.WORKER_ERROR, run_id=run_id, error=str(exc), exception=exc, context=context
-        )
