@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -378,3 +380,46 @@ def test_a_raising_listener_does_not_break_the_worker(durably: Durably) -> None:
     durably.stop()  # waits for the runs' last events to be delivered
     assert len(reported) == 6
     assert all(isinstance(exc, RuntimeError) for exc in reported)
+
+
+ATEXIT_APP = """
+import atexit, sys
+from durably import Durably
+
+durably = Durably(sys.argv[1], polling_interval=0.05)
+
+
+@durably.job("slow")
+def slow(step, input):
+    step.run("first", lambda: "kept")
+    return step.run("second", lambda: "cut short" if step.wait(60) else "full")
+
+
+durably.start()
+atexit.register(durably.stop, timeout=0.2)  # how a WSGI app stops its engine
+while not durably.get_steps(sys.argv[2]):
+    pass
+sys.exit(0)  # e.g. gunicorn's worker exiting on SIGTERM
+"""
+
+
+def test_stop_registered_with_atexit_hands_in_flight_runs_back(db_url: str) -> None:
+    durably = Durably(db_url)
+    durably.migrate()
+    slow = durably.job("slow")(lambda step, input: None)  # the subprocess runs it
+    run = slow.trigger(None)
+    exited = subprocess.run(
+        [sys.executable, "-c", ATEXIT_APP, db_url, run.id],
+        capture_output=True,
+        text=True,
+        timeout=30,  # the step would wait 60 s if the stop did not reach it
+        check=False,
+    )
+    assert exited.returncode == 0, exited.stderr
+    handed_back = durably.get_run(run.id)
+    assert handed_back is not None
+    assert handed_back.status is RunStatus.LEASED
+    assert handed_back.lease_expires_at is not None
+    assert handed_back.lease_expires_at.timestamp() * 1000 <= now_ms()
+    assert [(s.name, s.output) for s in durably.get_steps(run.id)] == [("first", "kept")]
+    durably.close()

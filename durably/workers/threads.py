@@ -1,18 +1,23 @@
 """The thread worker engine, for WSGI apps and plain scripts.
 
-One loop thread claims runs while a slot is free and hands each to a thread
-of a pool of ``max_concurrent_runs`` threads. A slot that finishes a run
+One loop thread claims runs while a slot is free and hands each to one of
+``max_concurrent_runs`` slot threads. A slot that finishes a run
 wakes the loop at once; a trigger in this process wakes it too; otherwise it
 polls every ``polling_interval``. Database errors in the loop are reported
 as ``worker:error`` and retried with jittered exponential backoff.
+
+The slot threads are daemon threads, unlike a ``ThreadPoolExecutor``'s: the
+interpreter joins executor threads at exit *before* it calls ``atexit``
+handlers, so an ``atexit.register(durably.stop, timeout=...)`` (how a WSGI
+app stops its engine) would only run after every in-flight run had ended.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from ..execution import execute
 from ..leases import ClaimedRun
@@ -29,7 +34,8 @@ class ThreadWorker(WorkerBase):
 
     def __init__(self, runtime: Runtime, worker_id: str) -> None:
         super().__init__(runtime, worker_id)
-        self._pool = ThreadPoolExecutor(self.slots, thread_name_prefix="durably-run")
+        self._queue: queue.SimpleQueue[ClaimedRun | None] = queue.SimpleQueue()
+        self._slot_threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._active = 0
@@ -48,6 +54,10 @@ class ThreadWorker(WorkerBase):
         runtime.heartbeat.worker_ids.add(self.id)
         runtime.heartbeat.ensure_running()
         self._remove_waker = runtime.add_waker(self._wake.set)
+        for number in range(self.slots):
+            slot = threading.Thread(target=self._slot, name=f"durably-run-{number}", daemon=True)
+            slot.start()
+            self._slot_threads.append(slot)
         self._thread = threading.Thread(
             target=self._loop, name=f"durably-worker-{self.id}", daemon=True
         )
@@ -67,7 +77,11 @@ class ThreadWorker(WorkerBase):
             self._thread.join()
         if not self._wait_idle(timeout):
             self._give_up_runs()
-        self._pool.shutdown(wait=True)
+        for _slot in self._slot_threads:
+            self._queue.put(None)
+        for slot in self._slot_threads:
+            if slot is not threading.current_thread():
+                slot.join()
         self.runtime.heartbeat.worker_ids.discard(self.id)
         try:
             self.runtime.service.deregister_worker(self.id)
@@ -106,7 +120,7 @@ class ThreadWorker(WorkerBase):
             if claimed is not None:
                 with self._lock:
                     self._active += 1
-                self._pool.submit(self._run, claimed)
+                self._queue.put(claimed)
                 continue
             if self._active == 0:
                 try:
@@ -114,6 +128,10 @@ class ThreadWorker(WorkerBase):
                 except Exception as exc:
                     self._report(exc, "idle-maintenance")
             self._wake.wait(settings.polling_interval)
+
+    def _slot(self) -> None:
+        while (claimed := self._queue.get()) is not None:
+            self._run(claimed)
 
     def _run(self, claimed: ClaimedRun) -> None:
         try:
