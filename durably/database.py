@@ -68,6 +68,10 @@ def is_locked_error(exc: BaseException) -> bool:
     return "database is locked" in text or "sqlite_busy" in text or "database is busy" in text
 
 
+def is_readonly_error(exc: BaseException) -> bool:
+    return "readonly database" in _message(exc).lower()
+
+
 def unique_violation(exc: BaseException) -> UniqueViolation | None:
     """The columns of a UNIQUE violation, from either driver (libSQL raises bare ValueError)."""
     match = _UNIQUE.search(_message(exc))
@@ -203,6 +207,7 @@ class Database:
     ) -> T:
         deadline = time.monotonic() + self.lock_timeout
         backoff = _FIRST_BACKOFF
+        reopened = False
         while True:
             try:
                 if write:
@@ -212,6 +217,13 @@ class Database:
             except Exception as exc:
                 if not _is_driver_error(exc):
                     raise
+                if is_readonly_error(exc) and not reopened:
+                    # SQLite silently opens a file it may not write read-only,
+                    # and the pool would keep such connections after the fault
+                    # clears. Drop them all and try once more on a fresh one.
+                    reopened = True
+                    self.engine.dispose()
+                    continue
                 if not is_locked_error(exc):
                     raise translate(exc) from exc
                 remaining = deadline - time.monotonic()

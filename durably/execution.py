@@ -29,7 +29,13 @@ from . import serialization
 from .bridge import threadsafe_setter, wait_event
 from .clock import now_ms, to_datetime
 from .context import AsyncStepContext, StepContext
-from .errors import CancelledError, DurablyError, LeaseLostError, ValidationError
+from .errors import (
+    CancelledError,
+    DatabaseError,
+    DurablyError,
+    LeaseLostError,
+    ValidationError,
+)
 from .events import EventType
 from .leases import AbortReason, ClaimedRun, Lease
 from .models import Progress
@@ -202,15 +208,26 @@ class Execution:
     def _persist(
         self, attempt: StepAttempt, status: StepStatus, output_json: str | None, error: str | None
     ) -> bool:
-        return self.runtime.service.persist_step(
-            self.lease,
-            name=attempt.name,
-            index=attempt.index,
-            status=status,
-            output_json=output_json,
-            error=error,
-            started_at=attempt.started_at,
-        )
+        """The fenced step write. A database that refuses it stops the run, never fails it.
+
+        The job did nothing wrong when the file stays locked past
+        ``lock_timeout`` or cannot be written: the run is left to its lease,
+        which expires, and a worker resumes it from its stored steps.
+        """
+        try:
+            return self.runtime.service.persist_step(
+                self.lease,
+                name=attempt.name,
+                index=attempt.index,
+                status=status,
+                output_json=output_json,
+                error=error,
+                started_at=attempt.started_at,
+            )
+        except DatabaseError as exc:
+            self._worker_error(exc, "step-persist")
+            self.lease.abort(AbortReason.LEASE_LOST)
+            raise LeaseLostError(self.lease.run_id) from exc
 
     # -- steps, sync and async ----------------------------------------------
 
@@ -368,6 +385,10 @@ class Execution:
             job_input = serialization.loads(self.claimed.row["input"])
         except ValueError:
             return self.fail("The run's stored input is not valid JSON")
+        try:
+            serialization.loads(self.claimed.row["labels"])
+        except ValueError:
+            return self.fail("The run's stored labels are not valid JSON")
         return job, job_input
 
     def settle_error(self, exc: BaseException) -> Outcome:

@@ -41,6 +41,7 @@ from .status import RunStatus, StepStatus
 
 _LEASED = RunStatus.LEASED.value
 _PENDING = RunStatus.PENDING.value
+_ENDED = (RunStatus.COMPLETED.value, RunStatus.FAILED.value)
 
 
 class AbortReason:
@@ -290,16 +291,20 @@ class LeaseService:
                 )
                 if result.rowcount == 1:
                     renewed.append((lease, expires))
-                else:
-                    status = conn.execute(
-                        sa.select(runs.c.status).where(runs.c.id == lease.run_id)
-                    ).scalar()
-                    reason = (
-                        AbortReason.CANCELLED
-                        if status == RunStatus.CANCELLED.value
-                        else AbortReason.LEASE_LOST
+                    continue
+                current = conn.execute(
+                    sa.select(runs.c.status, runs.c.lease_generation).where(
+                        runs.c.id == lease.run_id
                     )
-                    lost.append((lease, reason))
+                ).first()
+                if current is None:
+                    lost.append((lease, AbortReason.LEASE_LOST))
+                elif current.status == RunStatus.CANCELLED.value:
+                    lost.append((lease, AbortReason.CANCELLED))
+                elif current.lease_generation == lease.generation and current.status in _ENDED:
+                    pass  # this lease itself just completed or failed the run: nothing lost
+                else:
+                    lost.append((lease, AbortReason.LEASE_LOST))
             return renewed, lost
 
         started = time.monotonic()
@@ -596,5 +601,6 @@ class LeaseService:
 
 
 def _labels(row: RowMapping) -> dict[str, str]:
-    value = serialization.loads(row["labels"])
+    """The run's labels; {} if the stored JSON is damaged (the run then fails, see prepare)."""
+    value = serialization.loads_or_text(row["labels"])
     return dict(value) if isinstance(value, dict) else {}
