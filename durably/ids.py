@@ -4,6 +4,13 @@ A ULID is 48 bits of milliseconds followed by 80 random bits, written in
 Crockford base32 (26 characters). Within one millisecond this generator
 increments the random part instead of drawing a new one, so ids made by one
 process sort in creation order; that is what makes FIFO claiming stable.
+
+Random bits come from ``os.urandom`` 4 KiB at a time, not 10 bytes per id:
+each ``os.urandom`` call releases and at once retakes the GIL, and a thread
+doing that hundreds of times in a row (a batch trigger) starves the other
+threads of the process, an event loop included, of the GIL for as long as
+the loop lasts (measured: 100-1000 ms of event-loop lag). The buffer is
+dropped in a forked child, which must not reuse its parent's random bits.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ import time
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _RANDOM_MAX = (1 << 80) - 1
+_RANDOM_BYTES = 10
+_POOL_SIZE = 4096
 
 
 class _UlidGenerator:
@@ -21,6 +30,20 @@ class _UlidGenerator:
         self._lock = threading.Lock()
         self._last_ms = -1
         self._last_random = 0
+        self._pool = b""
+        self._offset = 0
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()  # another thread may have held it at the fork
+        self._pool, self._offset = b"", 0
+        self._last_ms, self._last_random = -1, 0
+
+    def _random80(self) -> int:
+        if self._offset + _RANDOM_BYTES > len(self._pool):
+            self._pool, self._offset = os.urandom(_POOL_SIZE), 0
+        start, self._offset = self._offset, self._offset + _RANDOM_BYTES
+        return int.from_bytes(self._pool[start : self._offset], "big") >> 1
 
     def new(self) -> str:
         with self._lock:
@@ -30,9 +53,9 @@ class _UlidGenerator:
                 self._last_random += 1
                 if self._last_random > _RANDOM_MAX:  # 2^80 ids in one ms: move on
                     ms += 1
-                    self._last_random = int.from_bytes(os.urandom(10), "big") >> 1
+                    self._last_random = self._random80()
             else:
-                self._last_random = int.from_bytes(os.urandom(10), "big") >> 1
+                self._last_random = self._random80()
             self._last_ms = ms
             value = (ms << 80) | self._last_random
         chars = []

@@ -1,0 +1,30 @@
+"""Run ids: sortable, unique, and never shared by a forked child and its parent."""
+
+from __future__ import annotations
+
+import os
+
+from durably.ids import new_id
+
+
+def test_ids_sort_in_creation_order_and_are_unique() -> None:
+    ids = [new_id() for _ in range(5000)]  # many within one millisecond, across pool refills
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 26 for i in ids)
+
+
+def test_a_forked_child_does_not_reuse_the_parents_random_bits() -> None:
+    new_id()  # the parent now has buffered random bytes a child could inherit
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report one id and leave at once
+        os.write(write, new_id().encode())
+        os._exit(0)
+    os.close(write)
+    child_id = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    parent_id = new_id()
+    assert len(child_id) == 26
+    assert child_id[10:] != parent_id[10:]  # the 80 random bits differ
