@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test check clean
+.PHONY: install run test check clean bench bench-peers
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,4 +30,25 @@ check: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# -- benchmark (docs/performance.md) ------------------------------------------
+# Peers (DBOS, huey) live in their own venv so they never leak into .venv.
+PEERS_VENV  := .venv-peers
+PEERS_BIN   := $(PEERS_VENV)/bin
+PEERS_STAMP := $(PEERS_VENV)/.installed-stamp
+PEERS       ?= dbos==3.4.0 huey==3.5.4
+
+$(PEERS_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_BIN)/python -m pip install --quiet --upgrade pip
+	$(PEERS_BIN)/python -m pip install --quiet -e . $(PEERS)
+	touch $(PEERS_STAMP)
+
+## bench: durably against the stdlib sqlite3 floor, a markdown table (BENCH_ARGS=--quick)
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+## bench-peers: the same, plus DBOS and huey, from .venv-peers
+bench-peers: $(PEERS_STAMP)
+	$(PEERS_BIN)/python -m bench $(BENCH_ARGS)

@@ -1,0 +1,89 @@
+"""The goals of the benchmark issue, judged from the results of one run.
+
+Each target reads the medians of the cases it needs; a target whose cases
+were not measured (``--only``, a failure) says so instead of guessing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .plan import durably_id, floor_id
+from .report import Result, Target, number
+
+Results = dict[str, Result]
+
+
+def _median(results: Results, case_id: str, metric: str) -> float | None:
+    result = results.get(case_id)
+    return None if result is None else result.median(metric)
+
+
+def _ratio_to_floor(
+    workload: str, metric: str, minimum: float
+) -> Callable[[Results], tuple[str, bool] | None]:
+    def judge(results: Results) -> tuple[str, bool] | None:
+        base = _median(results, floor_id(workload), metric)
+        mine = _median(results, durably_id("thread", workload, "sqlite"), metric)
+        if base is None or mine is None:
+            return None
+        ratio = mine / base
+        return f"{number(mine)} vs floor {number(base)} {metric} = {ratio:.2f}x", ratio >= minimum
+
+    return judge
+
+
+def _batch_over_single(results: Results) -> tuple[str, bool] | None:
+    single = _median(results, durably_id("thread", "w1-single", "sqlite"), "triggers/s")
+    batch = _median(results, durably_id("thread", "w1-batch", "sqlite"), "triggers/s")
+    if single is None or batch is None:
+        return None
+    ratio = batch / single
+    return f"{number(batch)} vs {number(single)} triggers/s = {ratio:.1f}x", ratio >= 10
+
+
+def _latency(results: Results) -> tuple[str, bool] | None:
+    p50 = _median(results, durably_id("thread", "w3", "sqlite"), "p50 ms")
+    if p50 is None:
+        return None
+    return f"p50 {number(p50)} ms", p50 <= 20
+
+
+def _processes(results: Results) -> tuple[str, bool] | None:
+    one = _median(results, durably_id("procs", "w5-procs-1", "sqlite"), "runs/s")
+    four = _median(results, durably_id("procs", "w5-procs-4", "sqlite"), "runs/s")
+    if one is None or four is None:
+        return None
+    return f"4 procs {number(four)} vs 1 proc {number(one)} runs/s", four >= one
+
+
+def _history(results: Results) -> tuple[str, bool] | None:
+    small = _median(results, durably_id("thread", "w5-history-10000", "sqlite"), "runs/s")
+    large = _median(results, durably_id("thread", "w5-history-100000", "sqlite"), "runs/s")
+    if small is None or large is None:
+        return None
+    change = large / small - 1
+    return f"100k {number(large)} vs 10k {number(small)} runs/s ({change:+.0%})", change >= -0.10
+
+
+def _memory(results: Results) -> tuple[str, bool] | None:
+    growth = _median(results, durably_id("procs", "w5-memory", "sqlite"), "RSS growth %")
+    peak = _median(results, durably_id("procs", "w5-memory", "sqlite"), "peak RSS MB")
+    if growth is None or peak is None:
+        return None
+    return f"peak {number(peak)} MB, {growth:+.1f}% from 25% of the runs to the end", growth <= 10
+
+
+TARGETS = (
+    Target(
+        "W2 thread engine >= 0.5 x floor (SQLite, NORMAL)", _ratio_to_floor("w2", "runs/s", 0.5)
+    ),
+    Target(
+        "W1 single trigger >= 0.5 x floor (SQLite)", _ratio_to_floor("w1-single", "triggers/s", 0.5)
+    ),
+    Target("W1 batch >= 10 x single (SQLite)", _batch_over_single),
+    Target("W3 p50 <= 20 ms (SQLite)", _latency),
+    Target("W5 4 processes not slower than 1 (SQLite)", _processes),
+    Target("W5 100k history within 10% of 10k (SQLite)", _history),
+    Target("W5 flat RSS: <= 10% growth over the run (SQLite)", _memory),
+)
