@@ -129,14 +129,32 @@ class WorkerIdentity:
     pid: int = field(default_factory=os.getpid)
 
 
-def _claim_candidate(now: int) -> sa.ScalarSelect[Any]:
-    """The id of the run to claim next: FIFO over pending runs and expired leases.
+def _sql_status(status: RunStatus) -> sa.ColumnElement[Any]:
+    """A status as an SQL literal, not a bound parameter.
 
-    Two index-driven arms (pending by creation time; leased whose lease has
-    expired), each skipping runs whose concurrency key is held by a live
-    lease of any job, merged by creation time. Keeping the arms separate
-    keeps the claim cheap however many finished runs the table holds.
+    The partial indexes on ``durably_runs`` have ``status = '...'`` in their
+    WHERE clause. With ``status = ?`` SQLite's planner depends on the bound
+    value and re-prepares the statement on every execution (measured: a
+    claim costs 357 µs that way, 89 µs with literals).
     """
+    return sa.literal_column(f"'{status.value}'")
+
+
+_SQL_LEASED = _sql_status(RunStatus.LEASED)
+_SQL_PENDING = _sql_status(RunStatus.PENDING)
+
+
+def _build_claim() -> sa.Update:
+    """The claim: one ``UPDATE … RETURNING`` of the next claimable run, built once.
+
+    The candidate is chosen by two index-driven arms (pending by creation
+    time; leased whose lease has expired), each skipping runs whose
+    concurrency key is held by a live lease of any job, merged by creation
+    time. Keeping the arms separate keeps the claim cheap however many
+    finished runs the table holds. Parameters: ``claim_now``,
+    ``claim_owner``, ``claim_expires``.
+    """
+    now = sa.bindparam("claim_now", type_=sa.BigInteger)
     other = runs.alias("other")
 
     def free_key(candidate: Any) -> Any:
@@ -144,7 +162,7 @@ def _claim_candidate(now: int) -> sa.ScalarSelect[Any]:
             candidate.c.concurrency_key.is_(None),
             ~sa.exists().where(
                 other.c.concurrency_key == candidate.c.concurrency_key,
-                other.c.status == _LEASED,
+                other.c.status == _SQL_LEASED,
                 other.c.lease_expires_at > now,
             ),
         )
@@ -153,7 +171,7 @@ def _claim_candidate(now: int) -> sa.ScalarSelect[Any]:
     expired = runs.alias("expired")
     pending_arm = (
         sa.select(pending.c.id, pending.c.created_at)
-        .where(pending.c.status == _PENDING, free_key(pending))
+        .where(pending.c.status == _SQL_PENDING, free_key(pending))
         .order_by(pending.c.created_at, pending.c.id)
         .limit(1)
         .subquery()
@@ -161,7 +179,7 @@ def _claim_candidate(now: int) -> sa.ScalarSelect[Any]:
     expired_arm = (
         sa.select(expired.c.id, expired.c.created_at)
         .where(
-            expired.c.status == _LEASED,
+            expired.c.status == _SQL_LEASED,
             expired.c.lease_expires_at <= now,
             free_key(expired),
         )
@@ -173,28 +191,29 @@ def _claim_candidate(now: int) -> sa.ScalarSelect[Any]:
         sa.select(pending_arm.c.id, pending_arm.c.created_at),
         sa.select(expired_arm.c.id, expired_arm.c.created_at),
     ).subquery()
-    return sa.select(both.c.id).order_by(both.c.created_at, both.c.id).limit(1).scalar_subquery()
+    candidate = sa.select(both.c.id).order_by(both.c.created_at, both.c.id).limit(1)
+    return (
+        runs.update()
+        .where(runs.c.id == candidate.scalar_subquery())
+        .values(
+            status=_SQL_LEASED,
+            lease_owner=sa.bindparam("claim_owner", type_=sa.String),
+            lease_expires_at=sa.bindparam("claim_expires", type_=sa.BigInteger),
+            lease_generation=runs.c.lease_generation + 1,
+            started_at=sa.func.coalesce(runs.c.started_at, now),
+            updated_at=now,
+        )
+        .returning(*runs.c)
+    )
+
+
+_CLAIM = _build_claim()
 
 
 def claim_next(conn: Connection, worker_id: str, now: int, lease_ms: int) -> RowMapping | None:
     """Lease the next claimable run in one atomic statement (under BEGIN IMMEDIATE)."""
-    return (
-        conn.execute(
-            runs.update()
-            .where(runs.c.id == _claim_candidate(now))
-            .values(
-                status=_LEASED,
-                lease_owner=worker_id,
-                lease_expires_at=now + lease_ms,
-                lease_generation=runs.c.lease_generation + 1,
-                started_at=sa.func.coalesce(runs.c.started_at, now),
-                updated_at=now,
-            )
-            .returning(*runs.c)
-        )
-        .mappings()
-        .first()
-    )
+    params = {"claim_now": now, "claim_owner": worker_id, "claim_expires": now + lease_ms}
+    return conn.execute(_CLAIM, params).mappings().first()
 
 
 def list_workers(conn: Connection) -> list[RowMapping]:
@@ -205,7 +224,7 @@ def _guard(run_id: str, generation: int) -> sa.ColumnElement[bool]:
     """The fencing condition every lease-holder write carries."""
     return sa.and_(
         runs.c.id == run_id,
-        runs.c.status == _LEASED,
+        runs.c.status == _SQL_LEASED,
         runs.c.lease_generation == generation,
     )
 
