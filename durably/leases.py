@@ -229,6 +229,79 @@ def _guard(run_id: str, generation: int) -> sa.ColumnElement[bool]:
     )
 
 
+# The writes a run makes at every step and at its end, built once (building
+# and cache-keying a statement costs more than SQLite takes to run it). Each
+# carries the fence as parameters: ``fence_run``, ``fence_generation``.
+_FENCE = sa.and_(
+    runs.c.id == sa.bindparam("fence_run", type_=sa.String),
+    runs.c.status == _SQL_LEASED,
+    runs.c.lease_generation == sa.bindparam("fence_generation", type_=sa.Integer),
+)
+_NOW = sa.bindparam("now", type_=sa.BigInteger)
+
+_INSERT_STEP = steps.insert().from_select(
+    [
+        "run_id",
+        "name",
+        "step_index",
+        "status",
+        "output",
+        "error",
+        "lease_generation",
+        "started_at",
+        "completed_at",
+    ],
+    sa.select(
+        sa.bindparam("fence_run", type_=sa.String),
+        sa.bindparam("step_name", type_=sa.String),
+        sa.bindparam("step_index", type_=sa.Integer),
+        sa.bindparam("step_status", type_=sa.String),
+        sa.bindparam("step_output", type_=sa.Text),
+        sa.bindparam("step_error", type_=sa.Text),
+        sa.bindparam("fence_generation", type_=sa.Integer),
+        sa.bindparam("step_started", type_=sa.BigInteger),
+        _NOW,
+    ).where(sa.exists().where(_FENCE)),
+)
+"""A step row, inserted only if the lease still holds (INSERT … SELECT … WHERE EXISTS)."""
+
+_ADVANCE_RUN = (
+    runs.update()
+    .where(_FENCE)
+    .values(
+        current_step_index=sa.bindparam("next_index", type_=sa.Integer),
+        completed_step_count=runs.c.completed_step_count + 1,
+        updated_at=_NOW,
+    )
+)
+
+_SET_PROGRESS = (
+    runs.update()
+    .where(_FENCE)
+    .values(progress=sa.bindparam("run_progress", type_=sa.Text), updated_at=_NOW)
+)
+
+_COMPLETE_RUN = (
+    runs.update()
+    .where(_FENCE)
+    .values(
+        status=_sql_status(RunStatus.COMPLETED),
+        output=sa.bindparam("run_output", type_=sa.Text),
+        error=sa.null(),
+        lease_owner=sa.null(),
+        lease_expires_at=sa.null(),
+        completed_at=_NOW,
+        updated_at=_NOW,
+    )
+)
+_DELETE_STEPS = steps.delete().where(steps.c.run_id == sa.bindparam("fence_run", type_=sa.String))
+_DELETE_LOGS = logs.delete().where(logs.c.run_id == sa.bindparam("fence_run", type_=sa.String))
+
+
+def _fence(lease: Lease, now: int) -> dict[str, Any]:
+    return {"fence_run": lease.run_id, "fence_generation": lease.generation, "now": now}
+
+
 class LeaseService:
     """Every database operation of the runtime, shared by all worker engines."""
 
@@ -348,58 +421,31 @@ class LeaseService:
         """Record one step execution; False when the lease is no longer ours."""
 
         def _persist(conn: Connection) -> bool:
-            now = self.clock()
-            values = sa.select(
-                sa.literal(lease.run_id),
-                sa.literal(name),
-                sa.literal(index),
-                sa.literal(status.value),
-                sa.literal(output_json, sa.Text),
-                sa.literal(error, sa.Text),
-                sa.literal(lease.generation),
-                sa.literal(started_at, sa.BigInteger),
-                sa.literal(now, sa.BigInteger),
-            ).where(sa.exists().where(_guard(lease.run_id, lease.generation)))
+            fence = _fence(lease, self.clock())
             inserted = conn.execute(
-                steps.insert().from_select(
-                    [
-                        "run_id",
-                        "name",
-                        "step_index",
-                        "status",
-                        "output",
-                        "error",
-                        "lease_generation",
-                        "started_at",
-                        "completed_at",
-                    ],
-                    values,
-                )
+                _INSERT_STEP,
+                {
+                    **fence,
+                    "step_name": name,
+                    "step_index": index,
+                    "step_status": status.value,
+                    "step_output": output_json,
+                    "step_error": error,
+                    "step_started": started_at,
+                },
             )
             if inserted.rowcount != 1:
                 return False
             if status is StepStatus.COMPLETED:
-                conn.execute(
-                    runs.update()
-                    .where(_guard(lease.run_id, lease.generation))
-                    .values(
-                        current_step_index=index + 1,
-                        completed_step_count=runs.c.completed_step_count + 1,
-                        updated_at=now,
-                    )
-                )
+                conn.execute(_ADVANCE_RUN, {**fence, "next_index": index + 1})
             return True
 
         return self.db.write(_persist)
 
     def set_progress(self, lease: Lease, progress_json: str | None) -> bool:
         def _set(conn: Connection) -> bool:
-            result = conn.execute(
-                runs.update()
-                .where(_guard(lease.run_id, lease.generation))
-                .values(progress=progress_json, updated_at=self.clock())
-            )
-            return result.rowcount == 1
+            params = {**_fence(lease, self.clock()), "run_progress": progress_json}
+            return conn.execute(_SET_PROGRESS, params).rowcount == 1
 
         return self.db.write(_set)
 
@@ -435,25 +481,12 @@ class LeaseService:
         preserve = self.settings.preserve_steps
 
         def _complete(conn: Connection) -> bool:
-            now = self.clock()
-            result = conn.execute(
-                runs.update()
-                .where(_guard(lease.run_id, lease.generation))
-                .values(
-                    status=RunStatus.COMPLETED.value,
-                    output=output_json,
-                    error=None,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    completed_at=now,
-                    updated_at=now,
-                )
-            )
-            if result.rowcount != 1:
+            fence = _fence(lease, self.clock())
+            if conn.execute(_COMPLETE_RUN, {**fence, "run_output": output_json}).rowcount != 1:
                 return False
             if not preserve:
-                conn.execute(steps.delete().where(steps.c.run_id == lease.run_id))
-                conn.execute(logs.delete().where(logs.c.run_id == lease.run_id))
+                conn.execute(_DELETE_STEPS, fence)
+                conn.execute(_DELETE_LOGS, fence)
             return True
 
         return self.db.write(_complete)
