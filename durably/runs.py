@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
@@ -50,6 +51,11 @@ class RunFilter:
 # -- creating ---------------------------------------------------------------
 
 
+_INSERT_RUN = runs.insert().returning(*runs.c)
+_INSERT_RUNS_IN_ORDER = runs.insert().returning(*runs.c, sort_by_parameter_order=True)
+"""Many rows in one statement, RETURNING them in the order given."""
+
+
 def enqueue(conn: Connection, request: EnqueueRequest, now: int) -> tuple[RowMapping, Disposition]:
     """Insert a run, or return the existing one the request resolves to.
 
@@ -67,40 +73,16 @@ def enqueue(conn: Connection, request: EnqueueRequest, now: int) -> tuple[RowMap
         if pending is not None:
             return pending, Disposition.COALESCED
 
-    run_id = new_id()
+    values = _new_row(request, now)
     try:
-        row = (
-            conn.execute(
-                runs.insert()
-                .values(
-                    id=run_id,
-                    job_name=request.job_name,
-                    status=RunStatus.PENDING.value,
-                    input=request.input_json,
-                    labels=request.labels_json,
-                    idempotency_key=request.idempotency_key,
-                    concurrency_key=request.concurrency_key,
-                    current_step_index=0,
-                    completed_step_count=0,
-                    lease_generation=0,
-                    created_at=now,
-                    updated_at=now,
-                )
-                .returning(*runs.c)
-            )
-            .mappings()
-            .one()
-        )
+        row = conn.execute(_INSERT_RUN, values).mappings().one()
     except Exception as exc:
         violation = unique_violation(exc)
         if violation is None:
             raise
         return _resolve_conflict(conn, request, violation.columns)
     if request.labels:
-        conn.execute(
-            run_labels.insert(),
-            [{"run_id": run_id, "key": k, "value": v} for k, v in request.labels.items()],
-        )
+        conn.execute(run_labels.insert(), _label_rows(values["id"], request))
     return row, Disposition.CREATED
 
 
@@ -129,8 +111,44 @@ def _resolve_conflict(
 def enqueue_many(
     conn: Connection, requests: Sequence[EnqueueRequest], now: int
 ) -> list[tuple[RowMapping, Disposition]]:
-    """Enqueue in order on one connection; the caller's transaction makes it all-or-nothing."""
-    return [enqueue(conn, request, now) for request in requests]
+    """Enqueue in order on one connection; the caller's transaction makes it all-or-nothing.
+
+    Runs without idempotency or concurrency keys cannot conflict with
+    anything, so a batch of them is one multi-row ``INSERT … RETURNING``.
+    """
+    if len(requests) < 2 or any(r.idempotency_key or r.concurrency_key for r in requests):
+        return [enqueue(conn, request, now) for request in requests]
+    values = [_new_row(request, now) for request in requests]
+    rows = conn.execute(_INSERT_RUNS_IN_ORDER, values).mappings().all()
+    labels = [
+        label
+        for request, row in zip(requests, values, strict=True)
+        for label in _label_rows(row["id"], request)
+    ]
+    if labels:
+        conn.execute(run_labels.insert(), labels)
+    return [(row, Disposition.CREATED) for row in rows]
+
+
+def _new_row(request: EnqueueRequest, now: int) -> dict[str, Any]:
+    return {
+        "id": new_id(),
+        "job_name": request.job_name,
+        "status": RunStatus.PENDING.value,
+        "input": request.input_json,
+        "labels": request.labels_json,
+        "idempotency_key": request.idempotency_key,
+        "concurrency_key": request.concurrency_key,
+        "current_step_index": 0,
+        "completed_step_count": 0,
+        "lease_generation": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _label_rows(run_id: str, request: EnqueueRequest) -> list[dict[str, str]]:
+    return [{"run_id": run_id, "key": k, "value": v} for k, v in request.labels.items()]
 
 
 def _by_idempotency_key(conn: Connection, job_name: str, key: str) -> RowMapping | None:

@@ -372,6 +372,18 @@ def test_batch_trigger_creates_pending_runs(durably: Durably, job: Job[Any, Any]
     assert [e.run_id for e in events] == [r.id for r in runs]
 
 
+def test_large_batch_keeps_order_inputs_and_labels(durably: Durably, job: Job[Any, Any]) -> None:
+    items = [TriggerItem({"n": n}, labels={"shard": str(n % 3)}) for n in range(500)]
+
+    runs = job.batch_trigger(items)
+
+    assert [r.input for r in runs] == [{"n": n} for n in range(500)]
+    assert [r.labels for r in runs] == [{"shard": str(n % 3)} for n in range(500)]
+    assert [r.id for r in runs] == sorted(r.id for r in runs)  # created in order: FIFO
+    stored = durably.get_runs(labels={"shard": "1"})
+    assert sorted(r.input["n"] for r in stored) == list(range(1, 500, 3))
+
+
 def test_batch_trigger_empty_list(durably: Durably, job: Job[Any, Any]) -> None:
     assert job.batch_trigger([]) == []
     assert run_count(durably) == 0
