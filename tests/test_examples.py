@@ -9,6 +9,10 @@ engine its factory starts.
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
+import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
@@ -92,3 +97,45 @@ def test_wsgi_example_runs_a_job_on_the_thread_engine(
     assert done["output"]["receipt"] == "sent 'Welcome!' to ada@example.com"
     assert client.post("/signups", json={}).status_code == 400
     assert client.get("/signups/nope").status_code == 404
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_asgi_example_under_uvicorn_stops_gracefully_on_sigterm(db_url: str) -> None:
+    """The documented command, a real server on 127.0.0.1, and SIGTERM ending its lifespan."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "examples.asgi_app:app", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, "DURABLY_DATABASE_URL": db_url},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    created = client.post("/reports", json={"pages": 2})
+                    break
+                except httpx.TransportError:
+                    assert server.poll() is None, server.communicate()[1]
+                    assert time.monotonic() < deadline, "uvicorn did not start"
+                    time.sleep(0.1)
+            assert created.status_code == 202
+            run_id = created.json()["id"]
+            done = _poll(lambda: client.get(f"/reports/{run_id}").json())
+        assert done["output"] == {"pages": 2, "summary": "page 1, page 2"}
+        server.send_signal(signal.SIGTERM)
+        # uvicorn shuts down gracefully, then re-raises the signal it got.
+        assert server.wait(30) in (0, -signal.SIGTERM)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    stderr = server.stderr.read() if server.stderr else ""
+    assert "Application shutdown complete" in stderr
