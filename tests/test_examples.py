@@ -9,18 +9,20 @@ engine its factory starts.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import httpx
 import pytest
 from starlette.testclient import TestClient
 
@@ -99,6 +101,15 @@ def test_wsgi_example_runs_a_job_on_the_thread_engine(
     assert client.get("/signups/nope").status_code == 404
 
 
+def _http(method: str, url: str, body: Any = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"content-type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, json.loads(response.read())
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -116,20 +127,19 @@ def test_asgi_example_under_uvicorn_stops_gracefully_on_sigterm(db_url: str) -> 
         stderr=subprocess.PIPE,
         text=True,
     )
+    base = f"http://127.0.0.1:{port}"
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    created = client.post("/reports", json={"pages": 2})
-                    break
-                except httpx.TransportError:
-                    assert server.poll() is None, server.communicate()[1]
-                    assert time.monotonic() < deadline, "uvicorn did not start"
-                    time.sleep(0.1)
-            assert created.status_code == 202
-            run_id = created.json()["id"]
-            done = _poll(lambda: client.get(f"/reports/{run_id}").json())
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                status, created = _http("POST", f"{base}/reports", {"pages": 2})
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert server.poll() is None, server.communicate()[1]
+                assert time.monotonic() < deadline, "uvicorn did not start"
+                time.sleep(0.1)
+        assert status == 202
+        done = _poll(lambda: _http("GET", f"{base}/reports/{created['id']}")[1])
         assert done["output"] == {"pages": 2, "summary": "page 1, page 2"}
         server.send_signal(signal.SIGTERM)
         # uvicorn shuts down gracefully, then re-raises the signal it got.
