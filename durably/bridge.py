@@ -39,7 +39,7 @@ class LoopThread:
         task they would stop the loop itself and every other run on it.
         """
         loop = self._ensure_started()
-        if _running_loop() is loop:
+        if running_loop() is loop:
             coro.close()
             raise RuntimeError("LoopThread.run() called from its own loop: it would deadlock")
         outcome = asyncio.run_coroutine_threadsafe(_captured(coro), loop).result()
@@ -93,7 +93,8 @@ async def _captured(coro: Coroutine[Any, Any, T]) -> T | _Raised:
         return _Raised(exc)
 
 
-def _running_loop() -> asyncio.AbstractEventLoop | None:
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, if any."""
     try:
         return asyncio.get_running_loop()
     except RuntimeError:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from . import serialization
-from .bridge import threadsafe_setter, wait_event
+from .bridge import running_loop, threadsafe_setter, wait_event
 from .clock import now_ms, to_datetime
 from .context import AsyncStepContext, StepContext
 from .errors import (
@@ -356,7 +356,7 @@ class Execution:
             except DurablyError as exc:
                 self._worker_error(exc, context)
 
-        if not (self.is_async and _running_loop_here()):
+        if not (self.is_async and running_loop() is not None):
             write()  # a def job, or a def step of an async job: already off the loop
             return
         if self._writes is None:
@@ -489,14 +489,6 @@ class _WriteQueue:
     async def flush(self) -> None:
         while self._task is not None and not self._task.done():
             await asyncio.shield(self._task)
-
-
-def _running_loop_here() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 def _job_of(runtime: Runtime, claimed: ClaimedRun) -> Job[Any, Any] | None:
