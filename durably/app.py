@@ -17,7 +17,7 @@ from . import migrate as migrations
 from . import runs as run_store
 from .bridge import threadsafe_setter, wait_event
 from .clock import now_ms, to_ms
-from .database import Database
+from .database import Database, url_from_env
 from .errors import (
     CancelledError,
     ConflictError,
@@ -75,7 +75,26 @@ class Durably:
     All intervals are in seconds. ``stale_threshold`` is the lease: a run
     whose worker has not renewed it (heartbeat) for that long may be
     reclaimed by any worker, which replays its completed steps.
+
+    ``url`` is a local file (``sqlite:///app.db``, ``sqlite+libsql:///app.db``)
+    or a remote libSQL server (``sqlite+libsql://HOST?secure=true``, or
+    ``libsql://HOST`` as Turso prints it) with its ``auth_token``.
     """
+
+    @classmethod
+    def from_env(cls, *, default_url: str | None = None, **options: Any) -> Durably:
+        """A ``Durably`` on the database named by the environment.
+
+        Reads ``DURABLY_DATABASE_URL`` and ``DURABLY_AUTH_TOKEN``, or Turso's
+        ``TURSO_DATABASE_URL`` and ``TURSO_AUTH_TOKEN``; ``default_url`` is
+        used when neither URL is set. ``options`` are the constructor's.
+        """
+        import os
+
+        url, token = url_from_env(os.environ, default_url)
+        if token is not None:
+            options.setdefault("auth_token", token)
+        return cls(url, **options)
 
     def __init__(
         self,
@@ -90,6 +109,7 @@ class Durably:
         lock_timeout: float = config.DEFAULT_LOCK_TIMEOUT,
         synchronous: str = "NORMAL",
         worker_id: str | None = None,
+        auth_token: str | None = None,
     ) -> None:
         settings = config.Settings.build(
             polling_interval=polling_interval,
@@ -105,6 +125,7 @@ class Durably:
             pool_size=max_concurrent_runs + 4,
             lock_timeout=settings.lock_timeout,
             synchronous=synchronous,
+            auth_token=auth_token,
         )
         self._runtime = Runtime(
             settings=settings, db=db, service=LeaseService(db, settings), events=EventBus()

@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from types import FrameType
 
 from .app import Durably
-from .errors import DurablyError
+from .database import ENV_URL, url_from_env
+from .errors import DurablyError, ValidationError
 
 
 def load_app(spec: str) -> Durably:
@@ -40,12 +41,17 @@ def load_app(spec: str) -> Durably:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    url = args.url or os.environ.get("DURABLY_DATABASE_URL")
-    if not url:
-        raise SystemExit("give --url or set DURABLY_DATABASE_URL")
-    with Durably(url) as durably:
+    environ = dict(os.environ)
+    if args.url:
+        environ[ENV_URL] = args.url
+    try:
+        url, token = url_from_env(environ)
+    except ValidationError as exc:
+        raise SystemExit(f"give --url or set {ENV_URL}: {exc}") from None
+    with Durably(url, auth_token=token) as durably:
         durably.migrate()
-    print(f"durably: schema is up to date ({url})")
+        shown = durably.engine.url.render_as_string(hide_password=True)
+    print(f"durably: schema is up to date ({shown})")
     return 0
 
 
@@ -97,7 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     migrate = commands.add_parser("migrate", help="create or upgrade durably's tables")
-    migrate.add_argument("--url", help="database URL (default: $DURABLY_DATABASE_URL)")
+    migrate.add_argument(
+        "--url", help="database URL (default: $DURABLY_DATABASE_URL, then $TURSO_DATABASE_URL)"
+    )
     migrate.set_defaults(handler=_migrate)
 
     worker = commands.add_parser("worker", help="run a worker until SIGTERM")

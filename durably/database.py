@@ -24,15 +24,19 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Concatenate, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import registry
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from typing_extensions import ParamSpec
 
 from .errors import DatabaseError, DatabaseLockedError, SchemaError, ValidationError
+from .hrana.dbapi import TransactionLost
+
+registry.register("sqlite.hrana", "durably.hrana.dialect", "HranaDialect")
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -106,7 +110,29 @@ def _is_driver_error(exc: BaseException) -> bool:
     return isinstance(exc, sa.exc.DBAPIError) or type(exc) is ValueError
 
 
+REMOTE_SCHEMES = {"libsql": True, "https": True, "wss": True, "http": False, "ws": False}
+"""URL schemes of remote libSQL databases (as Turso prints them), and whether each means TLS."""
+
+
 def make_engine_url(url: str | URL) -> URL:
+    """Validate a database URL and pick the driver durably uses for it.
+
+    Local files keep their driver (``sqlite:///`` → stdlib ``sqlite3``,
+    ``sqlite+libsql:///`` → libSQL). A remote libSQL URL
+    (``sqlite+libsql://HOST``, or ``libsql://HOST`` / ``https://HOST`` as
+    Turso prints them) goes to durably's own Hrana driver,
+    ``sqlite+hrana://HOST`` (see :mod:`durably.hrana`).
+    """
+    if isinstance(url, str):
+        scheme, sep, rest = url.partition("://")
+        if sep and scheme.lower() in REMOTE_SCHEMES:
+            if not rest.split("?")[0].strip("/"):
+                raise ValidationError(f"Invalid database URL {url!r}: it names no host")
+            secure = "true" if REMOTE_SCHEMES[scheme.lower()] else "false"
+            joiner = "&" if "?" in rest else "?"
+            if "secure=" not in rest:
+                rest = f"{rest}{joiner}secure={secure}"
+            url = f"sqlite+hrana://{rest}"
     try:
         parsed = make_url(url)
     except (sa.exc.ArgumentError, ValueError) as exc:
@@ -114,7 +140,8 @@ def make_engine_url(url: str | URL) -> URL:
     if parsed.get_backend_name() != "sqlite":
         raise ValidationError(
             f"Unsupported database URL {parsed.render_as_string(hide_password=True)!r}: "
-            "durably supports sqlite:///path.db and sqlite+libsql:///path.db"
+            "durably supports sqlite:///path.db, sqlite+libsql:///path.db and remote "
+            "libSQL servers (sqlite+libsql://HOST, libsql://HOST)"
         )
     driver = parsed.get_driver_name()
     if driver in ASYNC_DRIVER_ALIASES:
@@ -122,13 +149,30 @@ def make_engine_url(url: str | URL) -> URL:
         # durably's threads (see Runtime.call), so the blocking driver is used.
         parsed = parsed.set(drivername=ASYNC_DRIVER_ALIASES[driver])
         driver = parsed.get_driver_name()
+    if parsed.host and driver == "libsql":
+        parsed = parsed.set(drivername="sqlite+hrana")
+        driver = "hrana"
+    if driver == "hrana":
+        if not parsed.host:
+            raise ValidationError(
+                "A remote libSQL URL needs a host: sqlite+libsql://HOST[:PORT]?secure=true"
+            )
+        unknown = set(parsed.query) - {"secure", "auth_token", "authToken", "timeout"}
+        if unknown:
+            raise ValidationError(
+                f"Unknown option(s) in the libSQL URL: {', '.join(sorted(unknown))} "
+                "(known: secure, auth_token, timeout)"
+            )
+        return parsed
     if driver not in SUPPORTED_DRIVERS:
         raise ValidationError(
             f"Unsupported SQLite driver {driver!r}; use sqlite:/// or sqlite+libsql:///"
         )
     if parsed.host:
         raise ValidationError(
-            "Remote libSQL URLs are not supported yet; use a local file (sqlite+libsql:///path.db)"
+            f"{parsed.render_as_string(hide_password=True)!r} names a host, but the stdlib "
+            "sqlite3 driver only opens local files; use sqlite+libsql://HOST for a remote "
+            "libSQL server or sqlite:///path.db for a file"
         )
     database = parsed.database or ""
     if database in ("", ":memory:") or "mode=memory" in str(parsed):
@@ -137,6 +181,31 @@ def make_engine_url(url: str | URL) -> URL:
             "by durably's worker threads; use a file, e.g. sqlite:///durably.db"
         )
     return parsed
+
+
+ENV_URL = "DURABLY_DATABASE_URL"
+ENV_AUTH_TOKEN = "DURABLY_AUTH_TOKEN"
+TURSO_ENV_URL = "TURSO_DATABASE_URL"
+TURSO_ENV_AUTH_TOKEN = "TURSO_AUTH_TOKEN"
+
+
+def url_from_env(environ: Mapping[str, str], default: str | None = None) -> tuple[str, str | None]:
+    """``(url, auth_token)`` from ``DURABLY_DATABASE_URL`` / ``DURABLY_AUTH_TOKEN``.
+
+    Falls back to the pair Turso's tools print, ``TURSO_DATABASE_URL`` /
+    ``TURSO_AUTH_TOKEN``, then to ``default``. A token is only returned for
+    a remote URL: a local file has no use for one.
+    """
+    url = environ.get(ENV_URL) or environ.get(TURSO_ENV_URL) or default
+    if not url:
+        raise ValidationError(
+            f"No database configured: set {ENV_URL} (or {TURSO_ENV_URL} and "
+            f"{TURSO_ENV_AUTH_TOKEN}), e.g. {ENV_URL}=sqlite:///durably.db"
+        )
+    token = environ.get(ENV_AUTH_TOKEN) or environ.get(TURSO_ENV_AUTH_TOKEN) or None
+    if token is not None and make_engine_url(url).get_driver_name() != "hrana":
+        token = None
+    return url, token
 
 
 class Database:
@@ -149,34 +218,45 @@ class Database:
         pool_size: int = 5,
         lock_timeout: float = 30.0,
         synchronous: str = "NORMAL",
+        auth_token: str | None = None,
     ) -> None:
         self.url = make_engine_url(url)
         self.driver = self.url.get_driver_name()
+        self.remote = self.driver == "hrana"
+        """A libSQL server over the network: no PRAGMAs, no WAL of ours to checkpoint."""
         self.lock_timeout = lock_timeout
         self._write_lock = threading.Lock()
-        self.engine: Engine = sa.create_engine(
-            self.url,
+        sync_mode = synchronous.upper()
+        if sync_mode not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValidationError(f"Invalid synchronous setting {synchronous!r}")
+        if auth_token is not None and not self.remote:
+            raise ValidationError("auth_token is only used with a remote libSQL URL")
+        connect_args: dict[str, Any]
+        if self.remote:
+            connect_args = {} if auth_token is None else {"auth_token": auth_token}
+        else:
             # The driver must not open transactions behind our back: we send
             # BEGIN / BEGIN IMMEDIATE ourselves in the "begin" hook below.
-            connect_args={"isolation_level": None, "check_same_thread": False},
+            connect_args = {"isolation_level": None, "check_same_thread": False}
+        self.engine: Engine = sa.create_engine(
+            self.url,
+            connect_args=connect_args,
             pool_size=pool_size,
             max_overflow=pool_size * 2,
             pool_timeout=lock_timeout,
         )
-        busy_ms = _DRIVER_BUSY_TIMEOUT_MS[self.driver]
-        sync_mode = synchronous.upper()
-        if sync_mode not in ("OFF", "NORMAL", "FULL", "EXTRA"):
-            raise ValidationError(f"Invalid synchronous setting {synchronous!r}")
+        if not self.remote:
+            busy_ms = _DRIVER_BUSY_TIMEOUT_MS[self.driver]
 
-        @event.listens_for(self.engine, "connect")
-        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            try:
-                cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
-                cursor.execute("PRAGMA journal_mode = WAL")
-                cursor.execute(f"PRAGMA synchronous = {sync_mode}")
-            finally:
-                cursor.close()
+            @event.listens_for(self.engine, "connect")
+            def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+                cursor = dbapi_connection.cursor()
+                try:
+                    cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
+                    cursor.execute("PRAGMA journal_mode = WAL")
+                    cursor.execute(f"PRAGMA synchronous = {sync_mode}")
+                finally:
+                    cursor.close()
 
         @event.listens_for(self.engine, "begin")
         def _on_begin(conn: Connection) -> None:
@@ -217,6 +297,11 @@ class Database:
             except Exception as exc:
                 if not _is_driver_error(exc):
                     raise
+                if isinstance(getattr(exc, "orig", None), TransactionLost) and not reopened:
+                    # The server dropped the stream and rolled the whole
+                    # transaction back; nothing of it was kept, so run it again.
+                    reopened = True
+                    continue
                 if is_readonly_error(exc) and not reopened:
                     # SQLite silently opens a file it may not write read-only,
                     # and the pool would keep such connections after the fault
@@ -252,6 +337,9 @@ class Database:
     # -- maintenance --------------------------------------------------------
 
     def journal_mode(self) -> str:
+        """The file's journal mode; ``"remote"`` for a libSQL server, whose files are its own."""
+        if self.remote:
+            return "remote"
         with self.engine.connect() as conn:
             value = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
             conn.rollback()
@@ -261,8 +349,10 @@ class Database:
         """``PRAGMA wal_checkpoint(TRUNCATE)``: keeps the WAL file from growing forever.
 
         Returns ``(busy, log_frames, checkpointed_frames)``, or None when the
-        database is not in WAL mode.
+        database is not in WAL mode or is remote.
         """
+        if self.remote:
+            return None
         with self.engine.connect() as conn:
             row = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             conn.rollback()

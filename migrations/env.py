@@ -6,7 +6,8 @@ Used two ways:
   connection (already inside a ``BEGIN IMMEDIATE`` transaction) through
   ``config.attributes["connection"]``;
 * from the command line in a checkout: ``alembic upgrade head`` with the
-  database URL in ``DURABLY_DATABASE_URL`` or ``-x url=...``.
+  database URL in ``DURABLY_DATABASE_URL`` (``DURABLY_AUTH_TOKEN``), Turso's
+  ``TURSO_DATABASE_URL`` (``TURSO_AUTH_TOKEN``), or ``-x url=...``.
 
 Either way durably keeps its history in its own version table, so it never
 collides with the host application's Alembic history.
@@ -17,8 +18,10 @@ from __future__ import annotations
 import os
 
 from alembic import context
-from sqlalchemy import Connection, create_engine
+from sqlalchemy import Connection
 
+from durably.database import ENV_URL, Database, make_engine_url, url_from_env
+from durably.errors import ValidationError
 from durably.schema import VERSION_TABLE, metadata
 
 config = context.config
@@ -34,20 +37,21 @@ def _configure(connection: Connection) -> None:
     )
 
 
-def _url() -> str:
-    url = context.get_x_argument(as_dictionary=True).get("url") or os.environ.get(
-        "DURABLY_DATABASE_URL"
-    )
-    if not url:
-        raise SystemExit(
-            "durably migrations need a database URL: set DURABLY_DATABASE_URL or pass -x url=..."
-        )
-    return url
+def _url() -> tuple[str, str | None]:
+    """(database URL, auth token) from ``-x url=...`` or the environment, as durably reads it."""
+    environ = dict(os.environ)
+    x_url = context.get_x_argument(as_dictionary=True).get("url")
+    if x_url:
+        environ[ENV_URL] = x_url
+    try:
+        return url_from_env(environ)
+    except ValidationError as exc:
+        raise SystemExit(f"durably migrations need a database URL (or -x url=...): {exc}") from None
 
 
 def run_offline() -> None:
     context.configure(
-        url=_url(),
+        url=make_engine_url(_url()[0]),
         target_metadata=metadata,
         version_table=VERSION_TABLE,
         render_as_batch=True,
@@ -64,7 +68,8 @@ def run_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    engine = create_engine(_url())
+    url, token = _url()
+    engine = Database(url, auth_token=token).engine
     try:
         with engine.connect() as conn:
             _configure(conn)

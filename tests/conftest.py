@@ -1,4 +1,5 @@
-"""Shared fixtures: every behavioural test runs on a real SQLite file and a real libSQL file."""
+"""Shared fixtures: every behavioural test runs on a real SQLite file, a real libSQL file and a
+remote libSQL server (the Hrana test server in tests/hrana, a separate process)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ import pytest
 
 from durably import Durably
 from durably.bridge import LoopThread
+from tests.hrana.process import Server, start_server
 
 DRIVERS = {
     "sqlite": "sqlite:///{path}",
     "libsql": "sqlite+libsql:///{path}",
+    "remote": "sqlite+libsql://127.0.0.1:{port}?secure=false&auth_token={token}",
 }
+REMOTE_TOKEN = "suite-token"
 
 FAST = {
     "polling_interval": 0.02,
@@ -35,8 +39,25 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def db_url(driver: str, db_path: Path) -> str:
+def db_url(driver: str, db_path: Path, request: pytest.FixtureRequest) -> str:
+    if driver == "remote":
+        server: Server = request.getfixturevalue("hrana_server")
+        return DRIVERS["remote"].format(port=server.port, token=REMOTE_TOKEN)
     return DRIVERS[driver].format(path=db_path)
+
+
+@pytest.fixture
+def hrana_server(db_path: Path) -> Iterator[Server]:
+    """A libSQL server process serving ``db_path`` over Hrana (HTTP), with an auth token.
+
+    Its lock wait is short, so that durably's ``lock_timeout`` (client-side
+    retries) is what the locking tests see, as on a local file.
+    """
+    server = start_server(
+        db_path.parent, db_path.stem, "--busy-timeout", "50", token=REMOTE_TOKEN, trace=False
+    )
+    yield server
+    server.stop()
 
 
 ENGINES = ("thread", "asyncio")

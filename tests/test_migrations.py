@@ -41,6 +41,13 @@ SchemaEntry = tuple[str, str, str, str]
 # -- helpers ---------------------------------------------------------------------
 
 
+@pytest.fixture(params=sorted(DRIVERS))
+def driver(request: pytest.FixtureRequest) -> str:
+    """Local files only: these tests read and compare the files themselves. Migrating through a
+    remote server is tested in tests/hrana/test_remote.py."""
+    return str(request.param)
+
+
 def url_for(driver: str, path: Path) -> str:
     return DRIVERS[driver].format(path=path)
 
@@ -407,7 +414,11 @@ def test_unmigrated_database_tells_the_user_to_migrate(db_url: str, db_path: Pat
         "sqlite:///:memory:",
         "sqlite+libsql://",
         "sqlite:///file:mem?mode=memory&uri=true",
-        "sqlite+libsql://remote.example.com/db",
+        "sqlite://remote.example.com/db",
+        "libsql://",
+        "https:///no-host",
+        "sqlite+libsql://remote.example.com?bogus=1",
+        "sqlite+hrana:///no-host",
         "not a url",
         "",
     ],

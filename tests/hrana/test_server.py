@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-import selectors
 import sqlite3
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -24,55 +21,15 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.hrana import process
+from tests.hrana.process import Server, stop_server
+
 TOKEN = "test-token"
 JsonObj = dict[str, Any]
 
 
-@dataclass
-class Server:
-    proc: subprocess.Popen[bytes]
-    port: int
-    db: Path
-    trace_path: Path
-    token: str | None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def trace(self) -> list[JsonObj]:
-        """The server's --trace output: one JSON object per request."""
-        lines = self.trace_path.read_bytes().splitlines()
-        return [json.loads(line) for line in lines if line.startswith(b"{")]
-
-
 def start_server(tmp_path: Path, name: str, *extra: str, token: str | None = TOKEN) -> Server:
-    db = tmp_path / f"{name}.db"
-    trace_path = tmp_path / f"{name}.trace"
-    cmd = [sys.executable, "-m", "tests.hrana.server", "--db", str(db), "--port", "0", "--trace"]
-    if token is not None:
-        cmd += ["--auth-token", token]
-    with trace_path.open("wb") as trace:
-        proc = subprocess.Popen([*cmd, *extra], cwd=REPO, stdout=subprocess.PIPE, stderr=trace)
-    assert proc.stdout is not None
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        ready = sel.select(timeout=15)
-    line = proc.stdout.readline().decode() if ready else ""
-    if not line.startswith("listening "):
-        stop_server(proc)
-        raise RuntimeError(f"server did not start: {line!r} {trace_path.read_text()}")
-    return Server(proc, int(line.rsplit(":", 1)[1]), db, trace_path, token)
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    return process.start_server(tmp_path, name, *extra, token=token)
 
 
 @pytest.fixture(scope="module")
