@@ -28,6 +28,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from .exceptions import (
+    AuthenticationError,
     DatabaseError,
     DataError,
     Error,
@@ -50,6 +51,7 @@ from .protocol import (
 )
 
 __all__ = [
+    "AuthenticationError",
     "Connection",
     "Cursor",
     "DataError",
