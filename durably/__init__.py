@@ -21,7 +21,7 @@ from .errors import (
 )
 from .events import Event, EventType
 from .jobs import Job, TriggerItem
-from .models import LogEntry, Progress, Run, Step, WorkerInfo
+from .models import LogEntry, Progress, QueueStats, Run, Step, WorkerInfo
 from .status import Disposition, LogLevel, RunStatus, StepStatus
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "LogLevel",
     "NotFoundError",
     "Progress",
+    "QueueStats",
     "Run",
     "RunFailedError",
     "RunStatus",

@@ -37,7 +37,7 @@ from .jobs import (
     validate_labels,
 )
 from .leases import AbortReason, LeaseService, list_workers
-from .models import LogEntry, Run, Step, WorkerInfo
+from .models import LogEntry, QueueStats, Run, Step, WorkerInfo
 from .runs import EnqueueRequest, RunFilter
 from .runtime import Runtime
 from .status import Disposition, RunStatus
@@ -438,6 +438,14 @@ class Durably:
     def get_logs(self, run_id: str) -> list[LogEntry]:
         return [LogEntry.from_row(row) for row in self._runtime.db.read(run_store.get_logs, run_id)]
 
+    def get_queue_stats(self) -> QueueStats:
+        """Pending and running run counts and the age of the oldest pending run."""
+        stats = self._runtime.db.read(run_store.queue_stats)
+        pending, oldest = stats.get(RunStatus.PENDING.value, (0, None))
+        running, _ = stats.get(RunStatus.LEASED.value, (0, None))
+        age = None if oldest is None else timedelta(milliseconds=max(0, now_ms() - oldest))
+        return QueueStats(pending=pending, running=running, oldest_pending_age=age)
+
     def get_workers(self) -> list[WorkerInfo]:
         """Registered worker engines, live and stale (no heartbeat within ``stale_threshold``)."""
         stale_before = now_ms() - self.settings.lease_ms
@@ -610,6 +618,9 @@ class Durably:
 
     async def get_logs_async(self, run_id: str) -> list[LogEntry]:
         return await self._runtime.call(self.get_logs, run_id)
+
+    async def get_queue_stats_async(self) -> QueueStats:
+        return await self._runtime.call(self.get_queue_stats)
 
     async def get_workers_async(self) -> list[WorkerInfo]:
         return await self._runtime.call(self.get_workers)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from . import serialization
@@ -179,3 +179,18 @@ class WorkerInfo:
             last_heartbeat_at=to_datetime(row["last_heartbeat_at"]),
             is_stale=row["last_heartbeat_at"] < stale_before,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """How much work waits and for how long: the numbers to alert on.
+
+    ``oldest_pending_age`` growing means workers are too few, stopped, or
+    cannot reach the database; ``running`` above the workers' total
+    concurrency means leases are being held by workers that died (they
+    expire after ``stale_threshold``).
+    """
+
+    pending: int
+    running: int
+    oldest_pending_age: timedelta | None

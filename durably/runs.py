@@ -215,6 +215,20 @@ def list_runs(conn: Connection, run_filter: RunFilter) -> list[RowMapping]:
     return list(conn.execute(query).mappings())
 
 
+def queue_stats(conn: Connection) -> dict[str, tuple[int, int | None]]:
+    """``{status: (count, oldest created_at)}`` for pending and leased runs.
+
+    Served from the (status, created_at) index alone, so its cost does not
+    grow with the number of finished runs.
+    """
+    rows = conn.execute(
+        sa.select(runs.c.status, sa.func.count(), sa.func.min(runs.c.created_at))
+        .where(runs.c.status.in_(_ACTIVE))
+        .group_by(runs.c.status)
+    )
+    return {status: (int(count), oldest) for status, count, oldest in rows}
+
+
 def get_steps(conn: Connection, run_id: str) -> list[RowMapping]:
     return list(
         conn.execute(

@@ -206,6 +206,25 @@ def test_get_runs_invalid_limit_offset(durably: Durably, options: dict[str, Any]
         durably.get_runs(**options)
 
 
+def test_queue_stats_count_waiting_and_running_runs(durably: Durably, jobs: Jobs) -> None:
+    empty = durably.get_queue_stats()
+    assert (empty.pending, empty.running, empty.oldest_pending_age) == (0, 0, None)
+    first = jobs.echo.trigger({"n": 1})
+    time.sleep(0.05)
+    jobs.echo.trigger({"n": 2})
+    stats = durably.get_queue_stats()
+    assert (stats.pending, stats.running) == (2, 0)
+    assert stats.oldest_pending_age is not None
+    assert timedelta(milliseconds=50) <= stats.oldest_pending_age < timedelta(seconds=30)
+    assert durably.process_one()  # the oldest first
+    assert durably.get_run(first.id).status is RunStatus.COMPLETED  # type: ignore[union-attr]
+    after = durably.get_queue_stats()
+    first_age = datetime.now(timezone.utc) - first.created_at
+    assert (after.pending, after.running) == (1, 0)
+    assert after.oldest_pending_age is not None
+    assert after.oldest_pending_age <= first_age - timedelta(milliseconds=40)  # the second's age
+
+
 def test_get_failed_runs(durably: Durably, jobs: Jobs) -> None:
     completed_run(durably, jobs)
     first = failed_run(durably, jobs, "one")
