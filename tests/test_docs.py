@@ -3,6 +3,10 @@
 Each block is a complete script: it runs in a fresh subprocess whose working
 directory is an empty temporary directory, so relative URLs such as
 ``sqlite:///durably.db`` create their file there. A block must exit 0.
+
+The blocks of docs/turso.md run against a remote server: the Hrana test server
+(tests/hrana), named by ``TURSO_DATABASE_URL`` and ``TURSO_AUTH_TOKEN`` as Turso's
+tools would name it.
 """
 
 from __future__ import annotations
@@ -15,10 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.hrana.process import start_server
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
 BLOCK_TIMEOUT = 60
+REMOTE_DOCS_TOKEN = "docs-token"
 
 
 def python_blocks() -> list[tuple[str, str]]:
@@ -43,12 +50,19 @@ def test_docs_exist_and_have_examples() -> None:
 
 
 @pytest.mark.parametrize(("where", "code"), BLOCKS, ids=[where for where, _ in BLOCKS])
-def test_python_block_runs(where: str, code: str, tmp_path: Path) -> None:
+def test_python_block_runs(
+    where: str, code: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     script = tmp_path / "example.py"
     script.write_text(code, encoding="utf-8")
     workdir = tmp_path / "cwd"
     workdir.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "DURABLY_DATABASE_URL"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DURABLY_", "TURSO_"))}
+    if where.startswith("docs/turso.md"):
+        server = start_server(tmp_path, "turso", token=REMOTE_DOCS_TOKEN, trace=False)
+        request.addfinalizer(server.stop)
+        env["TURSO_DATABASE_URL"] = server.url
+        env["TURSO_AUTH_TOKEN"] = REMOTE_DOCS_TOKEN
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     result = subprocess.run(
         [sys.executable, str(script)],
