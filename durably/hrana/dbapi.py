@@ -158,9 +158,11 @@ class Connection:
         self._closed = True
         baton, self._baton = self._baton, None
         try:
-            if baton is not None:
+            if baton is not None and self._transport.connected:
                 # Tells the server to free the stream now instead of at expiry
-                # (and to roll back whatever it still had open).
+                # (and to roll back whatever it still had open). Only over a
+                # connection that is already open: closing must not wait for
+                # an unreachable server; the stream expires there anyway.
                 self._transport.post(
                     PIPELINE_PATH,
                     {"baton": baton, "requests": [{"type": "close"}]},

@@ -10,6 +10,7 @@ threads and the event loop keep running during a round trip.
 from __future__ import annotations
 
 import base64
+import functools
 import http.client
 import json
 import math
@@ -178,9 +179,13 @@ class Transport:
     def _open(self) -> http.client.HTTPConnection:
         if self._secure:
             return http.client.HTTPSConnection(
-                self._host, self._port, timeout=self._timeout, context=ssl.create_default_context()
+                self._host, self._port, timeout=self._timeout, context=_tls_context()
             )
         return http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None
 
     def close(self) -> None:
         if self._connection is not None:
@@ -278,6 +283,12 @@ class Transport:
             code=code,
             executed=None if status >= 500 else False,
         )
+
+
+@functools.lru_cache(maxsize=1)
+def _tls_context() -> ssl.SSLContext:
+    """One context for every connection: loading the CA store costs milliseconds."""
+    return ssl.create_default_context()
 
 
 def _describe(exc: BaseException) -> str:
