@@ -243,7 +243,7 @@ class Connection:
         ):
             self._baton = None  # likely expired on the server; start a new stream
         try:
-            results = self._send(requests, replayable=replayable or self._baton is None)
+            results = self._send(requests, replayable=replayable)
         except StreamGone:
             if self._in_transaction:
                 self._lose_stream()
@@ -252,8 +252,8 @@ class Connection:
                     "restarted); the open transaction was rolled back",
                     executed=False,
                 ) from None
-            self._baton = None
-            results = self._send(requests, replayable=True)
+            self._baton = None  # the server ran nothing; start a new stream
+            results = self._send(requests, replayable=replayable)
         first_error: DatabaseError | None = None
         responses: list[JsonObj] = []
         for result in results[:-1]:
