@@ -8,6 +8,7 @@ over the wire reads the server's --trace output.
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -368,3 +369,80 @@ def test_migrate_a_remote_database_from_the_cli_and_with_alembic(server: Server)
     assert "auth token" in wrong.stderr
     with Durably(server.libsql_url, auth_token=TOKEN) as durably:
         assert durably.process_one() is False  # the schema check passes
+
+
+# -- keep-alive connections the server closed -----------------------------------------------------
+
+
+class ClosingProxy:
+    """Forwards each HTTP request to the server, then closes the client's connection without
+    saying so (no ``Connection: close``), as a server or load balancer does with an idle
+    keep-alive connection. The client's next request on that connection fails unanswered."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.forwarded = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            with client:
+                request = _read_http_message(client)
+                if request is None:
+                    continue
+                with socket.create_connection(("127.0.0.1", self.upstream_port)) as upstream:
+                    upstream.sendall(request)
+                    response = _read_http_message(upstream)
+                self.forwarded += 1
+                if response is not None:
+                    client.sendall(response)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _read_http_message(sock: socket.socket) -> bytes | None:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def test_a_closed_keep_alive_connection_resends_only_what_cannot_commit(server: Server) -> None:
+    proxy = ClosingProxy(server.port)
+    try:
+        with closing(dbapi.connect(f"http://127.0.0.1:{proxy.port}", auth_token=TOKEN)) as conn:
+            cur = conn.cursor()
+            cur.execute("CREATE TABLE t (x INTEGER)")  # the proxy then drops the connection
+            # Opening a transaction commits nothing, so it is sent again on a new connection.
+            cur.execute("BEGIN IMMEDIATE")
+            cur.execute("INSERT INTO t VALUES (1)")
+            assert conn.in_transaction
+            # A COMMIT may have been applied when no answer comes: it is never resent.
+            with pytest.raises(dbapi.OperationalError, match="lost the connection") as lost:
+                conn.commit()
+            assert lost.value.executed is None
+            assert lost.value.connection_lost
+        assert proxy.forwarded == 2  # CREATE, then BEGIN+INSERT once; the COMMIT never arrived
+    finally:
+        proxy.close()
+    with closing(sqlite3.connect(server.db, timeout=15)) as check:
+        # Nothing was committed.
+        assert check.execute("SELECT count(*) FROM t").fetchone() == (0,)
