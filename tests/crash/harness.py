@@ -44,6 +44,14 @@ WAIT = 60.0
 
 
 def url_for(driver: str, path: Path) -> str:
+    """The URL of a local database file for ``driver`` ("sqlite" or "libsql").
+
+    The shared ``driver`` fixture also yields "remote" (a libSQL server): a
+    test that needs a local file skips it. The crash suite's remote tests
+    (test_remote.py) start their own server and pass its URL to ``Cluster``.
+    """
+    if driver not in URLS:
+        pytest.skip(f"a local-file crash test; {driver!r} databases: see test_remote.py")
     return URLS[driver].format(path=path)
 
 
@@ -149,11 +157,21 @@ CLAIM_AUDIT = (
 class Cluster:
     """Worker processes on one database, a client, and what they recorded."""
 
-    def __init__(self, directory: Path, driver: str, db_path: Path, **settings: str) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        driver: str,
+        db_path: Path,
+        *,
+        db_url: str | None = None,
+        **settings: str,
+    ) -> None:
+        """``db_url``: the URL the processes use, when it is not ``db_path``'s local
+        URL for ``driver`` (a remote server serving ``db_path``)."""
         self.dir = directory
         self.driver = driver
         self.db_path = db_path
-        self.db_url = db_url = url_for(driver, db_path)
+        self.db_url = db_url = db_url or url_for(driver, db_path)
         self.log = directory / "effects.log"
         self.log.touch()
         self.env = {
