@@ -17,7 +17,7 @@ from . import migrate as migrations
 from . import runs as run_store
 from .bridge import threadsafe_setter, wait_event
 from .clock import now_ms, to_ms
-from .database import Database, url_from_env
+from .database import Database, display_url, url_from_env
 from .errors import (
     CancelledError,
     ConflictError,
@@ -136,7 +136,7 @@ class Durably:
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"<Durably {self._runtime.db.url.render_as_string(hide_password=True)!r}>"
+        return f"<Durably {display_url(self._runtime.db.url)!r}>"
 
     @property
     def settings(self) -> config.Settings:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from .app import Durably
-from .database import ENV_URL, url_from_env
+from .database import ENV_URL, display_url, url_from_env
 from .errors import DurablyError, ValidationError
 
 
@@ -50,7 +50,7 @@ def _migrate(args: argparse.Namespace) -> int:
         raise SystemExit(f"give --url or set {ENV_URL}: {exc}") from None
     with Durably(url, auth_token=token) as durably:
         durably.migrate()
-        shown = durably.engine.url.render_as_string(hide_password=True)
+        shown = display_url(durably.engine.url)
     print(f"durably: schema is up to date ({shown})")
     return 0
 

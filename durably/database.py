@@ -157,12 +157,7 @@ def make_engine_url(url: str | URL) -> URL:
             raise ValidationError(
                 "A remote libSQL URL needs a host: sqlite+libsql://HOST[:PORT]?secure=true"
             )
-        unknown = set(parsed.query) - {"secure", "auth_token", "authToken", "timeout"}
-        if unknown:
-            raise ValidationError(
-                f"Unknown option(s) in the libSQL URL: {', '.join(sorted(unknown))} "
-                "(known: secure, auth_token, timeout)"
-            )
+        _check_remote_options(parsed)
         return parsed
     if driver not in SUPPORTED_DRIVERS:
         raise ValidationError(
@@ -181,6 +176,33 @@ def make_engine_url(url: str | URL) -> URL:
             "by durably's worker threads; use a file, e.g. sqlite:///durably.db"
         )
     return parsed
+
+
+def _check_remote_options(url: URL) -> None:
+    unknown = set(url.query) - {"secure", "auth_token", "authToken", "timeout"}
+    if unknown:
+        raise ValidationError(
+            f"Unknown option(s) in the libSQL URL: {', '.join(sorted(unknown))} "
+            "(known: secure, auth_token, timeout)"
+        )
+    secure = str(url.query.get("secure", "false")).lower()
+    if secure not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+        raise ValidationError(f"secure={secure!r} in the libSQL URL: use secure=true or false")
+    timeout = url.query.get("timeout")
+    if timeout is not None:
+        try:
+            seconds = float(str(timeout))
+        except ValueError:
+            seconds = -1.0
+        if not seconds > 0:
+            raise ValidationError(f"timeout={timeout!r} in the libSQL URL: use seconds, e.g. 15")
+
+
+def display_url(url: URL) -> str:
+    """``url`` for messages and logs: password and auth token hidden."""
+    return url.difference_update_query(["auth_token", "authToken"]).render_as_string(
+        hide_password=True
+    )
 
 
 ENV_URL = "DURABLY_DATABASE_URL"

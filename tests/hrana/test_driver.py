@@ -335,6 +335,12 @@ def test_remote_urls_pick_durablys_driver(url: str, expected: str) -> None:
     assert make_engine_url(url).render_as_string(hide_password=False) == expected
 
 
+def test_a_token_in_the_url_is_never_shown() -> None:
+    durably = Durably("sqlite+libsql://h:1?secure=false&auth_token=s3cret")
+    assert "s3cret" not in repr(durably)
+    assert "h:1" in repr(durably)
+
+
 def test_url_from_env_prefers_durably_then_turso() -> None:
     turso = {"TURSO_DATABASE_URL": "libsql://t.turso.io", "TURSO_AUTH_TOKEN": "tt"}
     assert url_from_env(turso) == ("libsql://t.turso.io", "tt")
