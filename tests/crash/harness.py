@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -389,3 +389,130 @@ def stop_all(workers: Iterable[Worker], timeout: float = WAIT) -> None:
         worker.signal(signal.SIGTERM)
     for worker in live:
         worker.wait(timeout)
+
+
+def assert_every_step_ran_once_under_one_lease(
+    cluster: Cluster, client: Durably, runs: Sequence[Run], names: Sequence[str]
+) -> dict[str, Run]:
+    """Proves that competing workers which never lost a lease ran everything exactly once.
+
+    Checks, after every run of ``runs`` (jobs with steps ``names``) completed with
+    nothing killed and leases far longer than anything takes:
+
+    * every run completed, claimed once (lease generation 1), with the output of
+      one worker: ``{"n": ..., "results": ["s1@PID", ...], "finished_by": PID}``;
+    * the database's claim audit holds one claim per run, none of a live lease;
+    * every step of every run was started exactly once, under the run's only lease
+      (its owner, generation 1, the process that finished the run);
+    * each step result and each completion was written once and never refused, and
+      the database stores each step once, completed, under generation 1.
+
+    Returns the final state of every run, by id.
+    """
+    done = {run.id: run for run in client.get_runs(limit=None)}
+    assert len(done) == len(runs)
+    for run in runs:
+        final = done[run.id]
+        assert final.status == "completed"
+        assert final.lease_generation == 1, "claimed once: no lease ever expired or was taken"
+        pid = final.output["finished_by"]
+        assert final.output == {
+            "n": run.input["n"],
+            "results": [f"{name}@{pid}" for name in names],
+            "finished_by": pid,
+        }
+
+    # The database's own record of every claim: one per run, none took a live lease.
+    claims = cluster.claims(client)
+    assert len(claims) == len(runs)
+    assert_claims_exclusive(claims, done.values())
+    owner = {claim.run_id: claim.new_owner for claim in claims}
+
+    # Every step of every run executed exactly once, under the run's only lease.
+    starts = cluster.events("start")
+    assert Counter((e["run"], e["step"]) for e in starts) == {
+        (run.id, name): 1 for run in runs for name in names
+    }
+    for run_id, executions in by_run(starts).items():
+        assert {(e["owner"], e["gen"], e["pid"]) for e in executions} == {
+            (owner[run_id], 1, done[run_id].output["finished_by"])
+        }
+    # Each step result and each completion was written once, and no write was refused.
+    assert Counter((e["run"], e["step"], e["ok"]) for e in cluster.events("persist")) == {
+        (run.id, name, True): 1 for run in runs for name in names
+    }
+    assert Counter((e["run"], e["ok"]) for e in cluster.events("complete")) == {
+        (run.id, True): 1 for run in runs
+    }
+    stored = query(client, "SELECT run_id, name, status, lease_generation FROM durably_steps")
+    assert Counter(stored) == {(run.id, name, "completed", 1): 1 for run in runs for name in names}
+    return done
+
+
+def assert_nothing_lost_and_no_stored_step_rerun(
+    cluster: Cluster, client: Durably, runs: Sequence[Run], names: Sequence[str], context: str
+) -> tuple[dict[str, Run], dict[tuple[str, int], list[str]]]:
+    """Proves that interrupted claims (killed workers, lost leases) lost and re-ran nothing
+    but the step in progress.
+
+    Checks, after every run of ``runs`` (jobs with steps ``names``) completed:
+
+    * no run lost: every run completed, with its input's ``n`` and one result per
+      step, in order; every step stored once, completed;
+    * no stored step re-run: a step stored by claim ``g`` of a run was never started
+      by a later claim, and no claim started a step twice;
+    * the stored result is the run's result for that step, computed by the one
+      execution (``name@pid``) of the claim that stored it;
+    * at most one unfinished step per interrupted claim: each claim that did not
+      finish its run started at most one step whose result it did not store;
+    * no claim took a live lease (the database's claim audit).
+
+    ``context`` is added to the failure messages. Returns the final state of every
+    run by id, and the steps each interrupted claim, ``(run id, generation)``, left
+    unstored.
+    """
+    done: dict[str, Run] = {}
+    stored: dict[tuple[str, str], tuple[int, Any]] = {}
+    for run in runs:
+        final = client.get_run(run.id)
+        assert final is not None, f"run {run.id} lost ({context})"
+        assert final.status == "completed", (final, context)
+        assert final.output["n"] == run.input["n"], context
+        assert [r.split("@")[0] for r in final.output["results"]] == list(names), (final, context)
+        done[run.id] = final
+        for step in client.get_steps(run.id):
+            assert step.status == "completed", (step, context)
+            assert (run.id, step.name) not in stored, f"{step.name} stored twice ({context})"
+            stored[run.id, step.name] = (step.lease_generation, step.output)
+    assert set(stored) == {(run.id, name) for run in runs for name in names}, context
+
+    starts = cluster.events("start")
+    executions: Counter[tuple[str, str, int]] = Counter(
+        (e["run"], e["step"], e["gen"]) for e in starts
+    )
+    unfinished: dict[tuple[str, int], list[str]] = defaultdict(list)
+    for (run_id, name, gen), count in executions.items():
+        stored_by, _output = stored[run_id, name]
+        assert count == 1, f"{name} started {count} times by one claim ({context})"
+        assert gen <= stored_by, (
+            f"run {run_id}: {name} was stored by claim {stored_by} and run again by "
+            f"claim {gen} ({context})"
+        )
+        if gen < stored_by:
+            unfinished[run_id, gen].append(name)
+    for (run_id, name), (stored_by, output) in stored.items():
+        assert executions[run_id, name, stored_by] == 1, (run_id, name, context)
+        # The value the run finished with is the one stored, computed by that execution.
+        (execution,) = [
+            e for e in starts if (e["run"], e["step"], e["gen"]) == (run_id, name, stored_by)
+        ]
+        assert output == f"{name}@{execution['pid']}", context
+        assert done[run_id].output["results"][names.index(name)] == output, context
+    for (run_id, gen), left in unfinished.items():
+        # Interrupted by a kill, or (on a starved machine) by a lease lost meanwhile.
+        assert len(left) == 1, (
+            f"run {run_id}: claim {gen} left {left} unstored; only the step in progress "
+            f"when it was interrupted may be ({context})"
+        )
+    assert_claims_exclusive(cluster.claims(client), done.values())
+    return done, dict(unfinished)

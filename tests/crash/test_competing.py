@@ -12,13 +12,19 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
 from durably import Durably, DurablyError
 
-from .harness import WAIT, Cluster, assert_claims_exclusive, by_run, query, stop_all, trigger_mixed
+from .harness import (
+    WAIT,
+    Cluster,
+    assert_every_step_ran_once_under_one_lease,
+    query,
+    stop_all,
+    trigger_mixed,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -40,10 +46,6 @@ def _status_counts(client: Durably) -> Counter[str]:
     return Counter(dict(rows))
 
 
-def _stored_steps(client: Durably) -> list[tuple[Any, ...]]:
-    return query(client, "SELECT run_id, name, status, lease_generation FROM durably_steps")
-
-
 def test_four_worker_processes_drain_500_runs_with_every_step_executed_once(
     make_cluster: Callable[..., Cluster],
 ) -> None:
@@ -61,48 +63,10 @@ def test_four_worker_processes_drain_500_runs_with_every_step_executed_once(
     stop_all(workers)
     assert [w.process.returncode for w in workers] == [0] * WORKERS
 
-    done = {run.id: run for run in client.get_runs(limit=None)}
-    assert len(done) == RUNS
-    for run in runs:
-        final = done[run.id]
-        assert final.status == "completed"
-        assert final.lease_generation == 1, "claimed once: no lease ever expired or was taken"
-        pid = final.output["finished_by"]
-        assert final.output == {
-            "n": run.input["n"],
-            "results": [f"{name}@{pid}" for name in STEPS],
-            "finished_by": pid,
-        }
-
-    # The database's own record of every claim: one per run, none took a live lease.
-    claims = cluster.claims(client)
-    assert len(claims) == RUNS
-    assert_claims_exclusive(claims, done.values())
-    owner = {claim.run_id: claim.new_owner for claim in claims}
-
-    # Every step of every run executed exactly once, under the run's only lease.
-    starts = cluster.events("start")
-    assert Counter((e["run"], e["step"]) for e in starts) == {
-        (run.id, name): 1 for run in runs for name in STEPS
-    }
-    for run_id, executions in by_run(starts).items():
-        assert {(e["owner"], e["gen"], e["pid"]) for e in executions} == {
-            (owner[run_id], 1, done[run_id].output["finished_by"])
-        }
-    # Each step result and each completion was written once, and no write was refused.
-    persists = cluster.events("persist")
-    assert Counter((e["run"], e["step"], e["ok"]) for e in persists) == {
-        (run.id, name, True): 1 for run in runs for name in STEPS
-    }
-    assert Counter((e["run"], e["ok"]) for e in cluster.events("complete")) == {
-        (run.id, True): 1 for run in runs
-    }
-    assert Counter(_stored_steps(client)) == {
-        (run.id, name, "completed", 1): 1 for run in runs for name in STEPS
-    }
+    done = assert_every_step_ran_once_under_one_lease(cluster, client, runs, STEPS)
 
     # The four processes really competed, and none of them hit an error.
-    assert len({e["pid"] for e in starts}) == WORKERS
+    assert len({e["pid"] for e in cluster.events("start")}) == WORKERS
     errors = [
         e
         for e in cluster.events("worker-error")

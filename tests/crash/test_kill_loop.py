@@ -19,15 +19,21 @@ from __future__ import annotations
 import random
 import signal
 import time
-from collections import Counter, defaultdict
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
 from durably import Durably
 
-from .harness import WAIT, Cluster, Worker, assert_claims_exclusive, query, stop_all, trigger_mixed
+from .harness import (
+    WAIT,
+    Cluster,
+    Worker,
+    assert_nothing_lost_and_no_stored_step_rerun,
+    query,
+    stop_all,
+    trigger_mixed,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -77,55 +83,11 @@ def test_workers_killed_at_random_moments_lose_nothing_and_rerun_no_completed_st
     stop_all(workers)
     context = f"seed {seed}, killed pids {sorted(killed)}"
 
-    done = {run.id: client.get_run(run.id) for run in runs}
-    stored: dict[tuple[str, str], tuple[int, Any]] = {}
-    for run in runs:
-        for step in client.get_steps(run.id):
-            assert step.status == "completed", (step, context)
-            assert (run.id, step.name) not in stored, f"{step.name} stored twice ({context})"
-            stored[run.id, step.name] = (step.lease_generation, step.output)
-    assert set(stored) == {(run.id, name) for run in runs for name in STEPS}, context
-
-    starts = cluster.events("start")
-    executions: Counter[tuple[str, str, int]] = Counter(
-        (e["run"], e["step"], e["gen"]) for e in starts
+    done, unfinished = assert_nothing_lost_and_no_stored_step_rerun(
+        cluster, client, runs, STEPS, context
     )
-    unfinished: dict[tuple[str, int], list[str]] = defaultdict(list)
-    for (run_id, name, gen), count in executions.items():
-        stored_by, _output = stored[run_id, name]
-        assert count == 1, f"{name} started {count} times by one claim ({context})"
-        assert gen <= stored_by, (
-            f"run {run_id}: {name} was stored by claim {stored_by} and run again by "
-            f"claim {gen} ({context})"
-        )
-        if gen < stored_by:
-            unfinished[run_id, gen].append(name)
-    for (run_id, name), (stored_by, output) in stored.items():
-        assert executions[run_id, name, stored_by] == 1, (run_id, name, context)
-        # The value the run finished with is the one stored, computed by that execution.
-        (execution,) = [
-            e for e in starts if (e["run"], e["step"], e["gen"]) == (run_id, name, stored_by)
-        ]
-        assert output == f"{name}@{execution['pid']}", context
-        final = done[run_id]
-        assert final is not None
-        assert final.output["results"][STEPS.index(name)] == output, context
-    for (run_id, gen), names in unfinished.items():
-        # Interrupted by a kill, or (on a starved machine) by a lease lost meanwhile.
-        assert len(names) == 1, (
-            f"run {run_id}: claim {gen} left {names} unstored; only the step in progress "
-            f"when it was interrupted may be ({context})"
-        )
-
-    for run in runs:
-        final = done[run.id]
-        assert final is not None
-        assert final.status == "completed", context
-        assert final.output["n"] == run.input["n"]
-        assert [r.split("@")[0] for r in final.output["results"]] == list(STEPS)
-    assert_claims_exclusive(cluster.claims(client), [r for r in done.values() if r is not None])
 
     # The test did what it says: workers died inside steps and their runs were taken over.
     assert len(killed) >= 1, context
     assert unfinished, f"no kill landed inside a step ({context})"
-    assert sum(r.lease_generation > 1 for r in done.values() if r is not None) >= 1
+    assert sum(r.lease_generation > 1 for r in done.values()) >= 1

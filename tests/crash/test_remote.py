@@ -36,7 +36,7 @@ import random
 import re
 import signal
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,8 @@ from .harness import (
     Cluster,
     Worker,
     assert_claims_exclusive,
-    by_run,
+    assert_every_step_ran_once_under_one_lease,
+    assert_nothing_lost_and_no_stored_step_rerun,
     cpu_seconds,
     query,
     stop_all,
@@ -173,46 +174,10 @@ def test_three_worker_machines_on_one_remote_server_run_every_step_once(
     stop_all(workers)
     assert [w.process.returncode for w in workers] == [0] * len(workers), cluster.diagnostics()
 
-    done = {run.id: run for run in client.get_runs(limit=None)}
-    assert len(done) == RUNS
-    for run in runs:
-        final = done[run.id]
-        assert final.status == "completed"
-        assert final.lease_generation == 1, "claimed once: no lease ever expired or was taken"
-        pid = final.output["finished_by"]
-        assert final.output == {
-            "n": run.input["n"],
-            "results": [f"{name}@{pid}" for name in STEPS],
-            "finished_by": pid,
-        }
-
-    # The database's own record of every claim: one per run, none took a live lease.
-    claims = cluster.claims(client)
-    assert len(claims) == RUNS
-    assert_claims_exclusive(claims, done.values())
-    owner = {claim.run_id: claim.new_owner for claim in claims}
-
-    # Every step of every run executed exactly once, under the run's only lease.
-    starts = cluster.events("start")
-    assert Counter((e["run"], e["step"]) for e in starts) == {
-        (run.id, name): 1 for run in runs for name in STEPS
-    }
-    for run_id, executions in by_run(starts).items():
-        assert {(e["owner"], e["gen"], e["pid"]) for e in executions} == {
-            (owner[run_id], 1, done[run_id].output["finished_by"])
-        }
-    # Each step result and each completion was written once, and no write was refused.
-    assert Counter((e["run"], e["step"], e["ok"]) for e in cluster.events("persist")) == {
-        (run.id, name, True): 1 for run in runs for name in STEPS
-    }
-    assert Counter((e["run"], e["ok"]) for e in cluster.events("complete")) == {
-        (run.id, True): 1 for run in runs
-    }
-    stored = query(client, "SELECT run_id, name, status, lease_generation FROM durably_steps")
-    assert Counter(stored) == {(run.id, name, "completed", 1): 1 for run in runs for name in STEPS}
+    done = assert_every_step_ran_once_under_one_lease(cluster, client, runs, STEPS)
 
     # The three machines really competed (both engines, both kinds of job), error-free.
-    pids = {e["pid"] for e in starts}
+    pids = {e["pid"] for e in cluster.events("start")}
     assert pids == {w.pid for w in workers}
     for kind in ("steps", "async-steps"):
         assert {done[r.id].output["finished_by"] for r in runs if r.job_name == kind} == pids, kind
@@ -236,9 +201,12 @@ MAX_OTHER_ERRORS = 6
 OUTAGE_CONTEXTS = {"claim", "lease-renewal", "step-persist", "run-execution", "idle-maintenance"}
 
 
-def test_workers_ride_out_a_killed_remote_server_and_lose_nothing_when_it_returns(
-    make_remote_cluster: Callable[..., Cluster], remote: Remote
-) -> None:
+def _start_kill_cluster(
+    make_remote_cluster: Callable[..., Cluster],
+) -> tuple[Cluster, Durably, list[Run], list[Worker]]:
+    """The setting of the server-kill tests: a migrated database with the claim audit,
+    KILL_RUNS runs of KILL_STEPS slow-ish steps, short leases (1 s, renewed every
+    HEARTBEAT), and one worker process per engine of ENGINES, started."""
     cluster = make_remote_cluster(
         CRASH_STEP_SLEEP="0.05,0.15", CRASH_STALE="1", CRASH_HEARTBEAT=str(HEARTBEAT)
     )
@@ -247,6 +215,13 @@ def test_workers_ride_out_a_killed_remote_server_and_lose_nothing_when_it_return
     cluster.install_claim_audit(client)
     runs = trigger_mixed(client, KILL_RUNS, len(KILL_STEPS), chunk=5)
     workers = [cluster.start_worker(engine=engine) for engine in ENGINES]
+    return cluster, client, runs, workers
+
+
+def test_workers_ride_out_a_killed_remote_server_and_lose_nothing_when_it_returns(
+    make_remote_cluster: Callable[..., Cluster], remote: Remote
+) -> None:
+    cluster, client, runs, workers = _start_kill_cluster(make_remote_cluster)
     pids = {w.pid for w in workers}
 
     # Kill the server while every worker is busy with runs.
@@ -311,62 +286,12 @@ def test_workers_ride_out_a_killed_remote_server_and_lose_nothing_when_it_return
     }
     assert finished_after == pids, context
 
-    _assert_nothing_lost_and_no_stored_step_rerun(cluster, client, runs, KILL_STEPS, context)
+    done, _unfinished = assert_nothing_lost_and_no_stored_step_rerun(
+        cluster, client, runs, KILL_STEPS, context
+    )
 
     # The test did what it says: the kill interrupted claims, whose runs were taken over.
-    done = [client.get_run(run.id) for run in runs]
-    assert sum(r is not None and r.lease_generation > 1 for r in done) >= 1, context
-
-
-def _assert_nothing_lost_and_no_stored_step_rerun(
-    cluster: Cluster, client: Durably, runs: list[Run], names: tuple[str, ...], context: str
-) -> None:
-    """Every run completed with the step results that were stored, each stored once; no
-    stored step was started by a later claim; each claim that did not finish its run
-    started at most one step it did not store (the one in progress); no claim took a live
-    lease."""
-    done = {run.id: client.get_run(run.id) for run in runs}
-    stored: dict[tuple[str, str], tuple[int, Any]] = {}
-    for run in runs:
-        final = done[run.id]
-        assert final is not None, f"run {run.id} lost ({context})"
-        assert final.status == "completed", (final, context)
-        assert final.output["n"] == run.input["n"], context
-        for step in client.get_steps(run.id):
-            assert step.status == "completed", (step, context)
-            assert (run.id, step.name) not in stored, f"{step.name} stored twice ({context})"
-            stored[run.id, step.name] = (step.lease_generation, step.output)
-    assert set(stored) == {(run.id, name) for run in runs for name in names}, context
-
-    starts = cluster.events("start")
-    executions: Counter[tuple[str, str, int]] = Counter(
-        (e["run"], e["step"], e["gen"]) for e in starts
-    )
-    unfinished: dict[tuple[str, int], list[str]] = defaultdict(list)
-    for (run_id, name, gen), count in executions.items():
-        stored_by, _output = stored[run_id, name]
-        assert count == 1, f"{name} started {count} times by one claim ({context})"
-        assert gen <= stored_by, (
-            f"run {run_id}: {name} was stored by claim {stored_by} and run again by "
-            f"claim {gen} ({context})"
-        )
-        if gen < stored_by:
-            unfinished[run_id, gen].append(name)
-    for (run_id, name), (stored_by, output) in stored.items():
-        (execution,) = [
-            e for e in starts if (e["run"], e["step"], e["gen"]) == (run_id, name, stored_by)
-        ]
-        # The value the run finished with is the one stored, computed by that execution.
-        assert output == f"{name}@{execution['pid']}", context
-        final = done[run_id]
-        assert final is not None
-        assert final.output["results"][names.index(name)] == output, context
-    for (run_id, gen), left in unfinished.items():
-        assert len(left) == 1, (
-            f"run {run_id}: claim {gen} left {left} unstored; only the step in progress "
-            f"when it was interrupted may be ({context})"
-        )
-    assert_claims_exclusive(cluster.claims(client), [r for r in done.values() if r is not None])
+    assert sum(r.lease_generation > 1 for r in done.values()) >= 1, context
 
 
 # -- 3. the server killed and restarted again and again ------------------------------------------
@@ -383,14 +308,7 @@ def test_a_remote_server_killed_and_restarted_again_and_again_loses_nothing(
     silently replaced), and leases may or may not outlive the outage."""
     seed = random.randrange(2**32)
     rng = random.Random(seed)
-    cluster = make_remote_cluster(
-        CRASH_STEP_SLEEP="0.05,0.15", CRASH_STALE="1", CRASH_HEARTBEAT=str(HEARTBEAT)
-    )
-    client = cluster.client()
-    client.migrate()
-    cluster.install_claim_audit(client)
-    runs = trigger_mixed(client, KILL_RUNS, len(KILL_STEPS), chunk=5)
-    workers = [cluster.start_worker(engine=engine) for engine in ENGINES]
+    cluster, client, runs, workers = _start_kill_cluster(make_remote_cluster)
     pids = {w.pid for w in workers}
     cluster.wait_for(
         lambda: {e["pid"] for e in cluster.events("start")} >= pids, "every worker executing steps"
@@ -410,7 +328,7 @@ def test_a_remote_server_killed_and_restarted_again_and_again_loses_nothing(
     assert [w.process.returncode for w in workers] == [0] * len(workers), cluster.diagnostics()
     context = f"seed {seed}, {len(outages)} outages, server pids {remote.pids}"
 
-    _assert_nothing_lost_and_no_stored_step_rerun(cluster, client, runs, KILL_STEPS, context)
+    assert_nothing_lost_and_no_stored_step_rerun(cluster, client, runs, KILL_STEPS, context)
     errors = cluster.events("worker-error")
     assert {e["pid"] for e in errors if e["context"] == "lease-renewal"} == pids, context
     assert all(e["durably_error"] or _lease_loss(e) for e in errors), errors
