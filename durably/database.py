@@ -24,16 +24,20 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Concatenate, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import registry
 from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.dml import UpdateBase
 from typing_extensions import ParamSpec
 
 from .errors import DatabaseError, DatabaseLockedError, SchemaError, ValidationError
+from .hrana import dbapi as hrana_dbapi
 from .hrana.dbapi import TransactionLost
 
 registry.register("sqlite.hrana", "durably.hrana.dialect", "HranaDialect")
@@ -230,6 +234,17 @@ def url_from_env(environ: Mapping[str, str], default: str | None = None) -> tupl
     return url, token
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one statement of :meth:`Database.write_batch` did."""
+
+    rowcount: int
+
+
+Batch = Sequence[tuple[UpdateBase, Mapping[str, Any]]]
+"""Prebuilt statements and their parameters, run in order as one transaction."""
+
+
 class Database:
     """One engine plus the rules for running durably's operations on it."""
 
@@ -248,6 +263,7 @@ class Database:
         """A libSQL server over the network: no PRAGMAs, no WAL of ours to checkpoint."""
         self.lock_timeout = lock_timeout
         self._write_lock = threading.Lock()
+        self._compiled: dict[UpdateBase, SQLCompiler] = {}
         sync_mode = synchronous.upper()
         if sync_mode not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValidationError(f"Invalid synchronous setting {synchronous!r}")
@@ -293,6 +309,41 @@ class Database:
         """Run ``fn(conn, ...)`` in one ``BEGIN IMMEDIATE`` transaction and commit it."""
         return self._retrying(fn, args, kwargs, write=True)
 
+    def write_batch(self, batch: Batch) -> list[Outcome]:
+        """Run ``batch`` as one write transaction; return each statement's outcome.
+
+        For writes whose statements are known up front (a step result, a
+        completion). On a remote server the whole transaction travels as one
+        request (:meth:`durably.hrana.dbapi.Connection.execute_transaction`):
+        one round trip instead of one per statement, and a process that dies
+        mid-way leaves no transaction open on the server. Locally it is
+        :meth:`write` running the statements one by one.
+        """
+        if not self.remote:
+            return self.write(_execute_batch, batch)
+        return self._retrying(self._send_batch, (batch,), {}, write=True, transaction=False)
+
+    def _send_batch(self, conn: Connection, batch: Batch) -> list[Outcome]:
+        statements: list[tuple[str, list[Any]]] = []
+        for statement, params in batch:
+            compiled = self._compiled.get(statement)
+            if compiled is None:
+                compiled = statement.compile(dialect=self.engine.dialect)
+                self._compiled[statement] = compiled
+            values = compiled.construct_params(dict(params))
+            positions = compiled.positiontup or ()
+            statements.append((compiled.string, [values[name] for name in positions]))
+        raw = conn.connection.dbapi_connection
+        try:
+            results = raw.execute_transaction(statements)  # type: ignore[union-attr]
+        except hrana_dbapi.Error as exc:
+            if exc.connection_lost:
+                conn.invalidate()
+            raise sa.exc.DBAPIError.instance(
+                None, None, exc, hrana_dbapi.Error, connection_invalidated=exc.connection_lost
+            ) from exc
+        return [Outcome(result.affected_row_count) for result in results]
+
     def read(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
@@ -306,6 +357,7 @@ class Database:
         kwargs: dict[str, Any],
         *,
         write: bool,
+        transaction: bool = True,
     ) -> T:
         deadline = time.monotonic() + self.lock_timeout
         backoff = _FIRST_BACKOFF
@@ -314,8 +366,8 @@ class Database:
             try:
                 if write:
                     with self._write_lock:
-                        return self._run_once(fn, args, kwargs, write=True)
-                return self._run_once(fn, args, kwargs, write=False)
+                        return self._run_once(fn, args, kwargs, write=True, transaction=transaction)
+                return self._run_once(fn, args, kwargs, write=False, transaction=transaction)
             except Exception as exc:
                 if not _is_driver_error(exc):
                     raise
@@ -349,8 +401,12 @@ class Database:
         kwargs: dict[str, Any],
         *,
         write: bool,
+        transaction: bool = True,
     ) -> T:
+        """``fn(conn, ...)`` inside a transaction, or with none when ``fn`` brings its own."""
         with self.engine.connect() as conn:
+            if not transaction:
+                return fn(conn, *args, **kwargs)
             if write:
                 conn = conn.execution_options(durably_write=True)
             with conn.begin():
@@ -384,3 +440,7 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _execute_batch(conn: Connection, batch: Batch) -> list[Outcome]:
+    return [Outcome(conn.execute(statement, params).rowcount) for statement, params in batch]

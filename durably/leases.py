@@ -25,6 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.sql.dml import UpdateBase
 
 from . import runs as run_store
 from . import serialization
@@ -294,8 +295,18 @@ _COMPLETE_RUN = (
         updated_at=_NOW,
     )
 )
-_DELETE_STEPS = steps.delete().where(steps.c.run_id == sa.bindparam("fence_run", type_=sa.String))
-_DELETE_LOGS = logs.delete().where(logs.c.run_id == sa.bindparam("fence_run", type_=sa.String))
+_COMPLETED_BY_US = sa.exists().where(
+    runs.c.id == sa.bindparam("fence_run", type_=sa.String),
+    runs.c.status == _sql_status(RunStatus.COMPLETED),
+    runs.c.lease_generation == sa.bindparam("fence_generation", type_=sa.Integer),
+)
+"""After ``_COMPLETE_RUN`` in the same transaction: true only if that completion was ours."""
+_DELETE_STEPS = steps.delete().where(
+    steps.c.run_id == sa.bindparam("fence_run", type_=sa.String), _COMPLETED_BY_US
+)
+_DELETE_LOGS = logs.delete().where(
+    logs.c.run_id == sa.bindparam("fence_run", type_=sa.String), _COMPLETED_BY_US
+)
 
 
 def _fence(lease: Lease, now: int) -> dict[str, Any]:
@@ -418,36 +429,30 @@ class LeaseService:
         error: str | None,
         started_at: int,
     ) -> bool:
-        """Record one step execution; False when the lease is no longer ours."""
+        """Record one step execution; False when the lease is no longer ours.
 
-        def _persist(conn: Connection) -> bool:
-            fence = _fence(lease, self.clock())
-            inserted = conn.execute(
-                _INSERT_STEP,
-                {
-                    **fence,
-                    "step_name": name,
-                    "step_index": index,
-                    "step_status": status.value,
-                    "step_output": output_json,
-                    "step_error": error,
-                    "step_started": started_at,
-                },
-            )
-            if inserted.rowcount != 1:
-                return False
-            if status is StepStatus.COMPLETED:
-                conn.execute(_ADVANCE_RUN, {**fence, "next_index": index + 1})
-            return True
-
-        return self.db.write(_persist)
+        One transaction of fenced statements known up front (a remote server
+        gets it as one request): when the fence fails, both match nothing.
+        """
+        fence = _fence(lease, self.clock())
+        row = {
+            **fence,
+            "step_name": name,
+            "step_index": index,
+            "step_status": status.value,
+            "step_output": output_json,
+            "step_error": error,
+            "step_started": started_at,
+        }
+        batch: list[tuple[UpdateBase, dict[str, Any]]] = [(_INSERT_STEP, row)]
+        if status is StepStatus.COMPLETED:
+            batch.append((_ADVANCE_RUN, {**fence, "next_index": index + 1}))
+        inserted = self.db.write_batch(batch)[0]
+        return inserted.rowcount == 1
 
     def set_progress(self, lease: Lease, progress_json: str | None) -> bool:
-        def _set(conn: Connection) -> bool:
-            params = {**_fence(lease, self.clock()), "run_progress": progress_json}
-            return conn.execute(_SET_PROGRESS, params).rowcount == 1
-
-        return self.db.write(_set)
+        params = {**_fence(lease, self.clock()), "run_progress": progress_json}
+        return self.db.write_batch([(_SET_PROGRESS, params)])[0].rowcount == 1
 
     def append_log(
         self,
@@ -477,19 +482,18 @@ class LeaseService:
     # -- finishing --------------------------------------------------------
 
     def complete(self, lease: Lease, output_json: str | None) -> bool:
-        """Mark the run completed (fenced); drop its steps and logs unless preserved."""
-        preserve = self.settings.preserve_steps
+        """Mark the run completed (fenced); drop its steps and logs unless preserved.
 
-        def _complete(conn: Connection) -> bool:
-            fence = _fence(lease, self.clock())
-            if conn.execute(_COMPLETE_RUN, {**fence, "run_output": output_json}).rowcount != 1:
-                return False
-            if not preserve:
-                conn.execute(_DELETE_STEPS, fence)
-                conn.execute(_DELETE_LOGS, fence)
-            return True
-
-        return self.db.write(_complete)
+        One transaction known up front; the deletes only match if the
+        completion in front of them was ours.
+        """
+        fence = _fence(lease, self.clock())
+        batch: list[tuple[UpdateBase, dict[str, Any]]] = [
+            (_COMPLETE_RUN, {**fence, "run_output": output_json})
+        ]
+        if not self.settings.preserve_steps:
+            batch += [(_DELETE_STEPS, fence), (_DELETE_LOGS, fence)]
+        return self.db.write_batch(batch)[0].rowcount == 1
 
     def fail(self, lease: Lease, error: str) -> tuple[bool, str | None]:
         """Mark the run failed (fenced). Steps are kept so ``retry`` can resume it.

@@ -230,6 +230,45 @@ class Connection:
         first = 1 if begin is not None else 0
         return [StatementResult.from_json(result) for result in step_results[first:]]
 
+    def execute_transaction(
+        self, statements: Sequence[tuple[str, Sequence[object]]], *, begin: str = "BEGIN IMMEDIATE"
+    ) -> list[StatementResult]:
+        """Run ``statements`` as one transaction in one request: all of them, or none.
+
+        The server gets ``BEGIN``, the statements, ``COMMIT`` as one batch,
+        each step conditioned on the one before, and a ``ROLLBACK`` that runs
+        only if something failed. A client that dies mid-request therefore
+        leaves no transaction open on the server, and the transaction costs
+        one round trip.
+        """
+        self._check_open()
+        if self.in_transaction:
+            raise ProgrammingError("a transaction is already open", executed=False)
+        steps: list[JsonObj] = [{"stmt": statement(begin)}]
+        for sql, args in [*statements, ("COMMIT", ())]:
+            steps.append(
+                {"stmt": statement(sql, args), "condition": {"type": "ok", "step": len(steps) - 1}}
+            )
+        commit_step = len(steps) - 1
+        steps.append(
+            {
+                "stmt": statement("ROLLBACK"),
+                "condition": {
+                    "type": "and",
+                    "conds": [
+                        {"type": "ok", "step": 0},
+                        {"type": "not", "cond": {"type": "ok", "step": commit_step}},
+                    ],
+                },
+            }
+        )
+        (response,) = self._run([{"type": "batch", "batch": {"steps": steps}}], replayable=False)
+        step_results = response["result"]["step_results"]
+        for error in response["result"]["step_errors"][: commit_step + 1]:
+            if error is not None:
+                raise statement_error(error)
+        return [StatementResult.from_json(result) for result in step_results[1:commit_step]]
+
     def _run(self, requests: list[JsonObj], *, replayable: bool) -> list[JsonObj]:
         """Send ``requests`` on this connection's stream; return their responses.
 

@@ -187,6 +187,53 @@ def test_sqlalchemy_transactions_commit_and_roll_back(server: Server) -> None:
         engine.dispose()
 
 
+def test_a_whole_transaction_in_one_request_applies_all_or_nothing(server: Server) -> None:
+    with closing(connect(server)) as conn:
+        cur = conn.cursor()
+        cur.execute("CREATE TABLE t (x INTEGER)")
+        cur.execute("CREATE TABLE u (k TEXT UNIQUE)")
+        before = len(pipelines(server))
+        results = conn.execute_transaction(
+            [("INSERT INTO t VALUES (?)", [1]), ("INSERT INTO u VALUES (?)", ["a"])]
+        )
+        assert [r.affected_row_count for r in results] == [1, 1]
+        with pytest.raises(dbapi.IntegrityError, match="UNIQUE"):
+            conn.execute_transaction(
+                [("INSERT INTO t VALUES (?)", [2]), ("INSERT INTO u VALUES (?)", ["a"])]
+            )
+        assert not conn.in_transaction
+        sent = pipelines(server)[before:]
+        assert len(sent) == 2  # one request per transaction
+        steps = sent[0]["requests"][0]["steps"]  # type: ignore[index]
+        assert steps[0] == "BEGIN IMMEDIATE"
+        assert steps[-2:] == ["COMMIT", "ROLLBACK"]
+        assert cur.execute("SELECT x FROM t").fetchall() == [(1,)]  # the failed one left nothing
+
+
+def test_durably_stores_a_step_result_in_one_request(server: Server) -> None:
+    with Durably(server.libsql_url, auth_token=TOKEN) as durably:
+
+        @durably.job("two-steps")
+        def two_steps(step: object, input: object) -> int:
+            step.run("a", lambda: 1)  # type: ignore[attr-defined]
+            return int(step.run("b", lambda: 2))  # type: ignore[attr-defined]
+
+        durably.migrate()
+        run = two_steps.trigger({})
+        before = len(pipelines(server))
+        assert durably.process_one()
+        assert durably.get_run(run.id).output == 2  # type: ignore[union-attr]
+    writes = [
+        e["requests"][0]["steps"]  # type: ignore[index]
+        for e in pipelines(server)[before:]
+        if "INSERT INTO durably_steps" in sent_sql(e)
+    ]
+    assert len(writes) == 2
+    for steps in writes:
+        assert steps[0] == "BEGIN IMMEDIATE"
+        assert steps[-2:] == ["COMMIT", "ROLLBACK"]
+
+
 # -- lost streams -------------------------------------------------------------------------------
 
 
