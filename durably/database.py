@@ -329,6 +329,8 @@ class Database:
             compiled = self._compiled.get(statement)
             if compiled is None:
                 compiled = statement.compile(dialect=self.engine.dialect)
+                if "POSTCOMPILE" in compiled.string:
+                    raise TypeError(f"write_batch takes no expanding IN parameters: {statement}")
                 self._compiled[statement] = compiled
             values = compiled.construct_params(dict(params))
             positions = compiled.positiontup or ()

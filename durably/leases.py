@@ -309,6 +309,37 @@ _DELETE_LOGS = logs.delete().where(
 )
 
 
+_TOUCH_WORKER = (
+    workers.update()
+    .where(workers.c.id == sa.bindparam("worker_id", type_=sa.String))
+    .values(last_heartbeat_at=_NOW)
+)
+_RENEW = (
+    runs.update()
+    .where(_FENCE, runs.c.lease_expires_at > _NOW)
+    .values(lease_expires_at=sa.bindparam("expires", type_=sa.BigInteger), updated_at=_NOW)
+)
+"""A lease that has already expired is not renewed: the run is then anyone's to claim."""
+
+
+def _why_not_renewed(conn: Connection, refused: Sequence[Lease]) -> list[tuple[Lease, str]]:
+    """Why each of these leases could not be renewed; a lease that ended its own run lost nothing."""
+    lost: list[tuple[Lease, str]] = []
+    for lease in refused:
+        current = conn.execute(
+            sa.select(runs.c.status, runs.c.lease_generation).where(runs.c.id == lease.run_id)
+        ).first()
+        if current is None:
+            lost.append((lease, AbortReason.LEASE_LOST))
+        elif current.status == RunStatus.CANCELLED.value:
+            lost.append((lease, AbortReason.CANCELLED))
+        elif current.lease_generation == lease.generation and current.status in _ENDED:
+            pass  # this lease itself just completed or failed the run: nothing lost
+        else:
+            lost.append((lease, AbortReason.LEASE_LOST))
+    return lost
+
+
 def _fence(lease: Lease, now: int) -> dict[str, Any]:
     return {"fence_run": lease.run_id, "fence_generation": lease.generation, "now": now}
 
@@ -370,51 +401,24 @@ class LeaseService:
         A lease that has already expired cannot be renewed: once expired, the
         run belongs to whoever claims it next.
         """
-        lease_ms = self.settings.lease_ms
-
-        def _renew(conn: Connection) -> tuple[list[tuple[Lease, int]], list[tuple[Lease, str]]]:
-            now = self.clock()
-            if worker_ids:
-                conn.execute(
-                    workers.update()
-                    .where(workers.c.id.in_(list(worker_ids)))
-                    .values(last_heartbeat_at=now)
-                )
-            renewed: list[tuple[Lease, int]] = []
-            lost: list[tuple[Lease, str]] = []
-            for lease in leases:
-                expires = now + lease_ms
-                result = conn.execute(
-                    runs.update()
-                    .where(
-                        _guard(lease.run_id, lease.generation),
-                        runs.c.lease_expires_at > now,
-                    )
-                    .values(lease_expires_at=expires, updated_at=now)
-                )
-                if result.rowcount == 1:
-                    renewed.append((lease, expires))
-                    continue
-                current = conn.execute(
-                    sa.select(runs.c.status, runs.c.lease_generation).where(
-                        runs.c.id == lease.run_id
-                    )
-                ).first()
-                if current is None:
-                    lost.append((lease, AbortReason.LEASE_LOST))
-                elif current.status == RunStatus.CANCELLED.value:
-                    lost.append((lease, AbortReason.CANCELLED))
-                elif current.lease_generation == lease.generation and current.status in _ENDED:
-                    pass  # this lease itself just completed or failed the run: nothing lost
-                else:
-                    lost.append((lease, AbortReason.LEASE_LOST))
-            return renewed, lost
-
         started = time.monotonic()
-        renewed, lost = self.db.write(_renew)
-        for lease, expires in renewed:
-            lease.extend(expires, started + self.settings.stale_threshold)
-        return RenewOutcome([lease for lease, _ in renewed], lost)
+        now = self.clock()
+        expires = now + self.settings.lease_ms
+        batch: list[tuple[UpdateBase, dict[str, Any]]] = [
+            (_TOUCH_WORKER, {"worker_id": worker_id, "now": now}) for worker_id in worker_ids
+        ]
+        batch += [(_RENEW, {**_fence(lease, now), "expires": expires}) for lease in leases]
+        outcomes = self.db.write_batch(batch)[len(worker_ids) :] if batch else []
+        renewed: list[Lease] = []
+        refused: list[Lease] = []
+        for lease, outcome in zip(leases, outcomes, strict=True):
+            if outcome.rowcount == 1:
+                lease.extend(expires, started + self.settings.stale_threshold)
+                renewed.append(lease)
+            else:
+                refused.append(lease)
+        lost = self.db.read(_why_not_renewed, refused) if refused else []
+        return RenewOutcome(renewed, lost)
 
     # -- steps, progress, logs ----------------------------------------------
 
