@@ -4,8 +4,9 @@ Three views of the same W2 workload (runs of the three-step bench job):
 
 1. the thread worker as W2 runs it, with the CPU time it burns per run
    (``time.process_time`` counts every thread of the process);
-2. the SQL it sends per run, counted with a ``before_cursor_execute``
-   listener and grouped by statement shape, and the transactions per run;
+2. the SQL it sends per run, as the driver runs it (``sqlite3``'s trace
+   callback, which also sees the statements durably hands to the driver
+   directly), grouped by statement shape, and the transactions per run;
 3. ``cProfile`` of the same path run inline by ``process_until_idle()``:
    cProfile sees one thread only, and the inline path is the worker's
    claim / execute / persist / complete without the hand-offs between threads.
@@ -44,7 +45,7 @@ def _fresh(directory: Path, driver: str, runs: int) -> Durably:
 
 def _shape(statement: str) -> str:
     """``UPDATE durably_runs SET status=?, ...`` -> ``UPDATE durably_runs SET status``."""
-    words = re.sub(r"\s+", " ", statement).strip()
+    words = re.sub(r"'[^']*'|\b\d+\b", "?", re.sub(r"\s+", " ", statement)).strip()
     words = re.sub(r"\(.*", "", words) if words.startswith("INSERT") else words
     return " ".join(words.split(" ")[:4]).rstrip(",=?")
 
@@ -55,9 +56,16 @@ class StatementCounter:
     def __init__(self, engine: sa.Engine) -> None:
         self.shapes: Counter[str] = Counter()
         self._lock = threading.Lock()
-        sa.event.listen(engine, "before_cursor_execute", self._count)
+        sa.event.listen(engine, "connect", self._trace)
+        engine.dispose()  # so that every connection from now on is traced
 
-    def _count(self, _conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+    def _trace(self, dbapi_connection: Any, _record: Any) -> None:
+        trace = getattr(dbapi_connection, "set_trace_callback", None)
+        if trace is None:
+            raise SystemExit("statement counts need the sqlite3 driver (--driver sqlite)")
+        trace(self._count)
+
+    def _count(self, statement: str) -> None:
         with self._lock:
             self.shapes[_shape(statement)] += 1
 

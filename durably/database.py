@@ -283,6 +283,11 @@ class Database:
             max_overflow=pool_size * 2,
             pool_timeout=lock_timeout,
         )
+        # What the driver raises: sqlite3.Error; libSQL's driver raises bare
+        # ValueError, which _is_driver_error recognises unwrapped.
+        self._driver_error: type[Exception] = getattr(
+            self.engine.dialect.dbapi, "Error", ValueError
+        )
         if not self.remote:
             busy_ms = _DRIVER_BUSY_TIMEOUT_MS[self.driver]
 
@@ -312,19 +317,23 @@ class Database:
     def write_batch(self, batch: Batch) -> list[Outcome]:
         """Run ``batch`` as one write transaction; return each statement's outcome.
 
-        For writes whose statements are known up front (a step result, a
-        completion). On a remote server the whole transaction travels as one
-        request (:meth:`durably.hrana.dbapi.Connection.execute_transaction`):
-        one round trip instead of one per statement, and a process that dies
-        mid-way leaves no transaction open on the server. Locally it is
-        :meth:`write` running the statements one by one.
-        """
-        if not self.remote:
-            return self.write(_execute_batch, batch)
-        return self._retrying(self._send_batch, (batch,), {}, write=True, transaction=False)
+        For the frequent writes whose statements are known up front (a step
+        result, a heartbeat, a completion). The statements are compiled once
+        and handed to the driver as they are: no SQLAlchemy execution
+        machinery per call, so parameters must be plain ints, strings, bytes
+        or None.
 
-    def _send_batch(self, conn: Connection, batch: Batch) -> list[Outcome]:
-        statements: list[tuple[str, list[Any]]] = []
+        On a remote server the whole transaction travels as one request
+        (:meth:`durably.hrana.dbapi.Connection.execute_transaction`): one
+        round trip, and a process that dies mid-way leaves no transaction
+        open on the server. Locally it is ``BEGIN IMMEDIATE``, the
+        statements and ``COMMIT`` on the driver's cursor.
+        """
+        run = self._send_batch if self.remote else self._run_batch
+        return self._retrying(run, (batch,), {}, write=True, transaction=False)
+
+    def _compile_batch(self, batch: Batch) -> list[tuple[str, tuple[Any, ...]]]:
+        statements: list[tuple[str, tuple[Any, ...]]] = []
         for statement, params in batch:
             compiled = self._compiled.get(statement)
             if compiled is None:
@@ -334,10 +343,37 @@ class Database:
                 self._compiled[statement] = compiled
             values = compiled.construct_params(dict(params))
             positions = compiled.positiontup or ()
-            statements.append((compiled.string, [values[name] for name in positions]))
-        raw = conn.connection.dbapi_connection
+            # A tuple: the libSQL driver takes no list.
+            statements.append((compiled.string, tuple(values[name] for name in positions)))
+        return statements
+
+    def _run_batch(self, conn: Connection, batch: Batch) -> list[Outcome]:
+        statements = self._compile_batch(batch)
+        raw: Any = conn.connection.dbapi_connection
         try:
-            results = raw.execute_transaction(statements)  # type: ignore[union-attr]
+            raw.cursor().execute("BEGIN IMMEDIATE")
+            try:
+                outcomes = []
+                for sql, args in statements:
+                    # A cursor per statement: libSQL's cursor.rowcount adds up
+                    # every statement the cursor has run.
+                    cursor = raw.cursor()
+                    cursor.execute(sql, args)
+                    outcomes.append(Outcome(cursor.rowcount))
+                raw.cursor().execute("COMMIT")
+            except BaseException:
+                if raw.in_transaction:
+                    raw.rollback()
+                raise
+        except self._driver_error as exc:
+            raise sa.exc.DBAPIError.instance(None, None, exc, self._driver_error) from exc
+        return outcomes
+
+    def _send_batch(self, conn: Connection, batch: Batch) -> list[Outcome]:
+        statements = self._compile_batch(batch)
+        raw: Any = conn.connection.dbapi_connection
+        try:
+            results = raw.execute_transaction(statements)
         except hrana_dbapi.Error as exc:
             if exc.connection_lost:
                 conn.invalidate()
@@ -442,7 +478,3 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
-
-
-def _execute_batch(conn: Connection, batch: Batch) -> list[Outcome]:
-    return [Outcome(conn.execute(statement, params).rowcount) for statement, params in batch]
