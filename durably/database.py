@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import registry
 from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import UpdateBase
 from typing_extensions import ParamSpec
@@ -347,9 +348,9 @@ class Database:
             statements.append((compiled.string, tuple(values[name] for name in positions)))
         return statements
 
-    def _run_batch(self, conn: Connection, batch: Batch) -> list[Outcome]:
+    def _run_batch(self, pooled: PoolProxiedConnection, batch: Batch) -> list[Outcome]:
         statements = self._compile_batch(batch)
-        raw: Any = conn.connection.dbapi_connection
+        raw: Any = pooled.dbapi_connection
         try:
             raw.cursor().execute("BEGIN IMMEDIATE")
             try:
@@ -369,14 +370,14 @@ class Database:
             raise sa.exc.DBAPIError.instance(None, None, exc, self._driver_error) from exc
         return outcomes
 
-    def _send_batch(self, conn: Connection, batch: Batch) -> list[Outcome]:
+    def _send_batch(self, pooled: PoolProxiedConnection, batch: Batch) -> list[Outcome]:
         statements = self._compile_batch(batch)
-        raw: Any = conn.connection.dbapi_connection
+        raw: Any = pooled.dbapi_connection
         try:
             results = raw.execute_transaction(statements)
         except hrana_dbapi.Error as exc:
             if exc.connection_lost:
-                conn.invalidate()
+                pooled.invalidate()
             raise sa.exc.DBAPIError.instance(
                 None, None, exc, hrana_dbapi.Error, connection_invalidated=exc.connection_lost
             ) from exc
@@ -441,10 +442,24 @@ class Database:
         write: bool,
         transaction: bool = True,
     ) -> T:
-        """``fn(conn, ...)`` inside a transaction, or with none when ``fn`` brings its own."""
+        """``fn(conn, ...)`` inside a transaction.
+
+        Without ``transaction``, ``fn`` brings its own and gets the pool's
+        connection to the driver itself: no SQLAlchemy ``Connection`` is
+        built around it (that costs as much as the statements of a step).
+        """
+        if not transaction:
+            try:
+                pooled = self.engine.raw_connection()
+            except self._driver_error as exc:  # the pool hands connect errors on unwrapped
+                raise sa.exc.DBAPIError.instance(
+                    None, None, exc, self._driver_error, connection_invalidated=True
+                ) from exc
+            try:
+                return fn(pooled, *args, **kwargs)
+            finally:
+                pooled.close()
         with self.engine.connect() as conn:
-            if not transaction:
-                return fn(conn, *args, **kwargs)
             if write:
                 conn = conn.execution_options(durably_write=True)
             with conn.begin():
