@@ -40,6 +40,7 @@ from typing_extensions import ParamSpec
 from .errors import DatabaseError, DatabaseLockedError, SchemaError, ValidationError
 from .hrana import dbapi as hrana_dbapi
 from .hrana.dbapi import TransactionLost
+from .hrana.dialect import URL_OPTIONS
 
 registry.register("sqlite.hrana", "durably.hrana.dialect", "HranaDialect")
 
@@ -184,11 +185,11 @@ def make_engine_url(url: str | URL) -> URL:
 
 
 def _check_remote_options(url: URL) -> None:
-    unknown = set(url.query) - {"secure", "auth_token", "authToken", "timeout"}
+    unknown = set(url.query) - set(URL_OPTIONS)
     if unknown:
         raise ValidationError(
             f"Unknown option(s) in the libSQL URL: {', '.join(sorted(unknown))} "
-            "(known: secure, auth_token, timeout)"
+            f"(known: {', '.join(URL_OPTIONS)})"
         )
     secure = str(url.query.get("secure", "false")).lower()
     if secure not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
@@ -322,7 +323,8 @@ class Database:
         result, a heartbeat, a completion). The statements are compiled once
         and handed to the driver as they are: no SQLAlchemy execution
         machinery per call, so parameters must be plain ints, strings, bytes
-        or None.
+        or None, and statements must be built once (module constants): each
+        is compiled on first use and kept.
 
         On a remote server the whole transaction travels as one request
         (:meth:`durably.hrana.dbapi.Connection.execute_transaction`): one

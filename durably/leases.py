@@ -221,15 +221,6 @@ def list_workers(conn: Connection) -> list[RowMapping]:
     return list(conn.execute(sa.select(*workers.c).order_by(workers.c.started_at)).mappings())
 
 
-def _guard(run_id: str, generation: int) -> sa.ColumnElement[bool]:
-    """The fencing condition every lease-holder write carries."""
-    return sa.and_(
-        runs.c.id == run_id,
-        runs.c.status == _SQL_LEASED,
-        runs.c.lease_generation == generation,
-    )
-
-
 # The writes a run makes at every step and at its end, built once (building
 # and cache-keying a statement costs more than SQLite takes to run it). Each
 # carries the fence as parameters: ``fence_run``, ``fence_generation``.
@@ -301,6 +292,20 @@ _COMPLETED_BY_US = sa.exists().where(
     runs.c.lease_generation == sa.bindparam("fence_generation", type_=sa.Integer),
 )
 """After ``_COMPLETE_RUN`` in the same transaction: true only if that completion was ours."""
+_FAIL_RUN = (
+    runs.update()
+    .where(_FENCE)
+    .values(
+        status=_sql_status(RunStatus.FAILED),
+        error=sa.bindparam("run_error", type_=sa.Text),
+        lease_owner=sa.null(),
+        lease_expires_at=sa.null(),
+        completed_at=_NOW,
+        updated_at=_NOW,
+    )
+)
+_RELEASE = runs.update().where(_FENCE).values(lease_expires_at=_NOW, updated_at=_NOW)
+"""The lease expires now, so any worker may claim the run at once."""
 _DELETE_STEPS = steps.delete().where(
     steps.c.run_id == sa.bindparam("fence_run", type_=sa.String), _COMPLETED_BY_US
 )
@@ -506,20 +511,8 @@ class LeaseService:
         """
 
         def _fail(conn: Connection) -> tuple[bool, str | None]:
-            now = self.clock()
-            result = conn.execute(
-                runs.update()
-                .where(_guard(lease.run_id, lease.generation))
-                .values(
-                    status=RunStatus.FAILED.value,
-                    error=error,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    completed_at=now,
-                    updated_at=now,
-                )
-            )
-            if result.rowcount != 1:
+            params = {**_fence(lease, self.clock()), "run_error": error}
+            if conn.execute(_FAIL_RUN, params).rowcount != 1:
                 return False, None
             return True, run_store.failed_step_name(conn, lease.run_id)
 
@@ -531,17 +524,8 @@ class LeaseService:
         The lease is expired rather than the run reset to pending, so no
         uniqueness rule can refuse it; the next claim takes it in FIFO order.
         """
-
-        def _release(conn: Connection) -> bool:
-            now = self.clock()
-            result = conn.execute(
-                runs.update()
-                .where(_guard(lease.run_id, lease.generation))
-                .values(lease_expires_at=now, updated_at=now)
-            )
-            return result.rowcount == 1
-
-        return self.db.write(_release)
+        fence = _fence(lease, self.clock())
+        return self.db.write_batch([(_RELEASE, fence)])[0].rowcount == 1
 
     def run_status(self, run_id: str) -> str | None:
         def _status(conn: Connection) -> str | None:

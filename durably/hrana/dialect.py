@@ -22,6 +22,8 @@ MIN_SQLITE_VERSION = (3, 35, 0)
 """``UPDATE … RETURNING``, which the atomic claim relies on."""
 
 _TRUE = ("1", "true", "yes", "on")
+URL_OPTIONS = ("secure", "auth_token", "authToken", "timeout")
+"""The query options a ``sqlite+hrana://`` (or remote ``sqlite+libsql://``) URL may carry."""
 
 
 class HranaDialect(SQLiteDialect):
