@@ -367,9 +367,13 @@ class Durably:
         now = now_ms()
         if connection is not None:
             results = run_store.enqueue_many(connection, requests, now)
+        elif run_store.cannot_conflict(requests):
+            rows, batch = run_store.new_runs(requests, now)
+            self._runtime.db.write_batch(batch)
+            results = [(row, Disposition.CREATED) for row in rows]
         else:
             results = self._runtime.db.write(run_store.enqueue_many, requests, now)
-        runs = [Run.from_row(row).with_disposition(disposition) for row, disposition in results]
+        runs = [Run.from_row(row, disposition) for row, disposition in results]
         if connection is None:
             self._announce(requests, runs)
         else:

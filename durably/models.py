@@ -76,7 +76,7 @@ class Run:
         return replace(self, disposition=disposition)
 
     @classmethod
-    def from_row(cls, row: Mapping[Any, Any]) -> Run:
+    def from_row(cls, row: Mapping[Any, Any], disposition: Disposition | None = None) -> Run:
         return cls(
             id=row["id"],
             job_name=row["job_name"],
@@ -97,6 +97,7 @@ class Run:
             completed_at=maybe_datetime(row["completed_at"]),
             created_at=to_datetime(row["created_at"]),
             updated_at=to_datetime(row["updated_at"]),
+            disposition=disposition,
         )
 
 

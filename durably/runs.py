@@ -15,8 +15,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.sql.dml import UpdateBase
 
-from .database import unique_violation
+from .database import Batch, unique_violation
 from .errors import ConflictError, NotFoundError
 from .ids import new_id
 from .schema import logs, run_labels, runs, steps
@@ -51,12 +52,35 @@ class RunFilter:
 # -- creating ---------------------------------------------------------------
 
 
-_INSERT_RUN = runs.insert().returning(*runs.c)
-_INSERT_RUNS_IN_ORDER = runs.insert().returning(*runs.c, sort_by_parameter_order=True)
-"""Many rows in one statement, RETURNING them in the order given."""
+_INSERT_RUN = runs.insert()
+_INSERT_LABEL = run_labels.insert()
 
 
-def enqueue(conn: Connection, request: EnqueueRequest, now: int) -> tuple[RowMapping, Disposition]:
+def cannot_conflict(requests: Sequence[EnqueueRequest]) -> bool:
+    """Runs without idempotency or concurrency keys match no existing row: a plain insert."""
+    return not any(r.idempotency_key or r.concurrency_key for r in requests)
+
+
+def new_runs(requests: Sequence[EnqueueRequest], now: int) -> tuple[list[dict[str, Any]], Batch]:
+    """The rows of new runs and the statements that insert them (and their labels).
+
+    The rows are known before anything is written, so the statements can go
+    to the database as one prebuilt batch (:meth:`Database.write_batch`: one
+    request to a remote server) and nothing is read back.
+    """
+    rows: list[dict[str, Any]] = []
+    batch: list[tuple[UpdateBase, Mapping[str, Any]]] = []
+    for request in requests:
+        row = _new_row(request, now)
+        rows.append(row)
+        batch.append((_INSERT_RUN, row))
+        batch += [(_INSERT_LABEL, label) for label in _label_rows(row["id"], request)]
+    return rows, batch
+
+
+def enqueue(
+    conn: Connection, request: EnqueueRequest, now: int
+) -> tuple[Mapping[Any, Any], Disposition]:
     """Insert a run, or return the existing one the request resolves to.
 
     Precedence follows Durably: an idempotency key always wins (even over a
@@ -73,16 +97,16 @@ def enqueue(conn: Connection, request: EnqueueRequest, now: int) -> tuple[RowMap
         if pending is not None:
             return pending, Disposition.COALESCED
 
-    values = _new_row(request, now)
+    (row,), batch = new_runs([request], now)
     try:
-        row = conn.execute(_INSERT_RUN, values).mappings().one()
+        conn.execute(*batch[0])
     except Exception as exc:
         violation = unique_violation(exc)
         if violation is None:
             raise
         return _resolve_conflict(conn, request, violation.columns)
-    if request.labels:
-        conn.execute(run_labels.insert(), _label_rows(values["id"], request))
+    for statement, params in batch[1:]:
+        conn.execute(statement, params)
     return row, Disposition.CREATED
 
 
@@ -110,27 +134,22 @@ def _resolve_conflict(
 
 def enqueue_many(
     conn: Connection, requests: Sequence[EnqueueRequest], now: int
-) -> list[tuple[RowMapping, Disposition]]:
-    """Enqueue in order on one connection; the caller's transaction makes it all-or-nothing.
-
-    Runs without idempotency or concurrency keys cannot conflict with
-    anything, so a batch of them is one multi-row ``INSERT … RETURNING``.
-    """
-    if len(requests) < 2 or any(r.idempotency_key or r.concurrency_key for r in requests):
+) -> list[tuple[Mapping[Any, Any], Disposition]]:
+    """Enqueue in order on one connection; the caller's transaction makes it all-or-nothing."""
+    if not cannot_conflict(requests):
         return [enqueue(conn, request, now) for request in requests]
-    values = [_new_row(request, now) for request in requests]
-    rows = conn.execute(_INSERT_RUNS_IN_ORDER, values).mappings().all()
-    labels = [
-        label
-        for request, row in zip(requests, values, strict=True)
-        for label in _label_rows(row["id"], request)
-    ]
-    if labels:
-        conn.execute(run_labels.insert(), labels)
+    rows, batch = new_runs(requests, now)
+    # One executemany per statement: SQLAlchemy sends many rows per INSERT.
+    params_by_statement: dict[UpdateBase, list[Mapping[str, Any]]] = {}
+    for statement, params in batch:
+        params_by_statement.setdefault(statement, []).append(params)
+    for statement, many in params_by_statement.items():
+        conn.execute(statement, many)
     return [(row, Disposition.CREATED) for row in rows]
 
 
 def _new_row(request: EnqueueRequest, now: int) -> dict[str, Any]:
+    """Every column of a new run: the row as it will be stored."""
     return {
         "id": new_id(),
         "job_name": request.job_name,
@@ -139,9 +158,16 @@ def _new_row(request: EnqueueRequest, now: int) -> dict[str, Any]:
         "labels": request.labels_json,
         "idempotency_key": request.idempotency_key,
         "concurrency_key": request.concurrency_key,
+        "output": None,
+        "error": None,
+        "progress": None,
         "current_step_index": 0,
         "completed_step_count": 0,
+        "lease_owner": None,
+        "lease_expires_at": None,
         "lease_generation": 0,
+        "started_at": None,
+        "completed_at": None,
         "created_at": now,
         "updated_at": now,
     }

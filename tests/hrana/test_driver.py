@@ -234,6 +234,21 @@ def test_durably_stores_a_step_result_in_one_request(server: Server) -> None:
         assert steps[-2:] == ["COMMIT", "ROLLBACK"]
 
 
+def test_a_trigger_without_keys_is_one_request(server: Server) -> None:
+    # A killed app process cannot leave a half-made trigger holding the write lock.
+    with Durably(server.libsql_url, auth_token=TOKEN) as durably:
+        job = durably.job("noop")(lambda step, input: None)
+        durably.migrate()
+        before = len(pipelines(server))
+        run = job.trigger({"n": 1}, labels={"tenant": "a", "kind": "b"})
+        sent = pipelines(server)[before:]
+        assert len(sent) == 1
+        assert sent[0]["requests"][0]["steps"][0] == "BEGIN IMMEDIATE"  # type: ignore[index]
+        stored = durably.get_runs(labels={"tenant": "a", "kind": "b"})
+        assert [r.id for r in stored] == [run.id]
+        assert stored[0] == run
+
+
 # -- lost streams -------------------------------------------------------------------------------
 
 
