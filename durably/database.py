@@ -33,7 +33,6 @@ from sqlalchemy import event
 from sqlalchemy.dialects import registry
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.pool import PoolProxiedConnection
-from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import UpdateBase
 from typing_extensions import ParamSpec
 
@@ -238,13 +237,65 @@ def url_from_env(environ: Mapping[str, str], default: str | None = None) -> tupl
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What one statement of :meth:`Database.write_batch` did."""
+    """What one statement of :meth:`Database.write_batch` did.
+
+    ``rows`` holds what a statement with ``RETURNING`` returned, by column name.
+    """
 
     rowcount: int
+    rows: Sequence[Mapping[str, Any]] = ()
 
 
 Batch = Sequence[tuple[UpdateBase, Mapping[str, Any]]]
 """Prebuilt statements and their parameters, run in order as one transaction."""
+
+
+_REQUIRED: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A :meth:`Database.write_batch` statement, compiled once.
+
+    ``sources`` says where each driver parameter comes from, in order: the
+    caller's parameter of that name, or the value built into the statement
+    (``count + 1``). Reading them straight from the caller's mapping skips
+    SQLAlchemy's general ``construct_params``, which costs more than SQLite
+    takes to run a small statement.
+    """
+
+    sql: str
+    sources: tuple[tuple[str, Any], ...]
+
+    @classmethod
+    def compile(cls, statement: UpdateBase, dialect: sa.Dialect) -> _Prepared:
+        compiled = statement.compile(dialect=dialect)
+        if "POSTCOMPILE" in compiled.string:
+            raise TypeError(f"write_batch takes no expanding IN parameters: {statement}")
+        sources = []
+        for name in compiled.positiontup or ():
+            bind = compiled.binds[name]
+            if bind.callable is not None:
+                raise TypeError(f"write_batch takes no callable parameters: {name}")
+            sources.append((bind.key, _REQUIRED if bind.required else bind.value))
+        return cls(compiled.string, tuple(sources))
+
+    def args(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The driver's positional parameters (a tuple: the libSQL driver takes no list)."""
+        return tuple(
+            params[key] if fixed is _REQUIRED else params.get(key, fixed)
+            for key, fixed in self.sources
+        )
+
+
+def _fetch_named(cursor: Any) -> list[dict[str, Any]]:
+    """Every row left on a driver cursor, as a dict by column name.
+
+    Fetched before the cursor's ``rowcount`` is read: SQLite counts the rows
+    an ``UPDATE … RETURNING`` changed only as they are stepped through.
+    """
+    names = [column[0] for column in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 class Database:
@@ -265,7 +316,7 @@ class Database:
         """A libSQL server over the network: no PRAGMAs, no WAL of ours to checkpoint."""
         self.lock_timeout = lock_timeout
         self._write_lock = threading.Lock()
-        self._compiled: dict[UpdateBase, SQLCompiler] = {}
+        self._prepared: dict[UpdateBase, _Prepared] = {}
         sync_mode = synchronous.upper()
         if sync_mode not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValidationError(f"Invalid synchronous setting {synchronous!r}")
@@ -338,16 +389,12 @@ class Database:
     def _compile_batch(self, batch: Batch) -> list[tuple[str, tuple[Any, ...]]]:
         statements: list[tuple[str, tuple[Any, ...]]] = []
         for statement, params in batch:
-            compiled = self._compiled.get(statement)
-            if compiled is None:
-                compiled = statement.compile(dialect=self.engine.dialect)
-                if "POSTCOMPILE" in compiled.string:
-                    raise TypeError(f"write_batch takes no expanding IN parameters: {statement}")
-                self._compiled[statement] = compiled
-            values = compiled.construct_params(dict(params))
-            positions = compiled.positiontup or ()
-            # A tuple: the libSQL driver takes no list.
-            statements.append((compiled.string, tuple(values[name] for name in positions)))
+            prepared = self._prepared.get(statement)
+            if prepared is None:
+                prepared = self._prepared[statement] = _Prepared.compile(
+                    statement, self.engine.dialect
+                )
+            statements.append((prepared.sql, prepared.args(params)))
         return statements
 
     def _run_batch(self, pooled: PoolProxiedConnection, batch: Batch) -> list[Outcome]:
@@ -362,7 +409,8 @@ class Database:
                     # every statement the cursor has run.
                     cursor = raw.cursor()
                     cursor.execute(sql, args)
-                    outcomes.append(Outcome(cursor.rowcount))
+                    rows = _fetch_named(cursor) if cursor.description else ()
+                    outcomes.append(Outcome(cursor.rowcount, rows))
                 raw.cursor().execute("COMMIT")
             except BaseException:
                 if raw.in_transaction:
@@ -383,7 +431,13 @@ class Database:
             raise sa.exc.DBAPIError.instance(
                 None, None, exc, hrana_dbapi.Error, connection_invalidated=exc.connection_lost
             ) from exc
-        return [Outcome(result.affected_row_count) for result in results]
+        return [
+            Outcome(
+                result.affected_row_count,
+                [dict(zip(result.columns, r, strict=True)) for r in result.rows],
+            )
+            for result in results
+        ]
 
     def read(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs

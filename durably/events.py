@@ -133,14 +133,17 @@ class EventBus:
 
         return unsubscribe
 
-    def emit(self, event_type: EventType, **fields: Any) -> Event:
-        event = Event(type=event_type, sequence=next(self._sequence), **fields)
-        for listener in self._listeners.get(event_type, ()) + self._any:
+    def emit(self, event_type: EventType, **fields: Any) -> None:
+        sequence = next(self._sequence)
+        listeners = self._listeners.get(event_type, ()) + self._any
+        if not listeners:
+            return  # nobody listens: an event costs no more than its sequence number
+        event = Event(type=event_type, sequence=sequence, **fields)
+        for listener in listeners:
             try:
                 listener(event)
             except Exception as exc:
                 self._report(exc, event)
-        return event
 
     def _report(self, exc: BaseException, event: Event) -> None:
         handler = self.on_error

@@ -109,7 +109,7 @@ class Lease:
 class ClaimedRun:
     """A run this worker now holds, with the outputs of its completed steps."""
 
-    row: RowMapping
+    row: Mapping[str, Any]
     lease: Lease
     completed_steps: Mapping[str, str | None]
     """Step name -> stored JSON output, for replay without touching the database."""
@@ -211,10 +211,15 @@ def _build_claim() -> sa.Update:
 _CLAIM = _build_claim()
 
 
-def claim_next(conn: Connection, worker_id: str, now: int, lease_ms: int) -> RowMapping | None:
-    """Lease the next claimable run in one atomic statement (under BEGIN IMMEDIATE)."""
-    params = {"claim_now": now, "claim_owner": worker_id, "claim_expires": now + lease_ms}
-    return conn.execute(_CLAIM, params).mappings().first()
+def completed_steps(conn: Connection, run_id: str) -> dict[str, str | None]:
+    """Step name -> stored JSON output of a run's completed steps: the replay cache."""
+    return dict(
+        conn.execute(
+            sa.select(steps.c.name, steps.c.output).where(
+                steps.c.run_id == run_id, steps.c.status == StepStatus.COMPLETED.value
+            )
+        ).all()  # a list: a Result has .keys(), so dict() would take it for a mapping
+    )
 
 
 def list_workers(conn: Connection) -> list[RowMapping]:
@@ -362,29 +367,25 @@ class LeaseService:
     # -- claim ------------------------------------------------------------
 
     def claim(self, worker_id: str) -> ClaimedRun | None:
-        lease_ms = self.settings.lease_ms
+        """Lease the next claimable run: one atomic statement in its own transaction.
 
-        def _claim(conn: Connection) -> tuple[RowMapping, dict[str, str | None]] | None:
-            row = claim_next(conn, worker_id, self.clock(), lease_ms)
-            if row is None:
-                return None
-            completed: dict[str, str | None] = {}
-            if row["completed_step_count"]:
-                completed = dict(
-                    conn.execute(
-                        sa.select(steps.c.name, steps.c.output).where(
-                            steps.c.run_id == row["id"],
-                            steps.c.status == StepStatus.COMPLETED.value,
-                        )
-                    ).all()  # a list: a Result has .keys(), so dict() would take it for a mapping
-                )
-            return row, completed
-
+        The claim travels alone (one request to a remote server). A run that
+        had completed steps before (it is being recovered) has them read
+        afterwards: from the moment the claim commits, only this lease may
+        write them, so the later read sees exactly what is stored.
+        """
         started = time.monotonic()
-        claimed = self.db.write(_claim)
-        if claimed is None:
+        now = self.clock()
+        params = {
+            "claim_now": now,
+            "claim_owner": worker_id,
+            "claim_expires": now + self.settings.lease_ms,
+        }
+        (outcome,) = self.db.write_batch([(_CLAIM, params)])
+        if not outcome.rows:
             return None
-        row, completed = claimed
+        row = outcome.rows[0]
+        completed = self.db.read(completed_steps, row["id"]) if row["completed_step_count"] else {}
         lease = Lease(
             run_id=row["id"],
             job_name=row["job_name"],
@@ -644,7 +645,7 @@ class LeaseService:
         self.checkpoint_wal()
 
 
-def _labels(row: RowMapping) -> dict[str, str]:
+def _labels(row: Mapping[str, Any]) -> dict[str, str]:
     """The run's labels; {} if the stored JSON is damaged (the run then fails, see prepare)."""
     value = serialization.loads_or_text(row["labels"])
     return dict(value) if isinstance(value, dict) else {}

@@ -33,6 +33,13 @@ metadata = MetaData(
 
 PENDING_ONLY = text("status = 'pending' AND concurrency_key IS NOT NULL")
 COMPLETED_ONLY = text("status = 'completed'")
+# Partial indexes hold only the rows their queries look for. Each index a
+# row is in costs a B-tree write when the row is inserted and whenever an
+# indexed column changes, and a trigger or a claim is little else.
+LEASED_ONLY = text("status = 'leased'")
+WITH_IDEMPOTENCY_KEY = text("idempotency_key IS NOT NULL")
+WITH_CONCURRENCY_KEY = text("concurrency_key IS NOT NULL")
+ENDED_ONLY = text("completed_at IS NOT NULL")
 
 runs = Table(
     "durably_runs",
@@ -65,6 +72,8 @@ runs = Table(
         "job_name",
         "idempotency_key",
         unique=True,
+        sqlite_where=WITH_IDEMPOTENCY_KEY,
+        postgresql_where=WITH_IDEMPOTENCY_KEY,
     ),
     # At most one *pending* run per (job, concurrency key).
     Index(
@@ -78,14 +87,33 @@ runs = Table(
     # Claim: the oldest pending run (status = 'pending' ORDER BY created_at, id).
     Index("ix_durably_runs_status_created", "status", "created_at", "id"),
     # Claim of expired leases and the reaper: status = 'leased' AND lease_expires_at <= now.
-    Index("ix_durably_runs_status_lease", "status", "lease_expires_at"),
+    Index(
+        "ix_durably_runs_status_lease",
+        "status",
+        "lease_expires_at",
+        sqlite_where=LEASED_ONLY,
+        postgresql_where=LEASED_ONLY,
+    ),
     # The active-lease guard: is another run with this key leased right now?
-    Index("ix_durably_runs_concurrency", "concurrency_key", "status", "lease_expires_at"),
+    Index(
+        "ix_durably_runs_concurrency",
+        "concurrency_key",
+        "status",
+        "lease_expires_at",
+        sqlite_where=WITH_CONCURRENCY_KEY,
+        postgresql_where=WITH_CONCURRENCY_KEY,
+    ),
     # Listing newest first, per job.
     Index("ix_durably_runs_job_created", "job_name", "created_at", "id"),
     Index("ix_durably_runs_created", "created_at", "id"),
     # Retention purge: terminal runs by completion time.
-    Index("ix_durably_runs_status_completed", "status", "completed_at"),
+    Index(
+        "ix_durably_runs_status_completed",
+        "status",
+        "completed_at",
+        sqlite_where=ENDED_ONLY,
+        postgresql_where=ENDED_ONLY,
+    ),
 )
 
 run_labels = Table(
