@@ -235,6 +235,16 @@ class Execution:
         attempt = self.begin_step(name)
         if attempt.replayed:
             return attempt.output
+        return self._call_step(attempt, fn)
+
+    def _call_step(self, attempt: StepAttempt, fn: Callable[[], Any]) -> Any:
+        """Call a ``def`` step function here and record how it ended (the fenced write).
+
+        An async job's ``def`` step runs this whole in a step thread: one
+        thread hop per step, not one for the function and one for the write.
+        A result that is awaitable comes back unrecorded, as :class:`_Awaitable`,
+        for the loop to await.
+        """
         try:
             result = fn()
         except Exception as exc:
@@ -242,14 +252,32 @@ class Execution:
             if error is exc:
                 raise
             raise error from exc
+        if self.is_async and inspect.isawaitable(result):
+            return _Awaitable(result)
         return self.step_returned(attempt, result)
 
     async def run_step_async(self, name: str, fn: Callable[[], Any]) -> Any:
+        """Run a step of an async job: coroutines on the loop, ``def`` functions in a thread.
+
+        A ``def`` function cannot be interrupted; as in a ``def`` job, its
+        result is discarded if the run was told to stop while it ran. It is
+        recorded in the same thread, right after it returns.
+        """
         attempt = self.begin_step(name)
         if attempt.replayed:
             return attempt.output
+        if inspect.iscoroutinefunction(fn):
+            awaitable: Awaitable[Any] = fn()
+        else:
+            # Progress and logs reported before this step are stored before its result.
+            await self.flush()
+            loop = asyncio.get_running_loop()
+            ran = await loop.run_in_executor(self.step_threads, self._call_step, attempt, fn)
+            if not isinstance(ran, _Awaitable):
+                return ran
+            awaitable = ran.awaitable
         try:
-            result = await self._await_step(attempt, fn)
+            result = await self._await_step(attempt, awaitable)
         except (CancelledError, LeaseLostError):
             self.current_step = None
             raise
@@ -262,22 +290,12 @@ class Execution:
         await self.flush()
         return await self.runtime.call(self.step_returned, attempt, result)
 
-    async def _await_step(self, attempt: StepAttempt, fn: Callable[[], Any]) -> Any:
-        """Run the step's function: coroutines on the loop, ``def`` functions in a thread.
+    async def _await_step(self, attempt: StepAttempt, awaitable: Awaitable[Any]) -> Any:
+        """Await a step's coroutine on the loop.
 
-        An awaiting coroutine is cancelled as soon as the run is told to stop
-        (cancelled, lease lost, worker shutting down). A ``def`` function
-        cannot be interrupted; as in a ``def`` job, its result is then
-        discarded.
+        It is cancelled as soon as the run is told to stop (cancelled, lease
+        lost, worker shutting down).
         """
-        loop = asyncio.get_running_loop()
-        if inspect.iscoroutinefunction(fn):
-            awaitable: Awaitable[Any] = fn()
-        else:
-            result = await loop.run_in_executor(self.step_threads, fn)
-            if not inspect.isawaitable(result):
-                return result
-            awaitable = result
         task = asyncio.ensure_future(awaitable)
         aborted = asyncio.ensure_future(self._aborted().wait())
         try:
@@ -372,6 +390,11 @@ class Execution:
 
     def prepare(self) -> tuple[Job[Any, Any], Any] | Outcome:
         """Announce the lease and find the job and its input; fail the run if either is bad."""
+        found = self.find_job()
+        return self.fail(found) if isinstance(found, str) else found
+
+    def find_job(self) -> tuple[Job[Any, Any], Any] | str:
+        """Announce the lease; the job and its input, or why the run cannot run. No I/O."""
         self._emit(
             EventType.RUN_LEASED,
             input=serialization.loads_or_text(self.claimed.row["input"]),
@@ -380,15 +403,15 @@ class Execution:
         )
         job = self.runtime.registry.get(self.lease.job_name)
         if job is None:
-            return self.fail(f"Unknown job: {self.lease.job_name}")
+            return f"Unknown job: {self.lease.job_name}"
         try:
             job_input = serialization.loads(self.claimed.row["input"])
         except ValueError:
-            return self.fail("The run's stored input is not valid JSON")
+            return "The run's stored input is not valid JSON"
         try:
             serialization.loads(self.claimed.row["labels"])
         except ValueError:
-            return self.fail("The run's stored labels are not valid JSON")
+            return "The run's stored labels are not valid JSON"
         return job, job_input
 
     def settle_error(self, exc: BaseException) -> Outcome:
@@ -469,6 +492,13 @@ class Execution:
         )
 
 
+@dataclass(frozen=True)
+class _Awaitable:
+    """What a ``def`` step function of an async job returned when it was awaitable."""
+
+    awaitable: Awaitable[Any]
+
+
 class _WriteQueue:
     """An async job's progress and log writes, stored in order by one task at a time."""
 
@@ -539,10 +569,10 @@ async def execute_async(
     runtime.leases.add(execution.lease)
     runtime.heartbeat.ensure_running()
     try:
-        prepared = await runtime.call(execution.prepare)
-        if isinstance(prepared, str):
-            return prepared
-        job, job_input = prepared
+        found = execution.find_job()  # on the loop: only a failure touches the database
+        if isinstance(found, str):
+            return await runtime.call(execution.fail, found)
+        job, job_input = found
         started = time.monotonic()
         try:
             async_fn = cast("AsyncJobFunction[Any, Any]", job.fn)
