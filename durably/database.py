@@ -288,6 +288,15 @@ class _Prepared:
         )
 
 
+def _execute(raw: Any, sql: str, args: tuple[Any, ...]) -> Outcome:
+    # A cursor per statement: libSQL's cursor.rowcount adds up every
+    # statement the cursor has run.
+    cursor = raw.cursor()
+    cursor.execute(sql, args)
+    rows = _fetch_named(cursor) if cursor.description else ()
+    return Outcome(cursor.rowcount, rows)
+
+
 def _fetch_named(cursor: Any) -> list[dict[str, Any]]:
     """Every row left on a driver cursor, as a dict by column name.
 
@@ -381,7 +390,8 @@ class Database:
         (:meth:`durably.hrana.dbapi.Connection.execute_transaction`): one
         round trip, and a process that dies mid-way leaves no transaction
         open on the server. Locally it is ``BEGIN IMMEDIATE``, the
-        statements and ``COMMIT`` on the driver's cursor.
+        statements and ``COMMIT`` on the driver's cursor, or the statement
+        alone when there is one.
         """
         run = self._send_batch if self.remote else self._run_batch
         return self._retrying(run, (batch,), {}, write=True, transaction=False)
@@ -400,18 +410,18 @@ class Database:
     def _run_batch(self, pooled: PoolProxiedConnection, batch: Batch) -> list[Outcome]:
         statements = self._compile_batch(batch)
         raw: Any = pooled.dbapi_connection
+        # One statement is a transaction of its own in the driver's autocommit
+        # mode, and a writing statement takes the write lock before it reads,
+        # as BEGIN IMMEDIATE does. That spares a claim or a step result two
+        # calls into the driver, each of which gives up and retakes the GIL.
+        alone = len(statements) == 1
         try:
-            raw.cursor().execute("BEGIN IMMEDIATE")
+            if not alone:
+                raw.cursor().execute("BEGIN IMMEDIATE")
             try:
-                outcomes = []
-                for sql, args in statements:
-                    # A cursor per statement: libSQL's cursor.rowcount adds up
-                    # every statement the cursor has run.
-                    cursor = raw.cursor()
-                    cursor.execute(sql, args)
-                    rows = _fetch_named(cursor) if cursor.description else ()
-                    outcomes.append(Outcome(cursor.rowcount, rows))
-                raw.cursor().execute("COMMIT")
+                outcomes = [_execute(raw, sql, args) for sql, args in statements]
+                if not alone:
+                    raw.cursor().execute("COMMIT")
             except BaseException:
                 if raw.in_transaction:
                     raw.rollback()

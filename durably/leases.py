@@ -262,16 +262,6 @@ _INSERT_STEP = steps.insert().from_select(
 )
 """A step row, inserted only if the lease still holds (INSERT … SELECT … WHERE EXISTS)."""
 
-_ADVANCE_RUN = (
-    runs.update()
-    .where(_FENCE)
-    .values(
-        current_step_index=sa.bindparam("next_index", type_=sa.Integer),
-        completed_step_count=runs.c.completed_step_count + 1,
-        updated_at=_NOW,
-    )
-)
-
 _SET_PROGRESS = (
     runs.update()
     .where(_FENCE)
@@ -441,8 +431,7 @@ class LeaseService:
     ) -> bool:
         """Record one step execution; False when the lease is no longer ours.
 
-        One transaction of fenced statements known up front (a remote server
-        gets it as one request): when the fence fails, both match nothing.
+        One fenced statement: when the fence fails it inserts nothing.
         """
         fence = _fence(lease, self.clock())
         row = {
@@ -454,11 +443,9 @@ class LeaseService:
             "step_error": error,
             "step_started": started_at,
         }
-        batch: list[tuple[UpdateBase, dict[str, Any]]] = [(_INSERT_STEP, row)]
-        if status is StepStatus.COMPLETED:
-            batch.append((_ADVANCE_RUN, {**fence, "next_index": index + 1}))
-        inserted = self.db.write_batch(batch)[0]
-        return inserted.rowcount == 1
+        # A completed step also advances the run's counters: the
+        # durably_steps_advance_run trigger (see schema.py), in this statement.
+        return self.db.write_batch([(_INSERT_STEP, row)])[0].rowcount == 1
 
     def set_progress(self, lease: Lease, progress_json: str | None) -> bool:
         params = {**_fence(lease, self.clock()), "run_progress": progress_json}

@@ -11,6 +11,8 @@ and ``postgresql_where`` so the definitions stay portable.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -20,8 +22,10 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    event,
     text,
 )
+from sqlalchemy.engine import Connection
 
 metadata = MetaData(
     naming_convention={
@@ -150,6 +154,31 @@ steps = Table(
     ),
     Index("ix_durably_steps_run_index", "run_id", "step_index"),
 )
+
+STEPS_ADVANCE_RUN = """\
+CREATE TRIGGER durably_steps_advance_run
+AFTER INSERT ON durably_steps
+WHEN NEW.status = 'completed'
+BEGIN
+    UPDATE durably_runs
+    SET current_step_index = NEW.step_index + 1,
+        completed_step_count = completed_step_count + 1,
+        updated_at = NEW.completed_at
+    WHERE id = NEW.run_id;
+END"""
+"""A completed step moves its run's counters forward in the statement that stores it.
+
+Storing a step result is then one statement, which SQLite runs as its own
+transaction: no ``BEGIN`` and ``COMMIT`` round trips to the driver, and no
+second fenced ``UPDATE``. The step insert itself carries the fence, and the
+trigger fires only for a row it inserted.
+"""
+
+
+@event.listens_for(metadata, "after_create")
+def _create_triggers(_metadata: MetaData, connection: Connection, **_kw: Any) -> None:
+    connection.exec_driver_sql(STEPS_ADVANCE_RUN)
+
 
 logs = Table(
     "durably_logs",
