@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Concatenate, TypeVar
+from typing import Any, Concatenate, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -246,8 +246,18 @@ class Outcome:
     rows: Sequence[Mapping[str, Any]] = ()
 
 
-Batch = Sequence[tuple[UpdateBase, Mapping[str, Any]]]
-"""Prebuilt statements and their parameters, run in order as one transaction."""
+Batch = Sequence[tuple[UpdateBase, Mapping[str, Any] | Sequence[Mapping[str, Any]]]]
+"""Prebuilt statements and their parameters, run in order as one transaction.
+
+A list of parameter mappings runs its statement once for each (the driver's
+``executemany``); its outcome counts the rows of all of them.
+"""
+
+
+class _Compiled(NamedTuple):
+    sql: str
+    args: list[tuple[Any, ...]]
+    many: bool
 
 
 _REQUIRED: Any = object()
@@ -288,11 +298,14 @@ class _Prepared:
         )
 
 
-def _execute(raw: Any, sql: str, args: tuple[Any, ...]) -> Outcome:
+def _execute(raw: Any, statement: _Compiled) -> Outcome:
     # A cursor per statement: libSQL's cursor.rowcount adds up every
     # statement the cursor has run.
     cursor = raw.cursor()
-    cursor.execute(sql, args)
+    if statement.many:
+        cursor.executemany(statement.sql, statement.args)
+        return Outcome(cursor.rowcount)
+    cursor.execute(statement.sql, statement.args[0])
     rows = _fetch_named(cursor) if cursor.description else ()
     return Outcome(cursor.rowcount, rows)
 
@@ -396,15 +409,19 @@ class Database:
         run = self._send_batch if self.remote else self._run_batch
         return self._retrying(run, (batch,), {}, write=True, transaction=False)
 
-    def _compile_batch(self, batch: Batch) -> list[tuple[str, tuple[Any, ...]]]:
-        statements: list[tuple[str, tuple[Any, ...]]] = []
+    def _compile_batch(self, batch: Batch) -> list[_Compiled]:
+        statements: list[_Compiled] = []
         for statement, params in batch:
             prepared = self._prepared.get(statement)
             if prepared is None:
                 prepared = self._prepared[statement] = _Prepared.compile(
                     statement, self.engine.dialect
                 )
-            statements.append((prepared.sql, prepared.args(params)))
+            if isinstance(params, Mapping):
+                statements.append(_Compiled(prepared.sql, [prepared.args(params)], many=False))
+            else:
+                args = [prepared.args(one) for one in params]
+                statements.append(_Compiled(prepared.sql, args, many=True))
         return statements
 
     def _run_batch(self, pooled: PoolProxiedConnection, batch: Batch) -> list[Outcome]:
@@ -414,12 +431,12 @@ class Database:
         # mode, and a writing statement takes the write lock before it reads,
         # as BEGIN IMMEDIATE does. That spares a claim or a step result two
         # calls into the driver, each of which gives up and retakes the GIL.
-        alone = len(statements) == 1
+        alone = len(statements) == 1 and not statements[0].many
         try:
             if not alone:
                 raw.cursor().execute("BEGIN IMMEDIATE")
             try:
-                outcomes = [_execute(raw, sql, args) for sql, args in statements]
+                outcomes = [_execute(raw, statement) for statement in statements]
                 if not alone:
                     raw.cursor().execute("COMMIT")
             except BaseException:
@@ -434,20 +451,27 @@ class Database:
         statements = self._compile_batch(batch)
         raw: Any = pooled.dbapi_connection
         try:
-            results = raw.execute_transaction(statements)
+            results = iter(
+                raw.execute_transaction(
+                    [(statement.sql, args) for statement in statements for args in statement.args]
+                )
+            )
         except hrana_dbapi.Error as exc:
             if exc.connection_lost:
                 pooled.invalidate()
             raise sa.exc.DBAPIError.instance(
                 None, None, exc, hrana_dbapi.Error, connection_invalidated=exc.connection_lost
             ) from exc
-        return [
-            Outcome(
-                result.affected_row_count,
-                [dict(zip(result.columns, r, strict=True)) for r in result.rows],
-            )
-            for result in results
-        ]
+        outcomes = []
+        for statement in statements:
+            if statement.many:
+                count = sum(next(results).affected_row_count for _ in statement.args)
+                outcomes.append(Outcome(count))
+            else:
+                result = next(results)
+                rows = [dict(zip(result.columns, r, strict=True)) for r in result.rows]
+                outcomes.append(Outcome(result.affected_row_count, rows))
+        return outcomes
 
     def read(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs

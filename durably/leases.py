@@ -15,6 +15,7 @@ row and it learns it has lost the lease.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -362,7 +363,8 @@ class LeaseService:
         The claim travels alone (one request to a remote server). A run that
         had completed steps before (it is being recovered) has them read
         afterwards: from the moment the claim commits, only this lease may
-        write them, so the later read sees exactly what is stored.
+        write them, so the later read sees exactly what is stored. If that
+        read fails, the lease is given back at once rather than left to expire.
         """
         started = time.monotonic()
         now = self.clock()
@@ -375,7 +377,6 @@ class LeaseService:
         if not outcome.rows:
             return None
         row = outcome.rows[0]
-        completed = self.db.read(completed_steps, row["id"]) if row["completed_step_count"] else {}
         lease = Lease(
             run_id=row["id"],
             job_name=row["job_name"],
@@ -387,6 +388,14 @@ class LeaseService:
             # later than the expiry the database holds.
             deadline=started + self.settings.stale_threshold,
         )
+        completed: dict[str, str | None] = {}
+        if row["completed_step_count"]:
+            try:
+                completed = self.db.read(completed_steps, row["id"])
+            except Exception:
+                with contextlib.suppress(Exception):
+                    self.release(lease)
+                raise
         return ClaimedRun(row=row, lease=lease, completed_steps=completed)
 
     # -- heartbeat --------------------------------------------------------

@@ -66,15 +66,18 @@ def new_runs(requests: Sequence[EnqueueRequest], now: int) -> tuple[list[dict[st
 
     The rows are known before anything is written, so the statements can go
     to the database as one prebuilt batch (:meth:`Database.write_batch`: one
-    request to a remote server) and nothing is read back.
+    request to a remote server, one ``executemany`` per table locally) and
+    nothing is read back.
     """
-    rows: list[dict[str, Any]] = []
-    batch: list[tuple[UpdateBase, Mapping[str, Any]]] = []
-    for request in requests:
-        row = _new_row(request, now)
-        rows.append(row)
-        batch.append((_INSERT_RUN, row))
-        batch += [(_INSERT_LABEL, label) for label in _label_rows(row["id"], request)]
+    rows = [_new_row(request, now) for request in requests]
+    labels = [
+        label
+        for request, row in zip(requests, rows, strict=True)
+        for label in _label_rows(row["id"], request)
+    ]
+    batch: list[tuple[UpdateBase, list[dict[str, Any]]]] = [(_INSERT_RUN, rows)]
+    if labels:
+        batch.append((_INSERT_LABEL, labels))
     return rows, batch
 
 
@@ -106,7 +109,7 @@ def enqueue(
             raise
         return _resolve_conflict(conn, request, violation.columns)
     for statement, params in batch[1:]:
-        conn.execute(statement, params)
+        conn.execute(statement, params)  # the labels
     return row, Disposition.CREATED
 
 
@@ -139,12 +142,8 @@ def enqueue_many(
     if not cannot_conflict(requests):
         return [enqueue(conn, request, now) for request in requests]
     rows, batch = new_runs(requests, now)
-    # One executemany per statement: SQLAlchemy sends many rows per INSERT.
-    params_by_statement: dict[UpdateBase, list[Mapping[str, Any]]] = {}
     for statement, params in batch:
-        params_by_statement.setdefault(statement, []).append(params)
-    for statement, many in params_by_statement.items():
-        conn.execute(statement, many)
+        conn.execute(statement, params)  # many rows: SQLAlchemy's executemany
     return [(row, Disposition.CREATED) for row in rows]
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from durably import Durably, LeaseLostError, StepContext
+from durably import DatabaseError, Durably, LeaseLostError, StepContext
 from durably.clock import now_ms, to_ms
 from durably.events import Event
 from durably.leases import AbortReason, ClaimedRun, Lease, LeaseService
@@ -289,6 +289,28 @@ def test_a_reclaimed_run_resumes_from_its_completed_steps(durably: Durably) -> N
     assert done.status == RunStatus.COMPLETED
     assert done.output == ["result-1", "result-2"]
     assert calls == Counter({"step2": 1})
+
+
+def test_a_claim_that_cannot_read_its_stored_steps_gives_the_lease_back(
+    durably: Durably, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = _noop_job(durably).trigger(None)
+    lease = _claim(durably, "worker-a").lease
+    assert _persist(durably, lease, "step1", 0, '"result-1"')
+    _expire(durably, run.id)
+
+    def unreadable(*_args: object) -> None:
+        raise DatabaseError("the steps could not be read")
+
+    monkeypatch.setattr("durably.leases.completed_steps", unreadable)
+    with pytest.raises(DatabaseError, match="could not be read"):
+        _service(durably).claim("worker-b")
+    monkeypatch.undo()
+
+    # Given back at once, not held until the lease would expire.
+    reclaimed = _claim(durably, "worker-c")
+    assert reclaimed.lease.run_id == run.id
+    assert reclaimed.completed_steps == {"step1": '"result-1"'}
 
 
 def test_release_expired_returns_expired_runs_to_pending(durably: Durably) -> None:
