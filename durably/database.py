@@ -300,14 +300,19 @@ class _Prepared:
 
 def _execute(raw: Any, statement: _Compiled) -> Outcome:
     # A cursor per statement: libSQL's cursor.rowcount adds up every
-    # statement the cursor has run.
+    # statement the cursor has run. Closed at once, even on error: a libSQL
+    # cursor kept alive by a traceback leaves its statement in progress, and
+    # the connection, back in the pool, then cannot commit anything.
     cursor = raw.cursor()
-    if statement.many:
-        cursor.executemany(statement.sql, statement.args)
-        return Outcome(cursor.rowcount)
-    cursor.execute(statement.sql, statement.args[0])
-    rows = _fetch_named(cursor) if cursor.description else ()
-    return Outcome(cursor.rowcount, rows)
+    try:
+        if statement.many:
+            cursor.executemany(statement.sql, statement.args)
+            return Outcome(cursor.rowcount)
+        cursor.execute(statement.sql, statement.args[0])
+        rows = _fetch_named(cursor) if cursor.description else ()
+        return Outcome(cursor.rowcount, rows)
+    finally:
+        cursor.close()
 
 
 def _fetch_named(cursor: Any) -> list[dict[str, Any]]:

@@ -82,6 +82,25 @@ def test_lock_held_past_lock_timeout_raises_a_typed_error_and_stores_nothing(
     assert durably.get_runs() == []
 
 
+def test_a_claim_refused_by_a_held_lock_leaves_its_connection_usable(
+    make_durably: Callable[..., Durably], db_path: Path, driver: str
+) -> None:
+    durably = make_durably(lock_timeout=0.3, max_concurrent_runs=1)
+    run = _job(durably)({"n": 1})
+    failures: list[BaseException] = []
+    # Held past the stdlib driver's own 1 s busy wait, so the claim gives up.
+    with write_lock_held(db_path, driver, seconds=2.0):
+        try:
+            durably._runtime.service.claim("worker-a")
+        except DatabaseLockedError as exc:
+            failures.append(exc)  # kept, as a worker:error listener may keep it
+    assert failures
+    # The same pooled connection serves the next reads and the claim.
+    for _ in range(3):
+        assert [r.id for r in durably.get_runs(status="pending")] == [run.id]  # type: ignore[attr-defined]
+    assert durably.process_one()
+
+
 def test_worker_rides_out_a_held_lock_and_completes_runs(
     make_durably: Callable[..., Durably], db_path: Path, driver: str
 ) -> None:
