@@ -1,8 +1,9 @@
 """The durably tables: one ``MetaData``, SQLAlchemy Core only.
 
-This module is the source of truth for the schema; the Alembic revisions in
-``migrations/versions`` must produce exactly these tables (a test compares
-them with Alembic's autogenerate).
+This module is the source of truth for the schema: the tables, their
+indexes and one SQL trigger (``durably_steps_advance_run``). The Alembic
+revisions in ``migrations/versions`` must produce exactly this (tests compare
+them with Alembic's autogenerate and with the DDL ``create_all`` writes).
 
 Times are integer milliseconds since the epoch (see :mod:`durably.clock`).
 JSON values are stored as text. Partial indexes carry both ``sqlite_where``
@@ -39,7 +40,7 @@ PENDING_ONLY = text("status = 'pending' AND concurrency_key IS NOT NULL")
 COMPLETED_ONLY = text("status = 'completed'")
 # Partial indexes hold only the rows their queries look for. Each index a
 # row is in costs a B-tree write when the row is inserted and whenever an
-# indexed column changes, and a trigger or a claim is little else.
+# indexed column changes, and creating or claiming a run is little else.
 LEASED_ONLY = text("status = 'leased'")
 WITH_IDEMPOTENCY_KEY = text("idempotency_key IS NOT NULL")
 WITH_CONCURRENCY_KEY = text("concurrency_key IS NOT NULL")
