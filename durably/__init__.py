@@ -15,6 +15,7 @@ from .errors import (
     DurablyError,
     LeaseLostError,
     NotFoundError,
+    ReplicaSyncError,
     RunFailedError,
     SchemaError,
     ValidationError,
@@ -22,6 +23,7 @@ from .errors import (
 from .events import Event, EventType
 from .jobs import Job, TriggerItem
 from .models import LogEntry, Progress, QueueStats, Run, Step, WorkerInfo
+from .replica import Replica
 from .status import Disposition, LogLevel, RunStatus, StepStatus
 
 __all__ = [
@@ -42,6 +44,8 @@ __all__ = [
     "NotFoundError",
     "Progress",
     "QueueStats",
+    "Replica",
+    "ReplicaSyncError",
     "Run",
     "RunFailedError",
     "RunStatus",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -38,6 +39,7 @@ from .jobs import (
 )
 from .leases import AbortReason, LeaseService, list_workers
 from .models import LogEntry, QueueStats, Run, Step, WorkerInfo
+from .replica import Replica, ReplicaReader
 from .runs import EnqueueRequest, RunFilter
 from .runtime import Runtime
 from .status import Disposition, RunStatus
@@ -78,7 +80,9 @@ class Durably:
 
     ``url`` is a local file (``sqlite:///app.db``, ``sqlite+libsql:///app.db``)
     or a remote libSQL server (``sqlite+libsql://HOST?secure=true``, or
-    ``libsql://HOST`` as Turso prints it) with its ``auth_token``.
+    ``libsql://HOST`` as Turso prints it) with its ``auth_token``. With a
+    remote server, ``replica`` (a path or a :class:`Replica`) serves the read
+    API from an embedded replica; everything else stays on the server.
     """
 
     @classmethod
@@ -110,6 +114,7 @@ class Durably:
         synchronous: str = "NORMAL",
         worker_id: str | None = None,
         auth_token: str | None = None,
+        replica: str | os.PathLike[str] | Replica | None = None,
     ) -> None:
         settings = config.Settings.build(
             polling_interval=polling_interval,
@@ -130,6 +135,16 @@ class Durably:
         self._runtime = Runtime(
             settings=settings, db=db, service=LeaseService(db, settings), events=EventBus()
         )
+        self._reads: Database | ReplicaReader = db
+        """Where the read API reads: the database, or its embedded replica."""
+        if replica is not None:
+            if not db.remote:
+                raise ValidationError(
+                    "A replica follows a remote libSQL server; this database is a local file"
+                )
+            if not isinstance(replica, Replica):
+                replica = Replica(replica)
+            self._reads = ReplicaReader(replica, db)
         self.worker_id = worker_id or default_worker_id()
         self._worker: ThreadWorker | AsyncioWorker | None = None
         self._schema_checked = False
@@ -289,12 +304,17 @@ class Durably:
     def close(self) -> None:
         """Stop the thread engine and the heartbeat, and close the database connections."""
         self.stop()
+        self._close_connections()
+
+    def _close_connections(self) -> None:
         self._runtime.close()
+        if self._reads is not self._runtime.db:
+            self._reads.dispose()
 
     async def close_async(self) -> None:
         """Stop the asyncio engine, then release threads and connections (off the loop)."""
         await self.stop_async()
-        await asyncio.to_thread(self._runtime.close)
+        await asyncio.to_thread(self._close_connections)
 
     def __enter__(self) -> Durably:
         return self
@@ -378,7 +398,11 @@ class Durably:
             self._announce(requests, runs)
         else:
             # The runs exist only if the caller commits: announce them then.
-            _on_commit(connection, lambda: self._announce(requests, runs))
+            def committed() -> None:
+                self._runtime.db.note_write()
+                self._announce(requests, runs)
+
+            _on_commit(connection, committed)
         return runs
 
     def _announce(self, requests: Sequence[EnqueueRequest], runs: Sequence[Run]) -> None:
@@ -409,7 +433,16 @@ class Durably:
 
     # -- reading ----------------------------------------------------------------
 
+    # These read from the embedded replica when there is one (see
+    # durably.replica). Nothing durably decides may call them: it reads the
+    # primary (_current_run).
+
     def get_run(self, run_id: str) -> Run | None:
+        row = self._reads.read(run_store.get_run, run_id)
+        return None if row is None else Run.from_row(row)
+
+    def _current_run(self, run_id: str) -> Run | None:
+        """The run as the primary has it now, for decisions and waits."""
         row = self._runtime.db.read(run_store.get_run, run_id)
         return None if row is None else Run.from_row(row)
 
@@ -430,21 +463,21 @@ class Durably:
             limit=_non_negative("limit", limit),
             offset=_non_negative("offset", offset) or 0,
         )
-        rows = self._runtime.db.read(run_store.list_runs, run_filter)
+        rows = self._reads.read(run_store.list_runs, run_filter)
         return [Run.from_row(row) for row in rows]
 
     def get_failed_runs(self, limit: int | None = None) -> list[Run]:
         return self.get_runs(status=RunStatus.FAILED, limit=limit)
 
     def get_steps(self, run_id: str) -> list[Step]:
-        return [Step.from_row(row) for row in self._runtime.db.read(run_store.get_steps, run_id)]
+        return [Step.from_row(row) for row in self._reads.read(run_store.get_steps, run_id)]
 
     def get_logs(self, run_id: str) -> list[LogEntry]:
-        return [LogEntry.from_row(row) for row in self._runtime.db.read(run_store.get_logs, run_id)]
+        return [LogEntry.from_row(row) for row in self._reads.read(run_store.get_logs, run_id)]
 
     def get_queue_stats(self) -> QueueStats:
         """Pending and running run counts and the age of the oldest pending run."""
-        stats = self._runtime.db.read(run_store.queue_stats)
+        stats = self._reads.read(run_store.queue_stats)
         pending, oldest = stats.get(RunStatus.PENDING.value, (0, None))
         running, _ = stats.get(RunStatus.LEASED.value, (0, None))
         age = None if oldest is None else timedelta(milliseconds=max(0, now_ms() - oldest))
@@ -453,7 +486,7 @@ class Durably:
     def get_workers(self) -> list[WorkerInfo]:
         """Registered worker engines, live and stale (no heartbeat within ``stale_threshold``)."""
         stale_before = now_ms() - self.settings.lease_ms
-        rows = self._runtime.db.read(list_workers)
+        rows = self._reads.read(list_workers)
         return [WorkerInfo.from_row(row, stale_before=stale_before) for row in rows]
 
     # -- waiting ----------------------------------------------------------------
@@ -473,7 +506,7 @@ class Durably:
         unsubscribe = self._on_finished(run_id, finished.set)
         try:
             while True:
-                run = _settled(run_id, self.get_run(run_id))
+                run = _settled(run_id, self._current_run(run_id))
                 if run is not None:
                     return run
                 finished.wait(_next_wait(poll, deadline, timeout, run_id))
@@ -490,7 +523,7 @@ class Durably:
         unsubscribe = self._on_finished(run_id, threadsafe_setter(finished))
         try:
             while True:
-                run = _settled(run_id, await self.get_run_async(run_id))
+                run = _settled(run_id, await self._runtime.call(self._current_run, run_id))
                 if run is not None:
                     return run
                 await wait_event(finished, _next_wait(poll, deadline, timeout, run_id))
@@ -568,7 +601,7 @@ class Durably:
 
     def retrigger(self, run_id: str) -> Run:
         """A fresh run (new id) with the same job, input, labels and concurrency key."""
-        run = self.get_run(run_id)
+        run = self._current_run(run_id)
         if run is None:
             raise NotFoundError(f"Run not found: {run_id}")
         if run.is_active:

@@ -105,12 +105,12 @@ def translate(exc: BaseException) -> BaseException:
         return DatabaseError(f"The database cannot be opened: {text}")
     if "file is not a database" in lower or "malformed" in lower:
         return DatabaseError(f"The database file is damaged or not a database: {text}")
-    if _is_driver_error(exc):
+    if is_driver_error(exc):
         return DatabaseError(text)
     return exc
 
 
-def _is_driver_error(exc: BaseException) -> bool:
+def is_driver_error(exc: BaseException) -> bool:
     # libsql_experimental reports every SQL error as a bare ValueError.
     return isinstance(exc, sa.exc.DBAPIError) or type(exc) is ValueError
 
@@ -342,6 +342,10 @@ class Database:
         self.remote = self.driver == "hrana"
         """A libSQL server over the network: no PRAGMAs, no WAL of ours to checkpoint."""
         self.lock_timeout = lock_timeout
+        self.writes = 0
+        """Write transactions committed through this object (an embedded replica
+        syncs before a read when this has moved: read-your-writes)."""
+        self._auth_token = auth_token
         self._write_lock = threading.Lock()
         self._prepared: dict[UpdateBase, _Prepared] = {}
         sync_mode = synchronous.upper()
@@ -364,7 +368,7 @@ class Database:
             pool_timeout=lock_timeout,
         )
         # What the driver raises: sqlite3.Error; libSQL's driver raises bare
-        # ValueError, which _is_driver_error recognises unwrapped.
+        # ValueError, which is_driver_error recognises unwrapped.
         self._driver_error: type[Exception] = getattr(
             self.engine.dialect.dbapi, "Error", ValueError
         )
@@ -500,10 +504,14 @@ class Database:
             try:
                 if write:
                     with self._write_lock:
-                        return self._run_once(fn, args, kwargs, write=True, transaction=transaction)
+                        result = self._run_once(
+                            fn, args, kwargs, write=True, transaction=transaction
+                        )
+                        self.writes += 1
+                        return result
                 return self._run_once(fn, args, kwargs, write=False, transaction=transaction)
             except Exception as exc:
-                if not _is_driver_error(exc):
+                if not is_driver_error(exc):
                     raise
                 if isinstance(getattr(exc, "orig", None), TransactionLost) and not reopened:
                     # The server dropped the stream and rolled the whole
@@ -559,6 +567,19 @@ class Database:
                 conn = conn.execution_options(durably_write=True)
             with conn.begin():
                 return fn(conn, *args, **kwargs)
+
+    def note_write(self) -> None:
+        """Count a write committed on one of this engine's connections by someone else (the
+        caller's own transaction), so that a replica read after it syncs first."""
+        with self._write_lock:
+            self.writes += 1
+
+    def remote_address(self) -> tuple[str, str | None]:
+        """The server's ``http(s)://`` address and auth token, as libSQL's own client takes them."""
+        if not self.remote:
+            raise ValidationError(f"{display_url(self.url)} is a local file, not a libSQL server")
+        args, options = self.engine.dialect.create_connect_args(self.url)
+        return str(args[0]), self._auth_token or options.get("auth_token")
 
     # -- maintenance --------------------------------------------------------
 

@@ -81,5 +81,13 @@ class DatabaseLockedError(DatabaseError):
     """Another connection kept the database locked for longer than ``lock_timeout``."""
 
 
+class ReplicaSyncError(DatabaseError):
+    """The embedded replica could not catch up with its primary, so it was not read.
+
+    durably reads the replica only after a sync it needs has succeeded (see
+    :class:`durably.Replica`); the primary and every run on it are unaffected.
+    """
+
+
 class SchemaError(DatabaseError):
     """The database schema is missing, too old or newer than this version of durably."""

@@ -7,6 +7,9 @@ directory is an empty temporary directory, so relative URLs such as
 The blocks of docs/turso.md run against a remote server: the Hrana test server
 (tests/hrana), named by ``TURSO_DATABASE_URL`` and ``TURSO_AUTH_TOKEN`` as Turso's
 tools would name it.
+
+A block whose first line is ``# Needs …: not run by our test suite.`` is skipped
+with that line as the reason; the document must say why it cannot run here.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
 BLOCK_TIMEOUT = 60
+NOT_RUN = re.compile(r"^# Needs [^\n]*: not run by our test suite\.$")
 REMOTE_DOCS_TOKEN = "docs-token"
 
 
@@ -53,6 +57,9 @@ def test_docs_exist_and_have_examples() -> None:
 def test_python_block_runs(
     where: str, code: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
+    first_line = code.partition("\n")[0]
+    if NOT_RUN.match(first_line):
+        pytest.skip(first_line.lstrip("# "))
     script = tmp_path / "example.py"
     script.write_text(code, encoding="utf-8")
     workdir = tmp_path / "cwd"
