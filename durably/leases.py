@@ -38,7 +38,7 @@ from .config import (
     Settings,
 )
 from .database import Database, unique_violation
-from .schema import logs, runs, steps, workers
+from .schema import logs, runs, sql_status, steps, workers
 from .status import RunStatus, StepStatus
 
 _LEASED = RunStatus.LEASED.value
@@ -131,19 +131,8 @@ class WorkerIdentity:
     pid: int = field(default_factory=os.getpid)
 
 
-def _sql_status(status: RunStatus) -> sa.ColumnElement[Any]:
-    """A status as an SQL literal, not a bound parameter.
-
-    The partial indexes on ``durably_runs`` have ``status = '...'`` in their
-    WHERE clause. With ``status = ?`` SQLite's planner depends on the bound
-    value and re-prepares the statement on every execution (measured: a
-    claim costs 357 µs that way, 89 µs with literals).
-    """
-    return sa.literal_column(f"'{status.value}'")
-
-
-_SQL_LEASED = _sql_status(RunStatus.LEASED)
-_SQL_PENDING = _sql_status(RunStatus.PENDING)
+_SQL_LEASED = sql_status(RunStatus.LEASED)
+_SQL_PENDING = sql_status(RunStatus.PENDING)
 
 
 def _build_claim() -> sa.Update:
@@ -273,7 +262,7 @@ _COMPLETE_RUN = (
     runs.update()
     .where(_FENCE)
     .values(
-        status=_sql_status(RunStatus.COMPLETED),
+        status=sql_status(RunStatus.COMPLETED),
         output=sa.bindparam("run_output", type_=sa.Text),
         error=sa.null(),
         lease_owner=sa.null(),
@@ -284,7 +273,7 @@ _COMPLETE_RUN = (
 )
 _COMPLETED_BY_US = sa.exists().where(
     runs.c.id == sa.bindparam("fence_run", type_=sa.String),
-    runs.c.status == _sql_status(RunStatus.COMPLETED),
+    runs.c.status == sql_status(RunStatus.COMPLETED),
     runs.c.lease_generation == sa.bindparam("fence_generation", type_=sa.Integer),
 )
 """After ``_COMPLETE_RUN`` in the same transaction: true only if that completion was ours."""
@@ -292,7 +281,7 @@ _FAIL_RUN = (
     runs.update()
     .where(_FENCE)
     .values(
-        status=_sql_status(RunStatus.FAILED),
+        status=sql_status(RunStatus.FAILED),
         error=sa.bindparam("run_error", type_=sa.Text),
         lease_owner=sa.null(),
         lease_expires_at=sa.null(),
@@ -619,7 +608,7 @@ class LeaseService:
         if retain is None:
             return 0
         cutoff = self.clock() - int(retain.total_seconds() * 1000)
-        return self.db.write(run_store.purge, cutoff, AUTO_PURGE_BATCH)
+        return run_store.purge(self.db, cutoff, AUTO_PURGE_BATCH)
 
     def checkpoint_wal(self) -> None:
         if self._wal_mode is None:

