@@ -391,6 +391,8 @@ class Durably:
             rows, batch = run_store.new_runs(requests, now)
             self._runtime.db.write_batch(batch)
             results = [(row, Disposition.CREATED) for row in rows]
+        elif len(requests) == 1:
+            results = [run_store.enqueue_one(self._runtime.db, requests[0], now)]
         else:
             results = self._runtime.db.write(run_store.enqueue_many, requests, now)
         runs = [Run.from_row(row, disposition) for row, disposition in results]
@@ -561,7 +563,7 @@ class Durably:
     def cancel(self, run_id: str) -> Run:
         """Cancel a pending or leased run. A running run stops at its next step boundary."""
         self._ensure_schema()
-        row = self._runtime.db.write(run_store.cancel, run_id, now_ms())
+        row = run_store.cancel(self._runtime.db, run_id, now_ms())
         run = Run.from_row(row)
         lease = self._runtime.leases.get(run_id)
         if lease is not None:
@@ -574,7 +576,7 @@ class Durably:
     def delete_run(self, run_id: str) -> None:
         """Delete a terminal run with its steps, logs and labels."""
         self._ensure_schema()
-        row = self._runtime.db.write(run_store.delete_run, run_id)
+        row = run_store.delete_run(self._runtime.db, run_id)
         run = Run.from_row(row)
         self._runtime.events.emit(
             EventType.RUN_DELETE, run_id=run.id, job_name=run.job_name, labels=run.labels
@@ -587,7 +589,7 @@ class Durably:
         from the first step that did not complete. Compare :meth:`retrigger`.
         """
         self._ensure_schema()
-        row = self._runtime.db.write(run_store.retry, run_id, now_ms())
+        row = run_store.retry(self._runtime.db, run_id, now_ms())
         run = Run.from_row(row)
         self._runtime.events.emit(
             EventType.RUN_TRIGGER,
@@ -620,7 +622,7 @@ class Durably:
         if not isinstance(limit, int) or limit < 1:
             raise ValidationError("limit must be a positive integer")
         self._ensure_schema()
-        return self._runtime.db.write(run_store.purge, to_ms(older_than), limit)
+        return run_store.purge(self._runtime.db, to_ms(older_than), limit)
 
     # -- async twins ------------------------------------------------------------
     # The same operations as above, run in durably's database threads so that

@@ -1,30 +1,45 @@
 """Run rows outside a lease: creating, reading, cancelling, retrying, deleting, purging.
 
-Each function takes a SQLAlchemy ``Connection`` that is already inside a
-transaction (see :class:`durably.database.Database`) or the caller's own
-connection (transactional enqueue). Operations done by the holder of a
-run's lease (claim, heartbeat, steps, completion) live in
-:mod:`durably.leases`.
+Reads take a SQLAlchemy ``Connection`` inside a transaction (see
+:class:`durably.database.Database`). So does :func:`enqueue`, which also
+runs on the caller's own connection (transactional enqueue).
+
+The writes an application makes (a trigger with keys, cancel, retry,
+delete, purge) take the :class:`Database` instead. Each is one prebuilt
+statement batch through :meth:`Database.write_batch`, which checks and
+changes in the same statements: one request to a remote server, so no write
+lock is held across round trips and a process killed mid-way leaves no
+transaction open. When a write changes nothing, a read afterwards says why
+(unknown run, wrong status, a key taken).
+
+Operations done by the holder of a run's lease (claim, heartbeat, steps,
+completion) live in :mod:`durably.leases`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.sql.dml import UpdateBase
 
-from .database import Batch, unique_violation
+from .database import Batch, Database
 from .errors import ConflictError, NotFoundError
 from .ids import new_id
-from .schema import logs, run_labels, runs, steps
+from .schema import logs, run_labels, runs, sql_status, steps
 from .status import TERMINAL_STATUSES, Disposition, RunStatus, StepStatus
 
 _TERMINAL = [s.value for s in TERMINAL_STATUSES]
 _ACTIVE = [RunStatus.PENDING.value, RunStatus.LEASED.value]
+_SQL_TERMINAL = [sql_status(s) for s in TERMINAL_STATUSES]
+_SQL_ACTIVE = [sql_status(RunStatus.PENDING), sql_status(RunStatus.LEASED)]
+_SQL_RETRYABLE = [sql_status(RunStatus.FAILED), sql_status(RunStatus.CANCELLED)]
+_RUN_ID = sa.bindparam("run_id", type_=sa.String)
+_NOW = sa.bindparam("now", type_=sa.BigInteger)
 
 
 @dataclass(frozen=True)
@@ -54,6 +69,16 @@ class RunFilter:
 
 _INSERT_RUN = runs.insert()
 _INSERT_LABEL = run_labels.insert()
+_INSERT_RUN_UNLESS_TAKEN = sqlite_insert(runs).on_conflict_do_nothing()
+"""A run with keys: not inserted when its idempotency key or pending
+concurrency key is taken (the unique indexes decide, atomically)."""
+_INSERT_LABEL_IF_INSERTED = run_labels.insert().from_select(
+    ["run_id", "key", "value"],
+    sa.select(
+        _RUN_ID, sa.bindparam("key", type_=sa.String), sa.bindparam("value", type_=sa.Text)
+    ).where(sa.exists().where(runs.c.id == _RUN_ID)),
+)
+_KEYED_ATTEMPTS = 5
 
 
 def cannot_conflict(requests: Sequence[EnqueueRequest]) -> bool:
@@ -81,58 +106,77 @@ def new_runs(requests: Sequence[EnqueueRequest], now: int) -> tuple[list[dict[st
     return rows, batch
 
 
+def keyed_run(request: EnqueueRequest, now: int) -> tuple[dict[str, Any], Batch]:
+    """The row of a run with keys and the statements that insert it unless a key is taken."""
+    row = _new_row(request, now)
+    batch: list[tuple[UpdateBase, Any]] = [(_INSERT_RUN_UNLESS_TAKEN, row)]
+    labels = _label_rows(row["id"], request)
+    if labels:
+        batch.append((_INSERT_LABEL_IF_INSERTED, labels))
+    return row, batch
+
+
 def enqueue(
     conn: Connection, request: EnqueueRequest, now: int
 ) -> tuple[Mapping[Any, Any], Disposition]:
-    """Insert a run, or return the existing one the request resolves to.
+    """Insert a run, or return the existing one the request resolves to (see :func:`taken_by`).
+
+    Inside the caller's write transaction, so the run that took a key is
+    still there when it is looked up.
+    """
+    row, batch = keyed_run(request, now)
+    if conn.execute(*batch[0]).rowcount == 1:
+        for statement, params in batch[1:]:
+            conn.execute(statement, params)  # the labels
+        return row, Disposition.CREATED
+    taken = taken_by(conn, request)
+    if taken is None:  # pragma: no cover - the write lock keeps the other run in place
+        raise ConflictError(f"Run conflicts with an existing run of job {request.job_name!r}")
+    return taken
+
+
+def enqueue_one(db: Database, request: EnqueueRequest, now: int) -> tuple[Any, Disposition]:
+    """:func:`enqueue` as one write that holds no lock while anything is read.
+
+    When a key is taken, the run that took it is read after the write. If it
+    is gone by then (the pending run of a concurrency key was claimed, a run
+    was deleted), the insert is tried again.
+    """
+    row, batch = keyed_run(request, now)
+    for _ in range(_KEYED_ATTEMPTS):
+        if db.write_batch(batch)[0].rowcount == 1:
+            return row, Disposition.CREATED
+        taken = db.read(taken_by, request)
+        if taken is not None:
+            return taken
+    raise ConflictError(  # pragma: no cover - needs the key to change hands five times
+        f"Run of job {request.job_name!r} kept conflicting with runs that came and went"
+    )
+
+
+def taken_by(conn: Connection, request: EnqueueRequest) -> tuple[RowMapping, Disposition] | None:
+    """The run a request with keys resolves to instead of a new one, or None if there is none.
 
     Precedence follows Durably: an idempotency key always wins (even over a
     concurrency conflict), then coalescing onto the pending run of the same
-    concurrency key, then a new row. Uniqueness is enforced by the database
-    indexes, so two processes racing on the same key cannot both insert.
+    concurrency key; without ``coalesce`` that pending run is a conflict.
+    Uniqueness itself is enforced by the database indexes, so two processes
+    racing on the same key cannot both insert.
     """
     if request.idempotency_key is not None:
         existing = _by_idempotency_key(conn, request.job_name, request.idempotency_key)
         if existing is not None:
             return existing, Disposition.IDEMPOTENT
-    if request.coalesce and request.concurrency_key is not None:
+    if request.concurrency_key is not None:
         pending = _pending_for_key(conn, request.job_name, request.concurrency_key)
         if pending is not None:
-            return pending, Disposition.COALESCED
-
-    (row,), batch = new_runs([request], now)
-    try:
-        conn.execute(*batch[0])
-    except Exception as exc:
-        violation = unique_violation(exc)
-        if violation is None:
-            raise
-        return _resolve_conflict(conn, request, violation.columns)
-    for statement, params in batch[1:]:
-        conn.execute(statement, params)  # the labels
-    return row, Disposition.CREATED
-
-
-def _resolve_conflict(
-    conn: Connection, request: EnqueueRequest, columns: tuple[str, ...]
-) -> tuple[RowMapping, Disposition]:
-    # Another transaction inserted between our check and our insert. The
-    # idempotency key is re-checked first: one insert can violate both
-    # indexes and SQLite reports only one of them.
-    if request.idempotency_key is not None:
-        existing = _by_idempotency_key(conn, request.job_name, request.idempotency_key)
-        if existing is not None:
-            return existing, Disposition.IDEMPOTENT
-    if request.concurrency_key is not None and any("concurrency_key" in c for c in columns):
-        if request.coalesce:
-            pending = _pending_for_key(conn, request.job_name, request.concurrency_key)
-            if pending is not None:
+            if request.coalesce:
                 return pending, Disposition.COALESCED
-        raise ConflictError(
-            f'A pending run already exists for concurrency key "{request.concurrency_key}" '
-            f'in job "{request.job_name}". Use coalesce="skip" to return it instead.'
-        )
-    raise ConflictError(f"Run conflicts with an existing run ({', '.join(columns)})")
+            raise ConflictError(
+                f'A pending run already exists for concurrency key "{request.concurrency_key}" '
+                f'in job "{request.job_name}". Use coalesce="skip" to return it instead.'
+            )
+    return None
 
 
 def enqueue_many(
@@ -284,98 +328,113 @@ def failed_step_name(conn: Connection, run_id: str) -> str | None:
 # -- changing state from outside the lease -----------------------------------
 
 
-def cancel(conn: Connection, run_id: str, now: int) -> RowMapping:
-    """Cancel a pending or leased run. A leased run's worker stops at its next step."""
-    row = require_run(conn, run_id)
-    if row["status"] not in _ACTIVE:
-        raise ConflictError(f"Cannot cancel {row['status']} run: {run_id}")
-    updated = (
-        conn.execute(
-            runs.update()
-            .where(runs.c.id == run_id, runs.c.status.in_(_ACTIVE))
-            .values(
-                status=RunStatus.CANCELLED.value,
-                lease_owner=None,
-                lease_expires_at=None,
-                completed_at=now,
-                updated_at=now,
-            )
-            .returning(*runs.c)
-        )
-        .mappings()
-        .first()
+_CANCEL = (
+    runs.update()
+    .where(runs.c.id == _RUN_ID, runs.c.status.in_(_SQL_ACTIVE))
+    .values(
+        status=sql_status(RunStatus.CANCELLED),
+        lease_owner=sa.null(),
+        lease_expires_at=sa.null(),
+        completed_at=_NOW,
+        updated_at=_NOW,
     )
-    if updated is None:  # pragma: no cover - the write lock makes this unreachable on SQLite
-        current = require_run(conn, run_id)
-        raise ConflictError(f"Cannot cancel run {run_id}: status changed to {current['status']}")
-    return updated
+    .returning(*runs.c)
+)
+
+_blocking = runs.alias("blocking")
+_RETRY = (
+    runs.update()
+    .where(
+        runs.c.id == _RUN_ID,
+        runs.c.status.in_(_SQL_RETRYABLE),
+        # At most one pending run per concurrency key: retry does not add a second.
+        ~sa.exists().where(
+            _blocking.c.job_name == runs.c.job_name,
+            _blocking.c.concurrency_key == runs.c.concurrency_key,
+            _blocking.c.status == sql_status(RunStatus.PENDING),
+        ),
+    )
+    .values(
+        status=sql_status(RunStatus.PENDING),
+        error=sa.null(),
+        output=sa.null(),
+        completed_at=sa.null(),
+        lease_owner=sa.null(),
+        lease_expires_at=sa.null(),
+        updated_at=_NOW,
+    )
+    .returning(*runs.c)
+)
+
+_IS_TERMINAL = sa.exists().where(runs.c.id == _RUN_ID, runs.c.status.in_(_SQL_TERMINAL))
+_DELETE_RUN = (
+    (steps.delete().where(steps.c.run_id == _RUN_ID, _IS_TERMINAL)),
+    (logs.delete().where(logs.c.run_id == _RUN_ID, _IS_TERMINAL)),
+    (run_labels.delete().where(run_labels.c.run_id == _RUN_ID, _IS_TERMINAL)),
+    (
+        runs.delete()
+        .where(runs.c.id == _RUN_ID, runs.c.status.in_(_SQL_TERMINAL))
+        .returning(*runs.c)
+    ),
+)
+"""Children first, each only while the run is terminal; the run's row last."""
+
+_PURGEABLE = (
+    sa.select(runs.c.id)
+    .where(runs.c.status.in_(_SQL_TERMINAL), runs.c.completed_at < sa.bindparam("older_than"))
+    .order_by(runs.c.completed_at, runs.c.id)
+    .limit(sa.bindparam("limit", type_=sa.Integer))
+    .scalar_subquery()
+)
+_PURGE = (
+    steps.delete().where(steps.c.run_id.in_(_PURGEABLE)),
+    logs.delete().where(logs.c.run_id.in_(_PURGEABLE)),
+    run_labels.delete().where(run_labels.c.run_id.in_(_PURGEABLE)),
+    runs.delete().where(runs.c.id.in_(_PURGEABLE)),
+)
+"""The same oldest terminal runs in every statement: the ordering is total, and
+deleting children does not change which runs qualify."""
 
 
-def retry(conn: Connection, run_id: str, now: int) -> RowMapping:
+def cancel(db: Database, run_id: str, now: int) -> Mapping[str, Any]:
+    """Cancel a pending or leased run. A leased run's worker stops at its next step."""
+    (outcome,) = db.write_batch([(_CANCEL, {"run_id": run_id, "now": now})])
+    if outcome.rows:
+        return outcome.rows[0]
+    row = db.read(require_run, run_id)
+    raise ConflictError(f"Cannot cancel {row['status']} run: {run_id}")
+
+
+def retry(db: Database, run_id: str, now: int) -> Mapping[str, Any]:
     """Put a failed or cancelled run back to pending, keeping its completed steps.
 
     The next worker replays those steps from storage and resumes at the first
     one that did not complete.
     """
-    row = require_run(conn, run_id)
+    (outcome,) = db.write_batch([(_RETRY, {"run_id": run_id, "now": now})])
+    if outcome.rows:
+        return outcome.rows[0]
+    row = db.read(require_run, run_id)
     if row["status"] not in (RunStatus.FAILED.value, RunStatus.CANCELLED.value):
         raise ConflictError(f"Cannot retry {row['status']} run: {run_id}")
-    try:
-        return (
-            conn.execute(
-                runs.update()
-                .where(runs.c.id == run_id)
-                .values(
-                    status=RunStatus.PENDING.value,
-                    error=None,
-                    output=None,
-                    completed_at=None,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    updated_at=now,
-                )
-                .returning(*runs.c)
-            )
-            .mappings()
-            .one()
-        )
-    except Exception as exc:
-        if unique_violation(exc) is None:
-            raise
-        raise ConflictError(
-            f"Cannot retry run {run_id}: a pending run already exists for concurrency key "
-            f'"{row["concurrency_key"]}" in job "{row["job_name"]}"'
-        ) from None
-
-
-def delete_run(conn: Connection, run_id: str) -> RowMapping:
-    """Delete a terminal run with its steps, logs and labels."""
-    row = require_run(conn, run_id)
-    if row["status"] not in _TERMINAL:
-        raise ConflictError(f"Cannot delete {row['status']} run: {run_id}")
-    _delete_cascade(conn, [run_id])
-    return row
-
-
-def _delete_cascade(conn: Connection, run_ids: Iterable[str]) -> None:
-    ids = list(run_ids)
-    if not ids:
-        return
-    conn.execute(steps.delete().where(steps.c.run_id.in_(ids)))
-    conn.execute(logs.delete().where(logs.c.run_id.in_(ids)))
-    conn.execute(run_labels.delete().where(run_labels.c.run_id.in_(ids)))
-    conn.execute(runs.delete().where(runs.c.id.in_(ids)))
-
-
-def purge(conn: Connection, older_than: int, limit: int) -> int:
-    """Delete up to ``limit`` terminal runs completed before ``older_than``, oldest first."""
-    ids = list(
-        conn.execute(
-            sa.select(runs.c.id)
-            .where(runs.c.status.in_(_TERMINAL), runs.c.completed_at < older_than)
-            .order_by(runs.c.completed_at, runs.c.id)
-            .limit(limit)
-        ).scalars()
+    raise ConflictError(
+        f"Cannot retry run {run_id}: a pending run already exists for concurrency key "
+        f'"{row["concurrency_key"]}" in job "{row["job_name"]}"'
     )
-    _delete_cascade(conn, ids)
-    return len(ids)
+
+
+def delete_run(db: Database, run_id: str) -> Mapping[str, Any]:
+    """Delete a terminal run with its steps, logs and labels; returns the deleted row."""
+    params = {"run_id": run_id}
+    outcomes = db.write_batch([(statement, params) for statement in _DELETE_RUN])
+    if outcomes[-1].rows:
+        return outcomes[-1].rows[0]
+    row = db.read(require_run, run_id)
+    raise ConflictError(f"Cannot delete {row['status']} run: {run_id}")
+
+
+def purge(db: Database, older_than: int, limit: int) -> int:
+    """Delete up to ``limit`` terminal runs completed before ``older_than``, oldest first."""
+    params = {"older_than": older_than, "limit": limit}
+    outcomes = db.write_batch([(statement, params) for statement in _PURGE])
+    return outcomes[-1].rowcount

@@ -19,6 +19,7 @@ from durably import (
     StepContext,
     TriggerItem,
     ValidationError,
+    runs,
 )
 
 
@@ -614,3 +615,28 @@ def test_bare_decorator_uses_function_name(durably: Durably) -> None:
 
     assert my_job.name == "my_job"
     assert durably.get_job("my_job") is my_job
+
+
+def test_a_key_freed_between_the_insert_and_the_lookup_is_taken_again(
+    durably: Durably, job: Job[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A trigger with keys inserts first and reads what took the key only after
+    # its write has committed. If that run is gone by then (claimed, cancelled,
+    # deleted), the trigger inserts again instead of failing.
+    first = job.trigger({"v": 1}, concurrency_key="c")
+    database = durably._runtime.db
+    read = database.read
+    cancelled: list[str] = []
+
+    def read_after_a_cancel(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if fn is runs.taken_by and not cancelled:
+            cancelled.append(durably.cancel(first.id).id)
+        return read(fn, *args, **kwargs)
+
+    monkeypatch.setattr(database, "read", read_after_a_cancel)
+    second = job.trigger({"v": 2}, concurrency_key="c", coalesce="skip")
+
+    assert cancelled == [first.id]
+    assert second.id != first.id
+    assert second.disposition == "created"
+    assert durably.get_run(second.id) == second

@@ -8,24 +8,29 @@ over the wire reads the server's --trace output.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import sqlalchemy as sa
 
-from durably import Durably
+from durably import Disposition, Durably, RunStatus
 from durably.database import make_engine_url, url_from_env
 from durably.errors import DatabaseError, ValidationError
 from durably.hrana import dbapi
 from tests.hrana.process import REPO, Server, start_server
+
+T = TypeVar("T")
 
 TOKEN = "driver-token"
 
@@ -514,3 +519,58 @@ def test_a_closed_keep_alive_connection_resends_only_what_cannot_commit(server: 
     with closing(sqlite3.connect(server.db, timeout=15)) as check:
         # Nothing was committed.
         assert check.execute("SELECT count(*) FROM t").fetchone() == (0,)
+
+
+def test_every_write_of_the_run_api_is_one_request(server: Server) -> None:
+    # Nothing an app process does holds the write lock across round trips, so
+    # a process killed mid-call leaves no transaction open on the server.
+    def write_requests(action: Callable[[], T]) -> tuple[T, list[str]]:
+        """What ``action`` returned, and each request it sent that wrote or locked."""
+        before = len(pipelines(server))
+        result = action()
+        writing = [
+            sql
+            for sql in map(sent_sql, pipelines(server)[before:])
+            if re.search(r"\b(BEGIN IMMEDIATE|INSERT|UPDATE|DELETE)\b", sql)
+        ]
+        for sql in writing:  # the whole transaction travels in one request
+            assert "BEGIN IMMEDIATE" in sql
+            assert "COMMIT" in sql
+        return result, writing
+
+    with Durably(server.libsql_url, auth_token=TOKEN) as durably:
+        job = durably.job("noop")(lambda step, input: None)
+        durably.migrate()
+
+        run, writing = write_requests(
+            lambda: job.trigger({}, idempotency_key="i", concurrency_key="c", labels={"a": "b"})
+        )
+        assert len(writing) == 1
+        assert durably.get_runs(labels={"a": "b"}) == [run]
+        same, writing = write_requests(lambda: job.trigger({}, idempotency_key="i"))
+        assert (same.id, same.disposition, len(writing)) == (run.id, Disposition.IDEMPOTENT, 1)
+        coalesced, writing = write_requests(
+            lambda: job.trigger({}, concurrency_key="c", coalesce="skip")
+        )
+        assert (coalesced.id, coalesced.disposition, len(writing)) == (
+            run.id,
+            Disposition.COALESCED,
+            1,
+        )
+
+        cancelled, writing = write_requests(lambda: durably.cancel(run.id))
+        assert (cancelled.status, len(writing)) == (RunStatus.CANCELLED, 1)
+        retried, writing = write_requests(lambda: durably.retry(run.id))
+        assert (retried.status, len(writing)) == (RunStatus.PENDING, 1)
+        durably.cancel(run.id)
+        _, writing = write_requests(lambda: durably.delete_run(run.id))
+        assert len(writing) == 1
+        assert durably.get_run(run.id) is None
+
+        old = job.trigger({})
+        durably.cancel(old.id)
+        purged, writing = write_requests(
+            lambda: durably.purge_runs(datetime.now(timezone.utc) + timedelta(hours=1))
+        )
+        assert (purged, len(writing)) == (1, 1)
+        assert durably.get_run(old.id) is None
