@@ -30,8 +30,9 @@ class CopyingReplica(Replica):
     """A replica file whose sync is a copy of the primary's file (SQLite's backup API).
 
     The copy goes through one stdlib connection kept open for the replica's
-    lifetime: when the last stdlib connection to a WAL file closes it resets
-    the WAL, and the libSQL connection reading that file does not notice.
+    lifetime. The stdlib's SQLite and libSQL's do not see each other's locks
+    in one process (see docs/deployment.md): a stdlib connection that closed
+    as "the last one" would remove the WAL the libSQL reader still uses.
     """
 
     primary: Path = Path()
