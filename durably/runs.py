@@ -33,8 +33,6 @@ from .ids import new_id
 from .schema import logs, run_labels, runs, sql_status, steps
 from .status import TERMINAL_STATUSES, Disposition, RunStatus, StepStatus
 
-_TERMINAL = [s.value for s in TERMINAL_STATUSES]
-_ACTIVE = [RunStatus.PENDING.value, RunStatus.LEASED.value]
 _SQL_TERMINAL = [sql_status(s) for s in TERMINAL_STATUSES]
 _SQL_ACTIVE = [sql_status(RunStatus.PENDING), sql_status(RunStatus.LEASED)]
 _SQL_RETRYABLE = [sql_status(RunStatus.FAILED), sql_status(RunStatus.CANCELLED)]
@@ -292,7 +290,7 @@ def queue_stats(conn: Connection) -> dict[str, tuple[int, int | None]]:
     """
     rows = conn.execute(
         sa.select(runs.c.status, sa.func.count(), sa.func.min(runs.c.created_at))
-        .where(runs.c.status.in_(_ACTIVE))
+        .where(runs.c.status.in_(_SQL_ACTIVE))
         .group_by(runs.c.status)
     )
     return {status: (int(count), oldest) for status, count, oldest in rows}
@@ -368,9 +366,9 @@ _RETRY = (
 
 _IS_TERMINAL = sa.exists().where(runs.c.id == _RUN_ID, runs.c.status.in_(_SQL_TERMINAL))
 _DELETE_RUN = (
-    (steps.delete().where(steps.c.run_id == _RUN_ID, _IS_TERMINAL)),
-    (logs.delete().where(logs.c.run_id == _RUN_ID, _IS_TERMINAL)),
-    (run_labels.delete().where(run_labels.c.run_id == _RUN_ID, _IS_TERMINAL)),
+    steps.delete().where(steps.c.run_id == _RUN_ID, _IS_TERMINAL),
+    logs.delete().where(logs.c.run_id == _RUN_ID, _IS_TERMINAL),
+    run_labels.delete().where(run_labels.c.run_id == _RUN_ID, _IS_TERMINAL),
     (
         runs.delete()
         .where(runs.c.id == _RUN_ID, runs.c.status.in_(_SQL_TERMINAL))

@@ -10,12 +10,22 @@ from sqlalchemy.sql.dml import UpdateBase
 from durably import Durably, leases, runs
 from durably.database import _Prepared
 
-PREBUILT = {
-    f"{module.__name__}.{name}": value
-    for module in (leases, runs)
-    for name, value in vars(module).items()
-    if isinstance(value, UpdateBase)
-}
+
+def _prebuilt() -> dict[str, UpdateBase]:
+    """Every module-level statement of leases and runs, alone or in a tuple of them."""
+    found = {}
+    for module in (leases, runs):
+        for name, value in vars(module).items():
+            if isinstance(value, UpdateBase):
+                found[f"{module.__name__}.{name}"] = value
+            elif (
+                isinstance(value, tuple) and value and all(isinstance(v, UpdateBase) for v in value)
+            ):
+                found.update({f"{module.__name__}.{name}[{i}]": v for i, v in enumerate(value)})
+    return found
+
+
+PREBUILT = _prebuilt()
 
 
 def test_the_prebuilt_statements_are_found() -> None:
@@ -23,6 +33,8 @@ def test_the_prebuilt_statements_are_found() -> None:
         "durably.leases._CLAIM",
         "durably.leases._INSERT_STEP",
         "durably.runs._INSERT_RUN",
+        "durably.runs._DELETE_RUN[3]",
+        "durably.runs._PURGE[0]",
     } < set(PREBUILT)
 
 
