@@ -90,7 +90,8 @@ def new_runs(requests: Sequence[EnqueueRequest], now: int) -> tuple[list[dict[st
     The rows are known before anything is written, so the statements can go
     to the database as one prebuilt batch (:meth:`Database.write_batch`: one
     request to a remote server, one ``executemany`` per table locally) and
-    nothing is read back.
+    nothing is read back. A single run without labels is one plain statement,
+    which SQLite runs as its own transaction: no ``BEGIN`` and ``COMMIT``.
     """
     rows = [_new_row(request, now) for request in requests]
     labels = [
@@ -98,7 +99,7 @@ def new_runs(requests: Sequence[EnqueueRequest], now: int) -> tuple[list[dict[st
         for request, row in zip(requests, rows, strict=True)
         for label in _label_rows(row["id"], request)
     ]
-    batch: list[tuple[UpdateBase, list[dict[str, Any]]]] = [(_INSERT_RUN, rows)]
+    batch: list[tuple[UpdateBase, Any]] = [(_INSERT_RUN, rows[0] if len(rows) == 1 else rows)]
     if labels:
         batch.append((_INSERT_LABEL, labels))
     return rows, batch
