@@ -386,6 +386,7 @@ class Durably:
         self._ensure_schema()
         now = now_ms()
         if connection is not None:
+            self._runtime.db.check_caller_connection(connection)
             results = run_store.enqueue_many(connection, requests, now)
         elif run_store.cannot_conflict(requests):
             rows, batch = run_store.new_runs(requests, now)

@@ -20,6 +20,7 @@ nowhere else.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import threading
@@ -53,6 +54,8 @@ ASYNC_DRIVER_ALIASES = {"aiosqlite": "sqlite+pysqlite", "aiolibsql": "sqlite+lib
 """Async spellings accepted for the same files: ``sqlite+aiosqlite:///`` is ``sqlite:///``."""
 
 _DRIVER_BUSY_TIMEOUT_MS = {"pysqlite": 1000, "libsql": 10}
+_SQLITE_LIBRARY = {"pysqlite": "sqlite3", "aiosqlite": "sqlite3", "libsql": "libSQL"}
+"""Which copy of SQLite a local driver runs on (see :meth:`Database.check_caller_connection`)."""
 _FIRST_BACKOFF = 0.002
 _MAX_BACKOFF = 0.25
 
@@ -567,6 +570,34 @@ class Database:
                 conn = conn.execution_options(durably_write=True)
             with conn.begin():
                 return fn(conn, *args, **kwargs)
+
+    def check_caller_connection(self, connection: Connection) -> None:
+        """Refuse a caller's connection that opens durably's file through another copy of SQLite.
+
+        Python's ``sqlite3`` and libSQL each carry their own SQLite, and two
+        copies in one process do not see each other's file locks (POSIX locks
+        belong to the process): when a connection of one closes as "the last",
+        it removes the write-ahead log a connection of the other still reads,
+        and writes get lost.
+        """
+        theirs = connection.engine.url
+        if self.remote or connection.engine is self.engine or theirs.host:
+            return
+        mine, other = (
+            _SQLITE_LIBRARY.get(self.driver),
+            _SQLITE_LIBRARY.get(theirs.get_driver_name()),
+        )
+        if mine is None or other is None or mine == other:
+            return
+        if not theirs.database or not self.url.database:
+            return
+        if os.path.realpath(theirs.database) != os.path.realpath(self.url.database):
+            return
+        raise ValidationError(
+            f"This connection opens {theirs.database!r} through {other}, and durably opens it "
+            f"through {mine}: two copies of SQLite in one process do not see each other's "
+            "locks and can lose writes. Use durably.engine, or the same URL as durably."
+        )
 
     def note_write(self) -> None:
         """Count a write committed on one of this engine's connections by someone else (the

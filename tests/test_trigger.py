@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from durably import (
     ConflictError,
@@ -640,3 +642,24 @@ def test_a_key_freed_between_the_insert_and_the_lookup_is_taken_again(
     assert second.id != first.id
     assert second.disposition == "created"
     assert durably.get_run(second.id) == second
+
+
+def test_a_callers_connection_through_another_sqlite_copy_is_refused(
+    durably: Durably, job: Job[Any, Any], driver: str, db_path: Path
+) -> None:
+    # Python's sqlite3 and libSQL each carry their own SQLite; in one process
+    # they do not see each other's locks, and writes can get lost.
+    if driver == "remote":
+        pytest.skip("the server's file is not opened in this process")
+    same = sa.create_engine(durably.engine.url)
+    other = sa.create_engine(f"{'sqlite+libsql' if driver == 'sqlite' else 'sqlite'}:///{db_path}")
+    try:
+        with same.connect() as conn:
+            kept = job.trigger({"n": 1}, connection=conn)
+            conn.commit()
+        with other.connect() as conn, pytest.raises(ValidationError, match="two copies of SQLite"):
+            job.trigger({"n": 2}, connection=conn)
+    finally:
+        same.dispose()
+        other.dispose()
+    assert [run.id for run in durably.get_runs()] == [kept.id]
