@@ -401,8 +401,10 @@ class Durably:
             self._announce(requests, runs)
         else:
             # The runs exist only if the caller commits: announce them then.
+            # (SQLAlchemy's commit event comes just before the driver's commit;
+            # a replica read racing into that gap may miss this one write.)
             def committed() -> None:
-                self._runtime.db.note_write()
+                self._runtime.db.count_write()
                 self._announce(requests, runs)
 
             _on_commit(connection, committed)

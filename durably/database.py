@@ -350,6 +350,8 @@ class Database:
         syncs before a read when this has moved: read-your-writes)."""
         self._auth_token = auth_token
         self._write_lock = threading.Lock()
+        self._count_lock = threading.Lock()
+        """Guards ``writes`` alone: a caller's commit must not wait on durably's write lock."""
         self._prepared: dict[UpdateBase, _Prepared] = {}
         sync_mode = synchronous.upper()
         if sync_mode not in ("OFF", "NORMAL", "FULL", "EXTRA"):
@@ -510,7 +512,7 @@ class Database:
                         result = self._run_once(
                             fn, args, kwargs, write=True, transaction=transaction
                         )
-                        self.writes += 1
+                        self.count_write()
                         return result
                 return self._run_once(fn, args, kwargs, write=False, transaction=transaction)
             except Exception as exc:
@@ -599,10 +601,10 @@ class Database:
             "locks and can lose writes. Use durably.engine, or the same URL as durably."
         )
 
-    def note_write(self) -> None:
-        """Count a write committed on one of this engine's connections by someone else (the
-        caller's own transaction), so that a replica read after it syncs first."""
-        with self._write_lock:
+    def count_write(self) -> None:
+        """Count a committed write: durably's own, or a caller's transaction that carried a
+        trigger. A replica read after it syncs first (read-your-writes)."""
+        with self._count_lock:
             self.writes += 1
 
     def remote_address(self) -> tuple[str, str | None]:
