@@ -47,6 +47,10 @@ class CopyingReplica(Replica):
             str(self.path), isolation_level=None, check_same_thread=False
         )
 
+    def close(self) -> None:
+        for writer in self.writer:
+            writer.close()
+
     def sync(self, connection: Any) -> None:
         source = sqlite3.connect(self.primary)
         try:
@@ -108,6 +112,7 @@ def test_a_stale_replica_shows_an_older_state_and_decides_nothing(
     finally:
         app.close()
         other.close()
+        replica.close()
 
 
 def test_read_your_writes_syncs_after_this_processes_writes(
@@ -145,6 +150,7 @@ def test_read_your_writes_syncs_after_this_processes_writes(
     finally:
         app.close()
         other.close()
+        replica.close()
 
 
 def test_a_replica_needs_a_remote_primary_and_a_way_to_sync(tmp_path: Path) -> None:
