@@ -58,6 +58,8 @@ _SQLITE_LIBRARY = {"pysqlite": "sqlite3", "aiosqlite": "sqlite3", "libsql": "lib
 """Which copy of SQLite a local driver runs on (see :meth:`Database.check_caller_connection`)."""
 _FIRST_BACKOFF = 0.002
 _MAX_BACKOFF = 0.25
+_WRITER_TURNOVER = 1.0
+"""Seconds the writer connection stays checked out of the pool (see :meth:`Database._on_writer`)."""
 
 _UNIQUE = re.compile(r"UNIQUE constraint failed: (?P<columns>[^\n\[]+)")
 
@@ -353,6 +355,9 @@ class Database:
         self._count_lock = threading.Lock()
         """Guards ``writes`` alone: a caller's commit must not wait on durably's write lock."""
         self._prepared: dict[UpdateBase, _Prepared] = {}
+        self._writer: PoolProxiedConnection | None = None
+        """The pool connection write batches run on; only touched under ``_write_lock``."""
+        self._writer_since = 0.0
         sync_mode = synchronous.upper()
         if sync_mode not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValidationError(f"Invalid synchronous setting {synchronous!r}")
@@ -557,12 +562,9 @@ class Database:
         built around it (that costs as much as the statements of a step).
         """
         if not transaction:
-            try:
-                pooled = self.engine.raw_connection()
-            except self._driver_error as exc:  # the pool hands connect errors on unwrapped
-                raise sa.exc.DBAPIError.instance(
-                    None, None, exc, self._driver_error, connection_invalidated=True
-                ) from exc
+            if write:
+                return self._on_writer(fn, args, kwargs)
+            pooled = self._checkout()
             try:
                 return fn(pooled, *args, **kwargs)
             finally:
@@ -572,6 +574,48 @@ class Database:
                 conn = conn.execution_options(durably_write=True)
             with conn.begin():
                 return fn(conn, *args, **kwargs)
+
+    def _checkout(self) -> PoolProxiedConnection:
+        try:
+            return self.engine.raw_connection()
+        except self._driver_error as exc:  # the pool hands connect errors on unwrapped
+            raise sa.exc.DBAPIError.instance(
+                None, None, exc, self._driver_error, connection_invalidated=True
+            ) from exc
+
+    def _on_writer(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        """``fn(writer, ...)`` on the connection write batches share; the write lock is held.
+
+        Checking a connection out of SQLAlchemy's pool and back in costs
+        more Python than a step's statement, and a run makes five write
+        batches. They all run under the write lock, one at a time, so one
+        connection can serve them all: it stays checked out between them
+        (measured on W2: a run took about 20% less CPU).
+
+        It goes back to the pool after any error, so the pool resets it and
+        the retry gets a fresh checkout, and every ``_WRITER_TURNOVER``
+        seconds, so the pool's checkout events, recycling and new connections
+        still reach the writes. That is how a file that became read-only or
+        moved away reaches a long-running worker: only connections opened
+        after such a fault see it.
+        """
+        writer = self._writer
+        if writer is not None and time.monotonic() - self._writer_since > _WRITER_TURNOVER:
+            self._release_writer()
+            writer = None
+        if writer is None:
+            writer = self._writer = self._checkout()
+            self._writer_since = time.monotonic()
+        try:
+            return fn(writer, *args, **kwargs)
+        except BaseException:
+            self._release_writer()
+            raise
+
+    def _release_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
 
     def check_caller_connection(self, connection: Connection) -> None:
         """Refuse a caller's connection that opens durably's file through another copy of SQLite.
@@ -641,4 +685,6 @@ class Database:
         return (int(row[0]), int(row[1]), int(row[2]))
 
     def dispose(self) -> None:
+        with self._write_lock:
+            self._release_writer()
         self.engine.dispose()

@@ -228,8 +228,11 @@ def test_alembic_cli_without_url_explains_what_to_set(tmp_path: Path) -> None:
 def test_migrate_three_times_is_idempotent_and_keeps_data(db_url: str, db_path: Path) -> None:
     with Durably(db_url) as instance:
         instance.migrate()
-        schema = schema_of(db_path)
         run_id = add_run(instance)
+    # Read with the stdlib's sqlite3 while no libSQL connection is open: two
+    # copies of SQLite in one process break each other's WAL (docs/deployment.md).
+    schema = schema_of(db_path)
+    with Durably(db_url) as instance:
         instance.migrate()
         instance.migrate()
         assert instance.get_run(run_id) is not None

@@ -24,12 +24,14 @@ Configured from the environment, so that every test points it at its own files:
 ``CRASH_POLL``, ``CRASH_HEARTBEAT``, ``CRASH_STALE``, ``CRASH_LOCK_TIMEOUT``, ``CRASH_SLOTS``
     The worker settings (defaults: 0.05 s, 0.2 s, 1 s, 30 s, 1 slot).
 ``CRASH_CONNECTION_MAX_AGE``
-    When set, a pooled connection older than this many seconds is replaced by
-    a new one when it is checked out (SQLAlchemy's documented ``checkout``
-    event + ``DisconnectionError``), so the worker opens new connections all
-    the time, as a busy or long-lived process eventually does. Faults that only
-    affect *opening* the file (it became read-only, it was moved away) then
-    reach the worker; without it they stay invisible to its open connections.
+    When set, every connection of the worker is closed this often (its
+    ``Database`` is disposed, as at shutdown), so the worker opens the file
+    anew all the time, as a long-running process eventually does. Faults that
+    only affect *opening* the file (it became read-only, it was moved away)
+    then reach the worker; without it they stay invisible to its open
+    connections. Closing them all matters: SQLite hands a new connection the
+    file descriptor of one closed while another connection of the process was
+    still open, and that descriptor was opened for writing before the fault.
 
 Every run's output names the process that finished it (``finished_by``) and
 every step result the process that computed it, so a test can tell whose
@@ -43,11 +45,10 @@ import functools
 import json
 import os
 import random
+import threading
 import time
 from pathlib import Path
 from typing import Any
-
-import sqlalchemy as sa
 
 from durably import AsyncStepContext, Durably, DurablyError, StepContext
 
@@ -206,11 +207,9 @@ durably.on("worker:error", _on_worker_error)
 if _env.get("CRASH_CONNECTION_MAX_AGE"):
     _max_age = float(_env["CRASH_CONNECTION_MAX_AGE"])
 
-    @sa.event.listens_for(durably.engine, "connect")
-    def _born(dbapi_connection: Any, connection_record: Any) -> None:
-        connection_record.info["born"] = time.monotonic()
+    def _reopen_all() -> None:
+        while True:
+            time.sleep(_max_age)
+            durably._runtime.db.dispose()
 
-    @sa.event.listens_for(durably.engine, "checkout")
-    def _turnover(dbapi_connection: Any, connection_record: Any, proxy: Any) -> None:
-        if time.monotonic() - connection_record.info.get("born", 0.0) > _max_age:
-            raise sa.exc.DisconnectionError("crash suite: connection turnover")
+    threading.Thread(target=_reopen_all, name="crash-connection-turnover", daemon=True).start()
