@@ -21,12 +21,11 @@ import collections
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from . import serialization
-from .bridge import running_loop, threadsafe_setter, wait_event
+from .bridge import Threads, run_in, running_loop, threadsafe_setter, wait_event
 from .clock import now_ms, to_datetime
 from .context import AsyncStepContext, StepContext
 from .errors import (
@@ -75,7 +74,7 @@ class Execution:
         claimed: ClaimedRun,
         *,
         is_async: bool = False,
-        step_threads: Executor | None = None,
+        step_threads: Threads | None = None,
     ) -> None:
         self.runtime = runtime
         self.claimed = claimed
@@ -271,8 +270,7 @@ class Execution:
         else:
             # Progress and logs reported before this step are stored before its result.
             await self.flush()
-            loop = asyncio.get_running_loop()
-            ran = await loop.run_in_executor(self.step_threads, self._call_step, attempt, fn)
+            ran = await run_in(self.step_threads, self._call_step, attempt, fn)
             if not isinstance(ran, _Awaitable):
                 return ran
             awaitable = ran.awaitable
@@ -554,17 +552,16 @@ def execute(runtime: Runtime, claimed: ClaimedRun) -> Outcome:
 
 
 async def execute_async(
-    runtime: Runtime, claimed: ClaimedRun, *, step_threads: Executor | None = None
+    runtime: Runtime, claimed: ClaimedRun, *, step_threads: Threads | None = None
 ) -> Outcome:
     """Await a claimed run's job on the running loop and record how it ended.
 
     Database writes run in the runtime's database threads. A ``def`` job
     runs whole, with :func:`execute`, in ``step_threads``.
     """
-    loop = asyncio.get_running_loop()
     job = _job_of(runtime, claimed)
     if job is None or not job.is_async:
-        return await loop.run_in_executor(step_threads, execute, runtime, claimed)
+        return await run_in(step_threads, execute, runtime, claimed)
     execution = Execution(runtime, claimed, is_async=True, step_threads=step_threads)
     runtime.leases.add(execution.lease)
     runtime.heartbeat.ensure_running()

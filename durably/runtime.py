@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from typing_extensions import ParamSpec
 
-from .bridge import LoopThread
+from .bridge import LoopThread, Threads
 from .config import Settings
 from .database import Database
 from .events import EventBus, EventType
@@ -133,15 +130,13 @@ class Runtime:
     heartbeat: Heartbeat = field(init=False)
     loop_thread: LoopThread = field(default_factory=LoopThread)
     """Where ``async def`` jobs run when sync code (the thread engine) executes them."""
-    db_threads: ThreadPoolExecutor = field(init=False)
+    db_threads: Threads = field(init=False)
     """Where async code runs database operations, so none of them blocks an event loop."""
     _wakers: list[Callable[[], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.heartbeat = Heartbeat(self)
-        self.db_threads = ThreadPoolExecutor(
-            self.settings.max_concurrent_runs + 4, thread_name_prefix="durably-db"
-        )
+        self.db_threads = Threads(self.settings.max_concurrent_runs + 4, "durably-db")
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Await a blocking database operation run in :attr:`db_threads`.
@@ -152,8 +147,7 @@ class Runtime:
         code, and libSQL's even holds the GIL while it waits for a lock, so
         the waiting is done by :class:`Database` in Python, in these threads.)
         """
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.db_threads, functools.partial(fn, *args, **kwargs))
+        return await self.db_threads.run(fn, *args, **kwargs)
 
     def close(self) -> None:
         self.heartbeat.stop()

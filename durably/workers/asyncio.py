@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
-from ..bridge import threadsafe_setter, wait_event
+from ..bridge import Threads, threadsafe_setter, wait_event
 from ..execution import execute_async
 from ..leases import ClaimedRun
 from ..runtime import Runtime
@@ -32,7 +31,7 @@ class AsyncioWorker(WorkerBase):
 
     def __init__(self, runtime: Runtime, worker_id: str) -> None:
         super().__init__(runtime, worker_id)
-        self._step_threads = ThreadPoolExecutor(self.slots, thread_name_prefix="durably-step")
+        self._step_threads = Threads(self.slots, "durably-step")
         self._runs: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
