@@ -594,10 +594,11 @@ class Database:
 
         It goes back to the pool after any error, so the pool resets it and
         the retry gets a fresh checkout, and every ``_WRITER_TURNOVER``
-        seconds, so the pool's checkout events, recycling and new connections
-        still reach the writes. That is how a file that became read-only or
-        moved away reaches a long-running worker: only connections opened
-        after such a fault see it.
+        seconds, so the pool's checkout events and recycling still reach it.
+        (A file made read-only after it was opened is another matter: SQLite
+        hands a new connection the descriptor of one closed while others of
+        the process were open, so only closing every connection, as
+        :meth:`dispose` does, lets such a change reach the process.)
         """
         writer = self._writer
         if writer is not None and time.monotonic() - self._writer_since > _WRITER_TURNOVER:
