@@ -552,23 +552,29 @@ def execute(runtime: Runtime, claimed: ClaimedRun) -> Outcome:
 
 
 async def execute_async(
-    runtime: Runtime, claimed: ClaimedRun, *, step_threads: Threads | None = None
+    runtime: Runtime,
+    claimed: ClaimedRun,
+    *,
+    step_threads: Threads | None = None,
+    then: Callable[[], None] | None = None,
 ) -> Outcome:
     """Await a claimed run's job on the running loop and record how it ended.
 
     Database writes run in the runtime's database threads. A ``def`` job
-    runs whole, with :func:`execute`, in ``step_threads``.
+    runs whole, with :func:`execute`, in ``step_threads``. ``then`` is
+    called in the thread that recorded the run's end, right after it (the
+    asyncio engine claims its next run there: one round trip fewer).
     """
     job = _job_of(runtime, claimed)
     if job is None or not job.is_async:
-        return await run_in(step_threads, execute, runtime, claimed)
+        return await run_in(step_threads, _and_then, execute, (runtime, claimed), then)
     execution = Execution(runtime, claimed, is_async=True, step_threads=step_threads)
     runtime.leases.add(execution.lease)
     runtime.heartbeat.ensure_running()
     try:
         found = execution.find_job()  # on the loop: only a failure touches the database
         if isinstance(found, str):
-            return await runtime.call(execution.fail, found)
+            return await runtime.call(_and_then, execution.fail, (found,), then)
         job, job_input = found
         started = time.monotonic()
         try:
@@ -576,8 +582,17 @@ async def execute_async(
             output = await async_fn(AsyncStepContext(execution), job_input)
         except BaseException as exc:
             await execution.flush()
-            return await runtime.call(execution.settle_error, exc)
+            return await runtime.call(_and_then, execution.settle_error, (exc,), then)
         await execution.flush()
-        return await runtime.call(execution.settle_output, output, started)
+        return await runtime.call(_and_then, execution.settle_output, (output, started), then)
     finally:
         runtime.leases.remove(execution.lease)
+
+
+def _and_then(
+    record: Callable[..., Outcome], args: tuple[Any, ...], then: Callable[[], None] | None
+) -> Outcome:
+    outcome = record(*args)
+    if then is not None:
+        then()
+    return outcome

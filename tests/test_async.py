@@ -501,3 +501,76 @@ def test_async_driver_spellings_reach_the_same_file(
     async_app.close()
     with Durably(sync_url.format(path=path)) as sync_app:
         assert sync_app.get_run(created.id).output == "pong"  # type: ignore[union-attr]
+
+
+# -- the asyncio engine's slots ---------------------------------------------------
+
+
+def test_a_busy_slot_claims_its_next_run_where_it_records_the_last_ones_end(
+    make_durably: Callable[..., Durably], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    durably = make_durably(max_concurrent_runs=1)
+    order: list[int] = []
+
+    @durably.job("tick")
+    async def tick(step: AsyncStepContext, input: dict[str, int]) -> int:
+        order.append(input["n"])
+        return input["n"]
+
+    runs = tick.batch_trigger([{"n": n} for n in range(20)])
+    threads = durably._runtime.db_threads
+    real_run = threads.run
+    round_trips: Counter[str] = Counter()
+
+    async def counting(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        round_trips[getattr(fn, "__name__", repr(fn))] += 1
+        return await real_run(fn, *args, **kwargs)
+
+    monkeypatch.setattr(threads, "run", counting)
+
+    async def main() -> None:
+        await durably.start_async()
+        try:
+            for queued in runs:
+                await durably.wait_for_run_async(queued.id, timeout=WAIT)
+        finally:
+            await durably.stop_async()
+
+    run(main())
+    assert order == list(range(20))  # one slot, first in first out
+    assert [durably.get_run(r.id).status for r in runs] == [RunStatus.COMPLETED] * 20  # type: ignore[union-attr]
+    # The claim loop claimed the first run and polled once the queue was
+    # empty; each later run was claimed in the round trip that recorded the
+    # end of the one before it.
+    assert round_trips["claim"] <= 5, round_trips
+    assert round_trips["_and_then"] == 20
+
+
+def test_a_slot_claims_nothing_more_once_the_worker_is_stopping(
+    make_durably: Callable[..., Durably],
+) -> None:
+    durably = make_durably(max_concurrent_runs=1)
+    release = asyncio.Event()
+
+    @durably.job("gate")
+    async def gate(step: AsyncStepContext, input: dict[str, int]) -> int:
+        if input["n"] == 0:
+            await release.wait()
+        return input["n"]
+
+    first, *rest = gate.batch_trigger([{"n": n} for n in range(3)])
+
+    async def main() -> None:
+        await durably.start_async()
+        deadline = asyncio.get_running_loop().time() + WAIT
+        while durably.get_run(first.id).status is not RunStatus.LEASED:  # type: ignore[union-attr]
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        stopping = asyncio.create_task(durably.stop_async())
+        await asyncio.sleep(0.05)  # stop_async has begun: the worker is stopping
+        release.set()
+        await stopping
+
+    run(main())
+    assert durably.get_run(first.id).status is RunStatus.COMPLETED  # type: ignore[union-attr]
+    assert [durably.get_run(r.id).status for r in rest] == [RunStatus.PENDING] * 2  # type: ignore[union-attr]
