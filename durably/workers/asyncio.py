@@ -2,9 +2,10 @@
 
 One task claims runs while a slot is free and starts a task for each, all in
 the running event loop; a busy slot's task claims its next run as it records
-the end of the last one and runs that too. It uses the same :class:`~durably.leases.LeaseService`
-as the thread engine, calling it through the runtime's database threads, so
-nothing that touches the database (or sleeps on a lock) runs on the loop.
+the end of the last one, and runs that too. It uses the same
+:class:`~durably.leases.LeaseService` as the thread engine, calling it through
+the runtime's database threads, so nothing that touches the database (or
+sleeps on a lock) runs on the loop.
 ``async def`` jobs are awaited on the loop; ``def`` jobs run whole in a
 thread of the engine's pool of ``max_concurrent_runs`` threads. Lease renewal
 is the process's heartbeat thread, shared with the thread engine: a busy
@@ -121,7 +122,8 @@ class AsyncioWorker(WorkerBase):
         The next run is claimed in the database thread that recorded the
         end of the previous one (``claim_next``), so a busy worker makes one
         round trip to a thread fewer per run than if this task woke the
-        claim loop to claim it (measured: 5-10% more runs per second).
+        claim loop to claim it (measured: 5-30% more runs per second; see
+        docs/performance.md).
         When nothing is claimable or the claim fails, the claim loop takes
         over again: it polls, backs off and reports errors. A run claimed
         just as this task is cancelled (its loop shutting down) is left to its
