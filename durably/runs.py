@@ -31,11 +31,18 @@ from .database import Batch, Database
 from .errors import ConflictError, NotFoundError
 from .ids import new_id
 from .schema import logs, run_labels, runs, sql_status, steps
-from .status import TERMINAL_STATUSES, Disposition, RunStatus, StepStatus
+from .status import (
+    ACTIVE_STATUSES,
+    RETRYABLE_STATUSES,
+    TERMINAL_STATUSES,
+    Disposition,
+    RunStatus,
+    StepStatus,
+)
 
-_SQL_TERMINAL = [sql_status(s) for s in TERMINAL_STATUSES]
-_SQL_ACTIVE = [sql_status(RunStatus.PENDING), sql_status(RunStatus.LEASED)]
-_SQL_RETRYABLE = [sql_status(RunStatus.FAILED), sql_status(RunStatus.CANCELLED)]
+_SQL_TERMINAL = [sql_status(s) for s in sorted(TERMINAL_STATUSES)]
+_SQL_ACTIVE = [sql_status(s) for s in sorted(ACTIVE_STATUSES)]
+_SQL_RETRYABLE = [sql_status(s) for s in sorted(RETRYABLE_STATUSES)]
 _RUN_ID = sa.bindparam("run_id", type_=sa.String)
 _NOW = sa.bindparam("now", type_=sa.BigInteger)
 
@@ -414,7 +421,7 @@ def retry(db: Database, run_id: str, now: int) -> Mapping[str, Any]:
     if outcome.rows:
         return outcome.rows[0]
     row = db.read(require_run, run_id)
-    if row["status"] not in (RunStatus.FAILED.value, RunStatus.CANCELLED.value):
+    if RunStatus(row["status"]) not in RETRYABLE_STATUSES:
         raise ConflictError(f"Cannot retry {row['status']} run: {run_id}")
     raise ConflictError(
         f"Cannot retry run {run_id}: a pending run already exists for concurrency key "

@@ -28,6 +28,8 @@ class RunStatus(str, Enum):
 
 TERMINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
 ACTIVE_STATUSES = frozenset({RunStatus.PENDING, RunStatus.LEASED})
+RETRYABLE_STATUSES = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
+"""What ``retry`` puts back to pending."""
 
 
 class StepStatus(str, Enum):

@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.sql.dml import UpdateBase
 
-from durably import Durably, leases, runs
+from durably import Durably, DurablyError, leases, runs
+from durably.clock import now_ms
 from durably.database import _Prepared
+from durably.jobs import build_request
 
 
 def _prebuilt() -> dict[str, UpdateBase]:
@@ -50,3 +53,27 @@ def test_parameters_match_sqlalchemys_own(durably: Durably, name: str) -> None:
 
     assert prepared.sql == compiled.string
     assert prepared.args(params) == tuple(expected[n] for n in compiled.positiontup or ())
+
+
+def test_write_batches_share_one_connection_and_hand_it_back_after_an_error(
+    durably: Durably,
+) -> None:
+    """A busy worker's writes do not pay for a pool checkout each (see ``Database._on_writer``)."""
+    db = durably._runtime.db
+    job = durably.job("w")(lambda step, input: None)
+    job.trigger({"n": -1})  # the schema check and the first checkout
+    checkouts: list[int] = []
+    sa.event.listen(durably.engine, "checkout", lambda conn, *_: checkouts.append(id(conn)))
+
+    for n in range(10):
+        job.trigger({"n": n}, idempotency_key=f"k{n}")  # one write batch each
+    assert len(checkouts) <= 1, checkouts  # at most a turnover, were a second to pass
+
+    _rows, batch = runs.new_runs([build_request("w", {"n": 0})], now_ms())
+    db.write_batch(batch)
+    before = len(checkouts)
+    with pytest.raises(DurablyError):
+        db.write_batch(batch)  # the same run id again: the write fails
+    db.write_batch(runs.new_runs([build_request("w", {"n": 1})], now_ms())[1])
+    # The failed write gave its connection back to the pool; the next took one afresh.
+    assert len(checkouts) == before + 1
