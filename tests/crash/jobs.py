@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import json
 import os
 import random
@@ -211,5 +212,9 @@ if _env.get("CRASH_CONNECTION_MAX_AGE"):
         while True:
             time.sleep(_max_age)
             durably._runtime.db.dispose()
+            # A connection that was checked out during the dispose goes back
+            # to the old pool and stays open until that pool is garbage: an
+            # idle worker allocates too little for that to happen on its own.
+            gc.collect()
 
     threading.Thread(target=_reopen_all, name="crash-connection-turnover", daemon=True).start()
