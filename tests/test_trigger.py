@@ -67,6 +67,42 @@ def test_trigger_returns_pending_created_run(durably: Durably, job: Job[Any, Any
     assert durably.get_run(run.id) == run  # what trigger returns is what was stored
 
 
+_TRIGGER_PATHS: dict[str, Callable[[Durably, Job[Any, Any]], list[Any]]] = {
+    # Each way a run gets created writes only some columns and leaves the
+    # rest to the schema; the run it returns must still be the stored one.
+    "plain": lambda d, job: [job.trigger({"n": 1})],
+    "labels": lambda d, job: [job.trigger({"n": 1}, labels={"team": "a"})],
+    "keys": lambda d, job: [
+        job.trigger({"n": 1}, idempotency_key="i", concurrency_key="c", labels={"x": "y"})
+    ],
+    "batch": lambda d, job: job.batch_trigger([{"n": 1}, TriggerItem({"n": 2}, labels={"a": "b"})]),
+    "keyed batch": lambda d, job: job.batch_trigger(
+        [TriggerItem({"n": 1}, idempotency_key="i"), TriggerItem({"n": 2}, concurrency_key="c")]
+    ),
+    "caller's connection": lambda d, job: _on_a_connection(d, job),
+}
+
+
+def _on_a_connection(durably: Durably, job: Job[Any, Any]) -> list[Any]:
+    with durably.engine.begin() as conn:
+        return [
+            job.trigger({"n": 1}, connection=conn),
+            *job.batch_trigger([{"n": 2}, {"n": 3}], connection=conn),
+        ]
+
+
+@pytest.mark.parametrize("path", sorted(_TRIGGER_PATHS))
+def test_every_way_to_trigger_returns_the_run_as_stored(
+    durably: Durably, job: Job[Any, Any], path: str
+) -> None:
+    created = _TRIGGER_PATHS[path](durably, job)
+
+    assert created
+    assert all(run.disposition is Disposition.CREATED for run in created)
+    assert [durably.get_run(run.id) for run in created] == created
+    assert all(run.current_step_index == 0 and run.lease_generation == 0 for run in created)
+
+
 def test_trigger_emits_run_trigger_once(durably: Durably, job: Job[Any, Any]) -> None:
     events = record(durably, "run:trigger")
 
