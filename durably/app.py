@@ -482,11 +482,13 @@ class Durably:
 
     def get_queue_stats(self) -> QueueStats:
         """Pending and running run counts and the age of the oldest pending run."""
-        stats = self._reads.read(run_store.queue_stats)
-        pending, oldest = stats.get(RunStatus.PENDING.value, (0, None))
-        running, _ = stats.get(RunStatus.LEASED.value, (0, None))
+        counts, oldest = self._reads.read(run_store.queue_stats)
         age = None if oldest is None else timedelta(milliseconds=max(0, now_ms() - oldest))
-        return QueueStats(pending=pending, running=running, oldest_pending_age=age)
+        return QueueStats(
+            pending=counts.get(RunStatus.PENDING.value, 0),
+            running=counts.get(RunStatus.LEASED.value, 0),
+            oldest_pending_age=age,
+        )
 
     def get_workers(self) -> list[WorkerInfo]:
         """Registered worker engines, live and stale (no heartbeat within ``stale_threshold``)."""

@@ -138,10 +138,10 @@ _SQL_PENDING = sql_status(RunStatus.PENDING)
 def _build_claim() -> sa.Update:
     """The claim: one ``UPDATE … RETURNING`` of the next claimable run, built once.
 
-    The candidate is chosen by two index-driven arms (pending by creation
-    time; leased whose lease has expired), each skipping runs whose
-    concurrency key is held by a live lease of any job, merged by creation
-    time. Keeping the arms separate keeps the claim cheap however many
+    The candidate is chosen by two index-driven arms (pending by id, that
+    is by creation time; leased whose lease has expired), each skipping
+    runs whose concurrency key is held by a live lease of any job, merged
+    by id. Keeping the arms separate keeps the claim cheap however many
     finished runs the table holds. Parameters: ``claim_now``,
     ``claim_owner``, ``claim_expires``.
     """
@@ -161,28 +161,28 @@ def _build_claim() -> sa.Update:
     pending = runs.alias("pending")
     expired = runs.alias("expired")
     pending_arm = (
-        sa.select(pending.c.id, pending.c.created_at)
+        sa.select(pending.c.id)
         .where(pending.c.status == _SQL_PENDING, free_key(pending))
-        .order_by(pending.c.created_at, pending.c.id)
+        .order_by(pending.c.id)
         .limit(1)
         .subquery()
     )
     expired_arm = (
-        sa.select(expired.c.id, expired.c.created_at)
+        sa.select(expired.c.id)
         .where(
             expired.c.status == _SQL_LEASED,
             expired.c.lease_expires_at <= now,
             free_key(expired),
         )
-        .order_by(expired.c.created_at, expired.c.id)
+        .order_by(expired.c.id)
         .limit(1)
         .subquery()
     )
     both = sa.union_all(
-        sa.select(pending_arm.c.id, pending_arm.c.created_at),
-        sa.select(expired_arm.c.id, expired_arm.c.created_at),
+        sa.select(pending_arm.c.id),
+        sa.select(expired_arm.c.id),
     ).subquery()
-    candidate = sa.select(both.c.id).order_by(both.c.created_at, both.c.id).limit(1)
+    candidate = sa.select(both.c.id).order_by(both.c.id).limit(1)
     return (
         runs.update()
         .where(runs.c.id == candidate.scalar_subquery())

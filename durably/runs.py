@@ -269,7 +269,7 @@ def _pending_for_key(conn: Connection, job_name: str, key: str) -> RowMapping | 
                 runs.c.concurrency_key == key,
                 runs.c.status == RunStatus.PENDING.value,
             )
-            .order_by(runs.c.created_at, runs.c.id)
+            .order_by(runs.c.id)
             .limit(1)
         )
         .mappings()
@@ -292,7 +292,8 @@ def require_run(conn: Connection, run_id: str) -> RowMapping:
 
 
 def list_runs(conn: Connection, run_filter: RunFilter) -> list[RowMapping]:
-    """Runs newest first; ``id`` breaks ties so pages never overlap."""
+    """Runs newest first: by id, a ULID, which sorts by creation time and is unique,
+    so pages never overlap."""
     query = sa.select(*runs.c)
     if run_filter.status:
         query = query.where(runs.c.status.in_(list(run_filter.status)))
@@ -306,7 +307,7 @@ def list_runs(conn: Connection, run_filter: RunFilter) -> list[RowMapping]:
                 run_labels.c.value == value,
             )
         )
-    query = query.order_by(runs.c.created_at.desc(), runs.c.id.desc())
+    query = query.order_by(runs.c.id.desc())
     if run_filter.limit is not None:
         query = query.limit(run_filter.limit)
     if run_filter.offset:
@@ -314,18 +315,24 @@ def list_runs(conn: Connection, run_filter: RunFilter) -> list[RowMapping]:
     return list(conn.execute(query).mappings())
 
 
-def queue_stats(conn: Connection) -> dict[str, tuple[int, int | None]]:
-    """``{status: (count, oldest created_at)}`` for pending and leased runs.
+def queue_stats(conn: Connection) -> tuple[dict[str, int], int | None]:
+    """Counts of pending and leased runs, and when the oldest pending run was created.
 
-    Served from the (status, created_at) index alone, so its cost does not
-    grow with the number of finished runs.
+    Served from the (status, id) index and one row, so its cost does not grow
+    with the number of finished runs.
     """
-    rows = conn.execute(
-        sa.select(runs.c.status, sa.func.count(), sa.func.min(runs.c.created_at))
+    counts = conn.execute(
+        sa.select(runs.c.status, sa.func.count())
         .where(runs.c.status.in_(_SQL_ACTIVE))
         .group_by(runs.c.status)
     )
-    return {status: (int(count), oldest) for status, count, oldest in rows}
+    oldest = conn.execute(
+        sa.select(runs.c.created_at)
+        .where(runs.c.status == sql_status(RunStatus.PENDING))
+        .order_by(runs.c.id)
+        .limit(1)
+    ).scalar()
+    return {status: int(count) for status, count in counts}, oldest
 
 
 def get_steps(conn: Connection, run_id: str) -> list[RowMapping]:

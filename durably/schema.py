@@ -105,8 +105,11 @@ runs = Table(
         sqlite_where=PENDING_ONLY,
         postgresql_where=PENDING_ONLY,
     ),
-    # Claim: the oldest pending run (status = 'pending' ORDER BY created_at, id).
-    Index("ix_durably_runs_status_created", "status", "created_at", "id"),
+    # Claim: the oldest pending run (status = 'pending' ORDER BY id), and
+    # listing by status. Runs are ordered by id everywhere: a ULID sorts by
+    # creation time, so the primary key's own index serves the unfiltered
+    # listing and no index on created_at is needed.
+    Index("ix_durably_runs_status_id", "status", "id"),
     # Claim of expired leases and the reaper: status = 'leased' AND lease_expires_at <= now.
     Index(
         "ix_durably_runs_status_lease",
@@ -125,8 +128,7 @@ runs = Table(
         postgresql_where=WITH_CONCURRENCY_KEY,
     ),
     # Listing newest first, per job.
-    Index("ix_durably_runs_job_created", "job_name", "created_at", "id"),
-    Index("ix_durably_runs_created", "created_at", "id"),
+    Index("ix_durably_runs_job_id", "job_name", "id"),
     # Retention purge: terminal runs by completion time.
     Index(
         "ix_durably_runs_status_completed",

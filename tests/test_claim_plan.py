@@ -1,6 +1,12 @@
-"""The claim statement is index-driven: its cost does not grow with finished runs."""
+"""The claim and the listings are index-driven: their cost does not grow with finished runs."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
 
 from durably import Durably
 from durably.leases import _CLAIM
@@ -25,3 +31,45 @@ def test_every_table_access_of_the_claim_uses_an_index(durably: Durably) -> None
     ]
     assert len(accesses) == 5  # the run itself, both arms, both concurrency-key checks
     assert all(line.startswith("SEARCH") and "USING INDEX" in line for line in accesses), plan
+
+
+def _plans_of(durably: Durably, call: Callable[[], object]) -> list[list[str]]:
+    """The query plan of every SELECT ``call`` makes, as SQLite would run it."""
+    statements: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, sql: str, params: Any, *_: Any) -> None:
+        if sql.lstrip().upper().startswith("SELECT"):
+            statements.append((sql, params))
+
+    sa.event.listen(durably.engine, "before_cursor_execute", capture)
+    try:
+        call()
+    finally:
+        sa.event.remove(durably.engine, "before_cursor_execute", capture)
+    with durably.engine.connect() as conn:
+        return [
+            [row[3] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params)]
+            for sql, params in statements
+        ]
+
+
+@pytest.mark.parametrize(
+    "listing",
+    [
+        pytest.param(lambda d: d.get_runs(limit=20), id="all"),
+        pytest.param(lambda d: d.get_runs(status="completed", limit=20), id="by status"),
+        pytest.param(lambda d: d.get_runs(job_name="j", limit=20), id="by job"),
+        pytest.param(lambda d: d.get_queue_stats(), id="queue stats"),
+    ],
+)
+def test_listings_read_runs_in_index_order(
+    durably: Durably, listing: Callable[[Durably], object]
+) -> None:
+    # Newest-first pages and the queue's oldest run come straight off an
+    # index: no sort of every matching run, however many the table holds.
+    plans = _plans_of(durably, lambda: listing(durably))
+
+    assert plans
+    for plan in plans:
+        assert not any("TEMP B-TREE" in line for line in plan), plan
+        assert all("USING" in line for line in plan if line.startswith(("SCAN", "SEARCH"))), plan
