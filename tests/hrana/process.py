@@ -49,7 +49,7 @@ class Server:
     def kill(self) -> None:
         """``kill -9``: open streams and their transactions vanish with the process."""
         self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
+        _reap(self.proc)
 
     def restart(self) -> Server:
         """A new server process on the same file and the same port."""
@@ -97,4 +97,11 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.wait()
+    _reap(proc)
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    """Wait for the process and close our end of its stdout pipe (else a ResourceWarning)."""
+    proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
