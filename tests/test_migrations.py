@@ -22,12 +22,16 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command as alembic_command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from durably import Durably, DurablyError, SchemaError, StepContext, ValidationError
+from durably.ids import new_id
+from durably.migrate import alembic_config
 from durably.schema import metadata
+from durably.schema import runs as runs_table
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVERS = {"sqlite": "sqlite:///{path}", "libsql": "sqlite+libsql:///{path}"}
@@ -137,16 +141,20 @@ def migrated(db_url: str, db_path: Path) -> Path:
 # -- 1. the Core metadata and the migrations do not drift ---------------------------
 
 
+def drift(instance: Durably) -> list[Any]:
+    """What Alembic's autogenerate finds between the database and ``durably.schema``."""
+    with instance.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        diffs = compare_metadata(context, metadata)
+    return [
+        diff for diff in diffs if not (diff[0] == "remove_table" and diff[1].name == VERSION_TABLE)
+    ]
+
+
 def test_autogenerate_finds_no_drift_after_migrate(db_url: str) -> None:
     with Durably(db_url) as instance:
         instance.migrate()
-        with instance.engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True})
-            diffs = compare_metadata(context, metadata)
-    unexpected = [
-        diff for diff in diffs if not (diff[0] == "remove_table" and diff[1].name == VERSION_TABLE)
-    ]
-    assert unexpected == []
+        assert drift(instance) == []
 
 
 def test_autogenerate_comparison_does_see_a_difference(db_url: str) -> None:
@@ -244,6 +252,60 @@ def test_migrate_three_times_is_idempotent_and_keeps_data(db_url: str, db_path: 
         assert run.labels == {"team": "a"}
     assert schema_of(db_path) == schema
     assert versions_of(db_path) == [HEAD]
+
+
+EARLIER = sorted(
+    rev.revision
+    for rev in ScriptDirectory(str(ROOT / "migrations")).walk_revisions()
+    if rev.revision != HEAD
+)
+
+
+def _alembic(instance: Durably, direction: str, revision: str) -> None:
+    """``alembic upgrade/downgrade REVISION`` on durably's own engine (one copy of SQLite)."""
+    with instance.engine.begin() as conn:
+        getattr(alembic_command, direction)(alembic_config(conn), revision)
+
+
+@pytest.mark.parametrize("revision", EARLIER)
+def test_a_database_of_an_earlier_revision_upgrades_with_its_runs_in_order(
+    db_url: str, revision: str
+) -> None:
+    # Runs written by an older durably survive the upgrade, are listed newest
+    # first and claimed oldest first; and the way back down works too.
+    done: list[int] = []
+    with Durably(db_url) as instance:
+        _alembic(instance, "upgrade", revision)
+        created = 1_700_000_000_000
+        rows = [
+            {
+                "id": new_id(),
+                "job_name": "count",
+                "status": "pending",
+                "input": f'{{"n": {n}}}',
+                "labels": "{}",
+                "created_at": created + n,
+                "updated_at": created + n,
+            }
+            for n in range(3)
+        ]
+        with instance.engine.begin() as conn:
+            conn.execute(runs_table.insert(), rows)
+
+        instance.migrate()
+
+        @instance.job("count")
+        def count(step: StepContext, input: dict[str, int]) -> None:
+            done.append(input["n"])
+
+        assert [run.id for run in instance.get_runs()] == [row["id"] for row in reversed(rows)]
+        assert instance.process_until_idle() == 3
+        assert done == [0, 1, 2]
+
+        _alembic(instance, "downgrade", revision)
+        instance.migrate()
+        assert [run.status for run in instance.get_runs()] == ["completed"] * 3
+        assert drift(instance) == []
 
 
 # -- 4. the host application's own Alembic history --------------------------------------
