@@ -75,19 +75,19 @@ class RunFilter:
 
 _WRITTEN = ("id", "job_name", "status", "input", "labels", "created_at", "updated_at")
 _KEYS = ("idempotency_key", "concurrency_key")
+
+
+def _schema_default(column: sa.Column[Any]) -> Any:
+    """The value SQLite gives ``column`` when an ``INSERT`` leaves it out."""
+    default = column.server_default
+    if not isinstance(default, sa.DefaultClause):
+        return None
+    text = str(default.arg)  # durably's defaults are plain literals: "0", "{}"
+    return int(text) if isinstance(column.type, sa.Integer) else text
+
+
 _UNWRITTEN: dict[str, Any] = {
-    "output": None,
-    "error": None,
-    "progress": None,
-    "idempotency_key": None,
-    "concurrency_key": None,
-    "current_step_index": 0,
-    "completed_step_count": 0,
-    "lease_owner": None,
-    "lease_expires_at": None,
-    "lease_generation": 0,
-    "started_at": None,
-    "completed_at": None,
+    column.name: _schema_default(column) for column in runs.c if column.name not in _WRITTEN
 }
 """The columns a trigger leaves to the schema, as the schema fills them in.
 
