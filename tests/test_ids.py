@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import time
 
+import pytest
+
+from durably import ids
 from durably.ids import new_id
 
 
@@ -28,3 +32,18 @@ def test_a_forked_child_does_not_reuse_the_parents_random_bits() -> None:
     parent_id = new_id()
     assert len(child_id) == 26
     assert child_id[10:] != parent_id[10:]  # the 80 random bits differ
+
+
+def test_ids_are_ulids_that_carry_their_creation_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The ULID specification's example: 1469918176385 ms is "01ARYZ6S41".
+    monkeypatch.setattr(ids, "_generator", ids._UlidGenerator())
+    monkeypatch.setattr(time, "time_ns", lambda: 1_469_918_176_385_000_000)
+    first, second = new_id(), new_id()
+
+    assert first[:10] == second[:10] == "01ARYZ6S41"
+    crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    as_int = [
+        sum(crockford.index(c) << 5 * i for i, c in enumerate(reversed(x))) for x in (first, second)
+    ]
+    assert as_int[1] == as_int[0] + 1  # one millisecond: the random part counts up
+    assert as_int[0] >> 80 == 1_469_918_176_385
