@@ -100,7 +100,7 @@ def build_request(
         job_name=job_name,
         input_json=serialization.dumps(input, what="The job input"),
         labels=checked_labels,
-        labels_json=serialization.dumps(checked_labels, what="labels"),
+        labels_json=serialization.dumps(checked_labels, what="labels") if checked_labels else "{}",
         idempotency_key=_validate_key("idempotency_key", idempotency_key),
         concurrency_key=_validate_key("concurrency_key", concurrency_key),
         coalesce=coalesce == "skip",

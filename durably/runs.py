@@ -48,7 +48,7 @@ _RUN_ID = sa.bindparam("run_id", type_=sa.String)
 _NOW = sa.bindparam("now", type_=sa.BigInteger)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EnqueueRequest:
     """A validated trigger: everything needed to insert one run row."""
 
