@@ -104,7 +104,7 @@ def _measure(case: report.Case, result: report.Result, directory: Path, repetiti
         result.error = f"error: {type(exc).__name__}: {exc}"[:200]
         print(f"[rep {repetition + 1}] {label}: {result.error}", file=sys.stderr, flush=True)
         return
-    result.add(outcome)
+    result.add(outcome, repetition)
     figures = ", ".join(f"{k} {report.number(v)}" for k, v in outcome.values.items())
     took = time.perf_counter() - began
     print(f"[rep {repetition + 1}] {label}: {figures} ({took:.1f}s)", file=sys.stderr, flush=True)
@@ -156,7 +156,8 @@ def _header(options: plan.Options, args: argparse.Namespace, root: Path, elapsed
             f"W3 {sizes.latency} runs; W4 {sizes.recovery_runs} runs; "
             f"W5 memory {sizes.memory_runs:,} runs; cap {sizes.cap:g}s per measurement",
             f"- {args.repeat} repetition(s), interleaved; median and min-max; "
-            f"x floor = median / floor median of the same run; took {elapsed / 60:.1f} min",
+            "x floor = median of the per-repetition ratios to the floor; "
+            f"took {elapsed / 60:.1f} min",
             "",
         ]
     )

@@ -4,7 +4,8 @@ A :class:`Case` is one line of the bench (a workload, on one system, driver
 and durability setting); each repetition yields an :class:`Outcome` with one
 value per metric. The table shows the median and the spread (min-max) of
 each metric over the repetitions and, where a floor case measured the same
-metric in the same run, the ratio to it.
+metric in the same run, the ratio to it: the median of the ratios of each
+repetition, in which the two were measured seconds apart (:func:`paired_ratio`).
 """
 
 from __future__ import annotations
@@ -45,11 +46,13 @@ class Case:
 class Result:
     case: Case
     values: dict[str, list[float]] = field(default_factory=dict)
+    by_repetition: dict[int, dict[str, float]] = field(default_factory=dict)
     done: list[int] = field(default_factory=list)
     planned: int | None = None
     error: str | None = None
 
-    def add(self, outcome: Outcome) -> None:
+    def add(self, outcome: Outcome, repetition: int) -> None:
+        self.by_repetition[repetition] = outcome.values
         for metric, value in outcome.values.items():
             self.values.setdefault(metric, []).append(value)
         if outcome.done is not None:
@@ -86,13 +89,29 @@ def number(value: float) -> str:
     return f"{value:.3f}"
 
 
+def paired_ratio(mine: Result, base: Result, metric: str) -> float | None:
+    """``mine / base`` for ``metric``: the median of the ratios of each repetition.
+
+    A repetition measures every case once, so a case and its floor are
+    measured seconds apart, and a slow phase of a shared machine slows both.
+    The ratio of two medians would divide figures taken at different moments:
+    on this 2-core VM the W1 floor alone ranged over 14.5k-24k triggers/s
+    within one run. Only repetitions that measured both count.
+    """
+    ratios = [
+        values[metric] / base_values[metric]
+        for repetition, values in mine.by_repetition.items()
+        if (base_values := base.by_repetition.get(repetition)) is not None
+        and metric in values
+        and base_values.get(metric)
+    ]
+    return statistics.median(ratios) if ratios else None
+
+
 def _ratio(result: Result, metric: str, floors: dict[str, Result]) -> str:
     floor = floors.get(result.case.floor or "")
-    mine = result.median(metric)
-    base = floor.median(metric) if floor is not None else None
-    if mine is None or not base:
-        return ""
-    return f"{mine / base:.2f}"
+    ratio = None if floor is None else paired_ratio(result, floor, metric)
+    return "" if ratio is None else f"{ratio:.2f}"
 
 
 def table(results: Iterable[Result]) -> str:
