@@ -1,7 +1,10 @@
 """The goals of the benchmark issue, judged from the results of one run.
 
-Each target reads the medians of the cases it needs; a target whose cases
-were not measured (``--only``, a failure) says so instead of guessing.
+A target that compares two cases (durably and the floor, 4 processes and
+1) judges their paired ratio: the median over the repetitions of the ratio
+within each (:func:`~bench.report.paired_ratio`). A target on one case
+judges its median. A target whose cases were not measured (``--only``, a
+failure) says so instead of guessing.
 """
 
 from __future__ import annotations
@@ -74,20 +77,23 @@ def _latency(results: Results) -> tuple[str, bool] | None:
 
 
 def _processes(results: Results) -> tuple[str, bool] | None:
-    one = _median(results, durably_id("procs", "w5-procs-1", "sqlite"), "runs/s")
-    four = _median(results, durably_id("procs", "w5-procs-4", "sqlite"), "runs/s")
-    if one is None or four is None:
-        return None
-    return f"4 procs {number(four)} vs 1 proc {number(one)} runs/s", four >= one
+    return _paired(
+        results,
+        durably_id("procs", "w5-procs-4", "sqlite"),
+        durably_id("procs", "w5-procs-1", "sqlite"),
+        "runs/s",
+        1.0,
+    )
 
 
 def _history(results: Results) -> tuple[str, bool] | None:
-    small = _median(results, durably_id("thread", "w5-history-10000", "sqlite"), "runs/s")
-    large = _median(results, durably_id("thread", "w5-history-100000", "sqlite"), "runs/s")
-    if small is None or large is None:
-        return None
-    change = large / small - 1
-    return f"100k {number(large)} vs 10k {number(small)} runs/s ({change:+.0%})", change >= -0.10
+    return _paired(
+        results,
+        durably_id("thread", "w5-history-100000", "sqlite"),
+        durably_id("thread", "w5-history-10000", "sqlite"),
+        "runs/s",
+        0.9,
+    )
 
 
 def _memory(results: Results) -> tuple[str, bool] | None:
