@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from durably import DatabaseLockedError, Durably
 
@@ -88,7 +89,7 @@ def test_a_claim_refused_by_a_held_lock_leaves_its_connection_usable(
     durably = make_durably(lock_timeout=0.3, max_concurrent_runs=1)
     run = _job(durably)({"n": 1})
     failures: list[BaseException] = []
-    # Held past the stdlib driver's own 1 s busy wait, so the claim gives up.
+    # Held past lock_timeout, so the claim gives up.
     with write_lock_held(db_path, driver, seconds=2.0):
         try:
             durably._runtime.service.claim("worker-a")
@@ -115,3 +116,18 @@ def test_worker_rides_out_a_held_lock_and_completes_runs(
     for run in runs:
         assert durably.wait_for_run(run.id, timeout=20).output == run.input  # type: ignore[attr-defined]
     assert errors == []  # the wait happened inside durably; nothing surfaced
+
+
+def test_a_write_waiting_out_another_process_keeps_its_connection(
+    make_durably: Callable[..., Durably], db_path: Path, driver: str
+) -> None:
+    """Contended writers retry often (every 0.2 ms at first): a refused lock costs no checkout."""
+    durably = make_durably()
+    trigger = _job(durably)
+    trigger({"n": 0})  # the schema check and the writer's first checkout
+    checkouts: list[object] = []
+    sa.event.listen(durably.engine, "checkout", lambda conn, *_: checkouts.append(conn))
+    with write_lock_held(db_path, driver, seconds=0.5):
+        run = trigger({"n": 1})
+    assert durably.get_run(run.id) is not None  # type: ignore[attr-defined]
+    assert len(checkouts) <= 2, checkouts  # the read above, and a turnover were a second to pass
