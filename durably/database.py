@@ -10,10 +10,10 @@ Every database operation in durably is a plain function of a SQLAlchemy
 * ``read(fn)`` inside a deferred transaction (one consistent snapshot).
 
 Both retry "database is locked" with jittered exponential backoff until
-``lock_timeout``. The drivers' own busy waits are kept at (or near) zero:
-the wait happens in Python, in steps sized to another process's write
-transaction, and outside this process's write lock (see
-``_DRIVER_BUSY_TIMEOUT_MS``).
+``lock_timeout``. The write batches' connection does not wait in the driver
+at all: the wait happens in Python, in steps sized to another process's
+write transaction, and outside this process's write lock (see
+``_WRITER_BUSY_TIMEOUT_MS``).
 
 Driver errors are translated into :mod:`durably.errors` types here and
 nowhere else.
@@ -54,17 +54,22 @@ SUPPORTED_DRIVERS = ("pysqlite", "libsql")
 ASYNC_DRIVER_ALIASES = {"aiosqlite": "sqlite+pysqlite", "aiolibsql": "sqlite+libsql"}
 """Async spellings accepted for the same files: ``sqlite+aiosqlite:///`` is ``sqlite:///``."""
 
-_DRIVER_BUSY_TIMEOUT_MS = {"pysqlite": 0, "libsql": 10}
-"""How long the driver itself waits for a lock before it reports "database is locked".
+_DRIVER_BUSY_TIMEOUT_MS = {"pysqlite": 1000, "libsql": 10}
+"""How long a connection of durably's engine waits in the driver for a lock.
 
-Durably waits in Python instead (``_retrying``), for two reasons. SQLite's
-own busy handler sleeps 1 ms, then 2, 5, 10 ms and on, while another
-process's write transaction holds the lock for a tenth of that; it sleeps
-inside the write, so this process's other writers queue behind it. Two
-worker processes on one file drained W5 15-20% faster waiting in Python (0
-ms here) than in the driver (1 s); one process, which never waits, the same.
-And libSQL's driver holds the GIL while it waits, freezing every thread of
-the process: 10 ms at most.
+This is what your own transactions on ``durably.engine`` wait (libSQL's
+driver holds the GIL while it waits, freezing every thread of the process:
+10 ms at most there). durably's own writes retry on top, in ``_retrying``.
+"""
+_WRITER_BUSY_TIMEOUT_MS = {"pysqlite": 0, "libsql": 10}
+"""The same for the one connection durably's write batches share (``_on_writer``).
+
+It does not wait in the driver: ``_retrying`` waits in Python instead.
+SQLite's own busy handler sleeps 1 ms, then 2, 5, 10 ms and on, while
+another process's write transaction holds the lock for a tenth of that,
+and it sleeps inside the write, so this process's other writers queue
+behind it. Two worker processes on one file drained W5 15-20% faster this
+way; a single process, which never waits for another, ran the same.
 """
 _SQLITE_LIBRARY = {"pysqlite": "sqlite3", "aiosqlite": "sqlite3", "libsql": "libSQL"}
 """Which copy of SQLite a local driver runs on (see :meth:`Database.check_caller_connection`)."""
@@ -333,6 +338,14 @@ def _execute(raw: Any, statement: _Compiled) -> Outcome:
         cursor.close()
 
 
+def _set_busy_timeout(pooled: PoolProxiedConnection, milliseconds: int) -> None:
+    cursor = pooled.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {milliseconds}")
+    finally:
+        cursor.close()
+
+
 def _fetch_named(cursor: Any) -> list[dict[str, Any]]:
     """Every row left on a driver cursor, as a dict by column name.
 
@@ -395,8 +408,12 @@ class Database:
         self._driver_error: type[Exception] = getattr(
             self.engine.dialect.dbapi, "Error", ValueError
         )
+        self._busy_ms: int | None = None
+        """The driver's busy timeout, when the writer connection sets its own."""
         if not self.remote:
             busy_ms = _DRIVER_BUSY_TIMEOUT_MS[self.driver]
+            if _WRITER_BUSY_TIMEOUT_MS[self.driver] != busy_ms:
+                self._busy_ms = busy_ms
 
             @event.listens_for(self.engine, "connect")
             def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -605,9 +622,12 @@ class Database:
         connection can serve them all: it stays checked out between them
         (measured on W2: a run took about 20% less CPU).
 
-        It goes back to the pool after any error but a refused lock, so the
-        pool resets it and the retry gets a fresh checkout, and every ``_WRITER_TURNOVER``
-        seconds, so the pool's checkout events and recycling still reach it.
+        On ``sqlite:///`` it waits for no lock in the driver
+        (``_WRITER_BUSY_TIMEOUT_MS``), and gets the pool's setting back when
+        it returns there, so your transactions on ``durably.engine`` still wait. It goes back to the pool
+        after any error but a refused lock, so the pool resets it and the
+        retry gets a fresh checkout, and every ``_WRITER_TURNOVER`` seconds,
+        so the pool's checkout events and recycling still reach it.
         (A file made read-only after it was opened is another matter: SQLite
         hands a new connection the descriptor of one closed while others of
         the process were open, so only closing every connection, as
@@ -618,7 +638,14 @@ class Database:
             self._release_writer()
             writer = None
         if writer is None:
-            writer = self._writer = self._checkout()
+            writer = self._checkout()
+            if self._busy_ms is not None:
+                try:
+                    _set_busy_timeout(writer, _WRITER_BUSY_TIMEOUT_MS[self.driver])
+                except self._driver_error as exc:
+                    writer.invalidate()
+                    raise sa.exc.DBAPIError.instance(None, None, exc, self._driver_error) from exc
+            self._writer = writer
             self._writer_since = time.monotonic()
         try:
             return fn(writer, *args, **kwargs)
@@ -631,8 +658,15 @@ class Database:
 
     def _release_writer(self) -> None:
         writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.close()
+        if writer is None:
+            return
+        if self._busy_ms is not None and writer.is_valid:
+            try:
+                _set_busy_timeout(writer, self._busy_ms)
+            except self._driver_error:
+                writer.invalidate()  # never back in the pool without its wait
+                return
+        writer.close()
 
     def check_caller_connection(self, connection: Connection) -> None:
         """Refuse a caller's connection that opens durably's file through another copy of SQLite.

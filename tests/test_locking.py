@@ -131,3 +131,33 @@ def test_a_write_waiting_out_another_process_keeps_its_connection(
         run = trigger({"n": 1})
     assert durably.get_run(run.id) is not None  # type: ignore[attr-defined]
     assert len(checkouts) <= 2, checkouts  # the read above, and a turnover were a second to pass
+
+
+def test_your_transactions_on_durably_engine_still_wait_for_a_held_lock(
+    make_durably: Callable[..., Durably],
+    db_path: Path,
+    driver: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only durably's writer gives up the driver's busy wait; the pool's connections keep it."""
+    durably = make_durably()
+    trigger = _job(durably)
+    for conn in [durably.engine.connect() for _ in range(3)]:
+        conn.close()  # idle in the pool, ahead of the writers to come
+    monkeypatch.setattr("durably.database._WRITER_TURNOVER", 0.0)
+    for n in range(3):
+        trigger({"n": n})  # each write hands the last writer back, and takes an older one
+    with durably.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE app_orders (id INTEGER PRIMARY KEY)")
+    pooled = [durably.engine.connect() for _ in range(5)]  # every idle one, former writers too
+    try:
+        waits = {conn.exec_driver_sql("PRAGMA busy_timeout").scalar() for conn in pooled}
+    finally:
+        for conn in pooled:
+            conn.close()
+    assert 0 not in waits
+    if driver == "sqlite":  # libSQL's driver would hold the GIL while it waits: 10 ms there
+        with write_lock_held(db_path, driver, seconds=0.3), durably.engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO app_orders DEFAULT VALUES")
+        with durably.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM app_orders").scalar() == 1
