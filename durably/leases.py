@@ -38,7 +38,7 @@ from .config import (
     Settings,
 )
 from .database import Database, unique_violation
-from .schema import logs, runs, sql_status, steps, workers
+from .schema import STORED_STEP_COUNTERS, logs, runs, sql_status, steps, workers
 from .status import RunStatus, StepStatus
 
 _LEASED = RunStatus.LEASED.value
@@ -263,6 +263,7 @@ _COMPLETE_RUN = (
     .where(_FENCE)
     .values(
         status=sql_status(RunStatus.COMPLETED),
+        **STORED_STEP_COUNTERS,
         output=sa.bindparam("run_output", type_=sa.Text),
         error=sa.null(),
         lease_owner=sa.null(),
@@ -282,6 +283,7 @@ _FAIL_RUN = (
     .where(_FENCE)
     .values(
         status=sql_status(RunStatus.FAILED),
+        **STORED_STEP_COUNTERS,
         error=sa.bindparam("run_error", type_=sa.Text),
         lease_owner=sa.null(),
         lease_expires_at=sa.null(),
@@ -378,7 +380,7 @@ class LeaseService:
             deadline=started + self.settings.stale_threshold,
         )
         completed: dict[str, str | None] = {}
-        if row["completed_step_count"]:
+        if row["lease_generation"] > 1:  # claimed before: it may have completed steps
             try:
                 completed = self.db.read(completed_steps, row["id"])
             except Exception:

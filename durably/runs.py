@@ -31,7 +31,7 @@ from sqlalchemy.sql.dml import UpdateBase
 from .database import Batch, Database
 from .errors import ConflictError, NotFoundError
 from .ids import new_id
-from .schema import logs, run_labels, runs, sql_status, steps
+from .schema import RUN_COLUMNS, STORED_STEP_COUNTERS, logs, run_labels, runs, sql_status, steps
 from .status import (
     ACTIVE_STATUSES,
     RETRYABLE_STATUSES,
@@ -253,7 +253,9 @@ def _label_rows(run_id: str, request: EnqueueRequest) -> list[dict[str, str]]:
 def _by_idempotency_key(conn: Connection, job_name: str, key: str) -> RowMapping | None:
     return (
         conn.execute(
-            sa.select(*runs.c).where(runs.c.job_name == job_name, runs.c.idempotency_key == key)
+            sa.select(*RUN_COLUMNS).where(
+                runs.c.job_name == job_name, runs.c.idempotency_key == key
+            )
         )
         .mappings()
         .first()
@@ -263,7 +265,7 @@ def _by_idempotency_key(conn: Connection, job_name: str, key: str) -> RowMapping
 def _pending_for_key(conn: Connection, job_name: str, key: str) -> RowMapping | None:
     return (
         conn.execute(
-            sa.select(*runs.c)
+            sa.select(*RUN_COLUMNS)
             .where(
                 runs.c.job_name == job_name,
                 runs.c.concurrency_key == key,
@@ -281,7 +283,7 @@ def _pending_for_key(conn: Connection, job_name: str, key: str) -> RowMapping | 
 
 
 def get_run(conn: Connection, run_id: str) -> RowMapping | None:
-    return conn.execute(sa.select(*runs.c).where(runs.c.id == run_id)).mappings().first()
+    return conn.execute(sa.select(*RUN_COLUMNS).where(runs.c.id == run_id)).mappings().first()
 
 
 def require_run(conn: Connection, run_id: str) -> RowMapping:
@@ -294,7 +296,7 @@ def require_run(conn: Connection, run_id: str) -> RowMapping:
 def list_runs(conn: Connection, run_filter: RunFilter) -> list[RowMapping]:
     """Runs newest first: by id, a ULID, which sorts by creation time and is unique,
     so pages never overlap."""
-    query = sa.select(*runs.c)
+    query = sa.select(*RUN_COLUMNS)
     if run_filter.status:
         query = query.where(runs.c.status.in_(list(run_filter.status)))
     if run_filter.job_name:
@@ -370,6 +372,7 @@ _CANCEL = (
     .where(runs.c.id == _RUN_ID, runs.c.status.in_(_SQL_ACTIVE))
     .values(
         status=sql_status(RunStatus.CANCELLED),
+        **STORED_STEP_COUNTERS,
         lease_owner=sa.null(),
         lease_expires_at=sa.null(),
         completed_at=_NOW,

@@ -1,7 +1,7 @@
 """The durably tables: one ``MetaData``, SQLAlchemy Core only.
 
-This module is the source of truth for the schema: the tables, their
-indexes and one SQL trigger (``durably_steps_advance_run``). The Alembic
+This module is the source of truth for the schema: the tables and their
+indexes, and how a run's step counters are read (``RUN_COLUMNS``). The Alembic
 revisions in ``migrations/versions`` must produce exactly this (tests compare
 them with Alembic's autogenerate and with the DDL ``create_all`` writes).
 
@@ -23,14 +23,15 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    event,
+    case,
+    func,
     literal_column,
+    select,
     text,
 )
-from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-from .status import RunStatus
+from .status import ACTIVE_STATUSES, RunStatus, StepStatus
 
 metadata = MetaData(
     naming_convention={
@@ -174,29 +175,58 @@ steps = Table(
     Index("ix_durably_steps_run_index", "run_id", "step_index"),
 )
 
-STEPS_ADVANCE_RUN = """\
-CREATE TRIGGER durably_steps_advance_run
-AFTER INSERT ON durably_steps
-WHEN NEW.status = 'completed'
-BEGIN
-    UPDATE durably_runs
-    SET current_step_index = NEW.step_index + 1,
-        completed_step_count = completed_step_count + 1,
-        updated_at = NEW.completed_at
-    WHERE id = NEW.run_id;
-END"""
-"""A completed step moves its run's counters forward in the statement that stores it.
-
-Storing a step result is then one statement, which SQLite runs as its own
-transaction: no ``BEGIN`` and ``COMMIT`` round trips to the driver, and no
-second fenced ``UPDATE``. The step insert itself carries the fence, and the
-trigger fires only for a row it inserted.
-"""
+# -- a run's step counters -----------------------------------------------------
+# ``current_step_index`` and ``completed_step_count`` describe a run's
+# completed steps. While the run is active they are counted from its step
+# rows whenever the run is read (``RUN_COLUMNS``), so storing a step result
+# writes the step's row and nothing else. When the run ends they are stored
+# on its row (``STORED_STEP_COUNTERS``, set by the update that ends it),
+# because a completed run's step rows are deleted.
+#
+# Until revision 0005 a trigger advanced them on the run's row with every
+# step: that rewrote the whole run row (its input included) once per step,
+# a third of what storing a step cost SQLite.
 
 
-@event.listens_for(metadata, "after_create")
-def _create_triggers(_metadata: MetaData, connection: Connection, **_kw: Any) -> None:
-    connection.exec_driver_sql(STEPS_ADVANCE_RUN)
+def _of_completed_steps(value: ColumnElement[Any]) -> ColumnElement[Any]:
+    """``value`` over the completed steps of the run in the enclosing statement."""
+    return (
+        select(value)
+        .where(
+            steps.c.run_id == runs.c.id,
+            # A literal, not a parameter, so the partial index on completed
+            # steps serves it (see sql_status).
+            steps.c.status == literal_column(f"'{StepStatus.COMPLETED.value}'"),
+        )
+        .correlate(runs)
+        .scalar_subquery()
+    )
+
+
+STORED_STEP_COUNTERS: dict[str, ColumnElement[Any]] = {
+    "current_step_index": _of_completed_steps(
+        func.coalesce(func.max(steps.c.step_index) + literal_column("1"), literal_column("0"))
+    ),
+    "completed_step_count": _of_completed_steps(func.count()),
+}
+"""The step counters as ``runs.update().values(**STORED_STEP_COUNTERS)`` stores them."""
+
+_IS_ACTIVE = runs.c.status.in_([sql_status(status) for status in sorted(ACTIVE_STATUSES)])
+
+RUN_COLUMNS: tuple[ColumnElement[Any], ...] = tuple(
+    case((_IS_ACTIVE, STORED_STEP_COUNTERS[column.name]), else_=column).label(column.name)
+    if column.name in STORED_STEP_COUNTERS
+    else column
+    for column in runs.c
+)
+"""What a run reads as: ``runs``' columns, with an active run's step counters counted.
+
+Select these, not ``*runs.c``, wherever a run is read. (An ``UPDATE`` or
+``DELETE`` may return ``*runs.c``: SQLite cannot correlate a subquery in
+``RETURNING``. That is exact for a run that is ended by the statement or
+was ended before, whose counters are stored, and for one an ended run
+becomes again, as its steps have not changed since; a claim's row is used
+for its input and labels only.)"""
 
 
 logs = Table(

@@ -28,10 +28,12 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from durably import Durably, DurablyError, SchemaError, StepContext, ValidationError
+from durably.clock import now_ms
 from durably.ids import new_id
 from durably.migrate import alembic_config
 from durably.schema import metadata
 from durably.schema import runs as runs_table
+from durably.status import StepStatus
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVERS = {"sqlite": "sqlite:///{path}", "libsql": "sqlite+libsql:///{path}"}
@@ -305,6 +307,63 @@ def test_a_database_of_an_earlier_revision_upgrades_with_its_runs_in_order(
         _alembic(instance, "downgrade", revision)
         instance.migrate()
         assert [run.status for run in instance.get_runs()] == ["completed"] * 3
+        assert drift(instance) == []
+
+
+def test_downgrading_below_counted_step_counters_stores_those_of_active_runs(
+    db_url: str,
+) -> None:
+    # Revision 0005 counts an active run's step counters when it is read; the
+    # trigger that 0004 brings back only moves stored ones forward.
+    with Durably(db_url) as instance:
+        instance.migrate()
+
+        @instance.job("two")
+        def two(step: StepContext, input: None) -> None:
+            pass
+
+        run = two.trigger(None)
+        service = instance._runtime.service
+        claimed = service.claim("worker-a")
+        assert claimed is not None
+        for index, name in enumerate(["first", "second"]):
+            assert service.persist_step(
+                claimed.lease,
+                name=name,
+                index=index,
+                status=StepStatus.COMPLETED,
+                output_json="null",
+                error=None,
+                started_at=now_ms(),
+            )
+
+        def stored() -> tuple[int, int]:
+            with instance.engine.connect() as conn:
+                row = conn.execute(
+                    sa.select(
+                        runs_table.c.current_step_index, runs_table.c.completed_step_count
+                    ).where(runs_table.c.id == run.id)
+                ).one()
+            return row[0], row[1]
+
+        _alembic(instance, "downgrade", "0004")
+        assert stored() == (2, 2)
+
+        # The trigger is back: a third step moves them on.
+        assert service.persist_step(
+            claimed.lease,
+            name="third",
+            index=2,
+            status=StepStatus.COMPLETED,
+            output_json="null",
+            error=None,
+            started_at=now_ms(),
+        )
+        assert stored() == (3, 3)
+        instance.migrate()
+        leased = instance.get_run(run.id)
+        assert leased is not None
+        assert (leased.current_step_index, leased.completed_step_count) == (3, 3)
         assert drift(instance) == []
 
 

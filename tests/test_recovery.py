@@ -197,6 +197,40 @@ def test_completed_steps_advance_the_run_and_failed_ones_do_not(durably: Durably
     assert (after_failed.current_step_index, after_failed.completed_step_count) == (1, 1)
 
 
+@pytest.mark.parametrize(
+    ("end", "status"),
+    [
+        ("complete", RunStatus.COMPLETED),
+        ("fail", RunStatus.FAILED),
+        ("cancel", RunStatus.CANCELLED),
+    ],
+)
+def test_a_run_keeps_the_step_counters_it_ended_with(
+    durably: Durably, end: str, status: RunStatus
+) -> None:
+    # While a run is active its counters are counted from its step rows;
+    # the update that ends it stores them, as a completed run's steps are deleted.
+    run = _noop_job(durably).trigger(None)
+    lease = _claim(durably, "worker-a").lease
+    assert _persist(durably, lease, "step1", 0, '"a"')
+    assert _persist(durably, lease, "step2", 1, '"b"')
+    service = _service(durably)
+
+    if end == "complete":
+        assert service.complete(lease, '"done"') is True
+        assert durably.get_steps(run.id) == []
+    elif end == "fail":
+        assert service.fail(lease, "boom")[0] is True
+    else:
+        durably.cancel(run.id)
+
+    ended = _get(durably, run.id)
+    assert ended.status == status
+    assert (ended.current_step_index, ended.completed_step_count) == (2, 2)
+    (listed,) = durably.get_runs()
+    assert (listed.current_step_index, listed.completed_step_count) == (2, 2)
+
+
 @pytest.mark.parametrize("finish", ["complete", "fail"])
 def test_finishing_with_a_stale_generation_is_refused_and_changes_nothing(
     durably: Durably, finish: str
