@@ -38,7 +38,7 @@ from .config import (
     Settings,
 )
 from .database import Database, unique_violation
-from .schema import STORED_STEP_COUNTERS, logs, runs, sql_status, steps, workers
+from .schema import COUNTED_STEP_COUNTERS, logs, runs, sql_status, steps, workers
 from .status import RunStatus, StepStatus
 
 _LEASED = RunStatus.LEASED.value
@@ -263,7 +263,7 @@ _COMPLETE_RUN = (
     .where(_FENCE)
     .values(
         status=sql_status(RunStatus.COMPLETED),
-        **STORED_STEP_COUNTERS,
+        **COUNTED_STEP_COUNTERS,
         output=sa.bindparam("run_output", type_=sa.Text),
         error=sa.null(),
         lease_owner=sa.null(),
@@ -283,7 +283,7 @@ _FAIL_RUN = (
     .where(_FENCE)
     .values(
         status=sql_status(RunStatus.FAILED),
-        **STORED_STEP_COUNTERS,
+        **COUNTED_STEP_COUNTERS,
         error=sa.bindparam("run_error", type_=sa.Text),
         lease_owner=sa.null(),
         lease_expires_at=sa.null(),

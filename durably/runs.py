@@ -31,7 +31,7 @@ from sqlalchemy.sql.dml import UpdateBase
 from .database import Batch, Database
 from .errors import ConflictError, NotFoundError
 from .ids import new_id
-from .schema import RUN_COLUMNS, STORED_STEP_COUNTERS, logs, run_labels, runs, sql_status, steps
+from .schema import COUNTED_STEP_COUNTERS, RUN_COLUMNS, logs, run_labels, runs, sql_status, steps
 from .status import (
     ACTIVE_STATUSES,
     RETRYABLE_STATUSES,
@@ -372,7 +372,7 @@ _CANCEL = (
     .where(runs.c.id == _RUN_ID, runs.c.status.in_(_SQL_ACTIVE))
     .values(
         status=sql_status(RunStatus.CANCELLED),
-        **STORED_STEP_COUNTERS,
+        **COUNTED_STEP_COUNTERS,
         lease_owner=sa.null(),
         lease_expires_at=sa.null(),
         completed_at=_NOW,

@@ -180,7 +180,7 @@ steps = Table(
 # completed steps. While the run is active they are counted from its step
 # rows whenever the run is read (``RUN_COLUMNS``), so storing a step result
 # writes the step's row and nothing else. When the run ends they are stored
-# on its row (``STORED_STEP_COUNTERS``, set by the update that ends it),
+# on its row (``COUNTED_STEP_COUNTERS``, set by the update that ends it),
 # because a completed run's step rows are deleted.
 #
 # Until revision 0005 a trigger advanced them on the run's row with every
@@ -203,19 +203,21 @@ def _of_completed_steps(value: ColumnElement[Any]) -> ColumnElement[Any]:
     )
 
 
-STORED_STEP_COUNTERS: dict[str, ColumnElement[Any]] = {
+COUNTED_STEP_COUNTERS: dict[str, ColumnElement[Any]] = {
     "current_step_index": _of_completed_steps(
         func.coalesce(func.max(steps.c.step_index) + literal_column("1"), literal_column("0"))
     ),
     "completed_step_count": _of_completed_steps(func.count()),
 }
-"""The step counters as ``runs.update().values(**STORED_STEP_COUNTERS)`` stores them."""
+"""A run's step counters, counted from its step rows.
+
+``runs.update().values(**COUNTED_STEP_COUNTERS)`` stores them on the row."""
 
 _IS_ACTIVE = runs.c.status.in_([sql_status(status) for status in sorted(ACTIVE_STATUSES)])
 
 RUN_COLUMNS: tuple[ColumnElement[Any], ...] = tuple(
-    case((_IS_ACTIVE, STORED_STEP_COUNTERS[column.name]), else_=column).label(column.name)
-    if column.name in STORED_STEP_COUNTERS
+    case((_IS_ACTIVE, COUNTED_STEP_COUNTERS[column.name]), else_=column).label(column.name)
+    if column.name in COUNTED_STEP_COUNTERS
     else column
     for column in runs.c
 )
