@@ -194,8 +194,8 @@ def _of_completed_steps(value: ColumnElement[Any]) -> ColumnElement[Any]:
         select(value)
         .where(
             steps.c.run_id == runs.c.id,
-            # A literal, not a parameter, so the partial index on completed
-            # steps serves it (see sql_status).
+            # A literal, as statuses are everywhere in durably's SQL (see
+            # sql_status). The run's steps are found by ix_durably_steps_run_index.
             steps.c.status == literal_column(f"'{StepStatus.COMPLETED.value}'"),
         )
         .correlate(runs)
@@ -223,12 +223,13 @@ RUN_COLUMNS: tuple[ColumnElement[Any], ...] = tuple(
 )
 """What a run reads as: ``runs``' columns, with an active run's step counters counted.
 
-Select these, not ``*runs.c``, wherever a run is read. (An ``UPDATE`` or
-``DELETE`` may return ``*runs.c``: SQLite cannot correlate a subquery in
-``RETURNING``. That is exact for a run that is ended by the statement or
-was ended before, whose counters are stored, and for one an ended run
-becomes again, as its steps have not changed since; a claim's row is used
-for its input and labels only.)"""
+Select these, not ``*runs.c``, wherever a run is read. An ``UPDATE`` or
+``DELETE`` returns ``*runs.c`` instead: SQLAlchemy writes ``RETURNING``'s
+columns unqualified, so in a subquery there ``id`` and ``status`` would be
+the step's. The stored counters it returns are exact for a run the
+statement ends or that had ended before, and for one an ended run becomes
+again (a retry), as no step is written while a run is ended; a claim's row
+is used for its input and labels only."""
 
 
 logs = Table(
