@@ -230,6 +230,15 @@ def test_a_run_keeps_the_step_counters_it_ended_with(
     (listed,) = durably.get_runs()
     assert (listed.current_step_index, listed.completed_step_count) == (2, 2)
 
+    if end != "complete":
+        # Retried, it is active again: the Run retry returns and the one read
+        # back agree, and it resumes after the two steps it kept.
+        retried = durably.retry(run.id)
+        assert retried.status == RunStatus.PENDING
+        assert (retried.current_step_index, retried.completed_step_count) == (2, 2)
+        again = _get(durably, run.id)
+        assert (again.current_step_index, again.completed_step_count) == (2, 2)
+
 
 @pytest.mark.parametrize("finish", ["complete", "fail"])
 def test_finishing_with_a_stale_generation_is_refused_and_changes_nothing(
