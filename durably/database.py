@@ -39,6 +39,7 @@ from sqlalchemy.sql.dml import UpdateBase
 from typing_extensions import ParamSpec
 
 from .errors import DatabaseError, DatabaseLockedError, SchemaError, ValidationError
+from .group_commit import GroupCommit
 from .hrana import dbapi as hrana_dbapi
 from .hrana.dbapi import TransactionLost
 from .hrana.dialect import URL_OPTIONS
@@ -271,7 +272,8 @@ class Outcome:
     rows: Sequence[Mapping[str, Any]] = ()
 
 
-Batch = Sequence[tuple[UpdateBase, Mapping[str, Any] | Sequence[Mapping[str, Any]]]]
+Statement = tuple[UpdateBase, Mapping[str, Any] | Sequence[Mapping[str, Any]]]
+Batch = Sequence[Statement]
 """Prebuilt statements and their parameters, run in order as one transaction.
 
 A list of parameter mappings runs its statement once for each (the driver's
@@ -380,6 +382,7 @@ class Database:
         syncs before a read when this has moved: read-your-writes)."""
         self._auth_token = auth_token
         self._write_lock = threading.Lock()
+        self._group_commit: GroupCommit[Statement, Outcome] = GroupCommit(self._commit_batch)
         self._count_lock = threading.Lock()
         """Guards ``writes`` alone: a caller's commit must not wait on durably's write lock."""
         self._prepared: dict[UpdateBase, _Prepared] = {}
@@ -448,6 +451,10 @@ class Database:
         or None, and statements must be built once (module constants): each
         is compiled on first use and kept.
 
+        Batches that threads of this process send while another is being
+        committed share the next transaction (:mod:`durably.group_commit`);
+        each caller gets the outcomes of its own statements.
+
         On a remote server the whole transaction travels as one request
         (:meth:`durably.hrana.dbapi.Connection.execute_transaction`): one
         round trip, and a process that dies mid-way leaves no transaction
@@ -455,6 +462,9 @@ class Database:
         statements and ``COMMIT`` on the driver's cursor, or the statement
         alone when there is one.
         """
+        return self._group_commit.submit(batch)
+
+    def _commit_batch(self, batch: Batch) -> list[Outcome]:
         run = self._send_batch if self.remote else self._run_batch
         return self._retrying(run, (batch,), {}, write=True, transaction=False)
 

@@ -443,8 +443,8 @@ class LeaseService:
             "step_error": error,
             "step_started": started_at,
         }
-        # A completed step also advances the run's counters: the
-        # durably_steps_advance_run trigger (see schema.py), in this statement.
+        # The run's step counters are counted from these rows when it is
+        # read (schema.RUN_COLUMNS): the run's own row is not written here.
         return self.db.write_batch([(_INSERT_STEP, row)])[0].rowcount == 1
 
     def set_progress(self, lease: Lease, progress_json: str | None) -> bool:

@@ -1,0 +1,160 @@
+"""Group commit: the write batches that threads of one process send at the same time share a transaction.
+
+Every write durably makes (a claim, a step result, a completion, a trigger)
+is a small batch of statements, and the batches of a process are committed
+one at a time: SQLite has one writer, and durably's writes share one
+connection. Under load, threads used to queue on a lock and commit one
+small transaction each, every turn a wake-up of the next thread and a
+commit of its own. With four worker slots, four out of five writes found
+the lock taken.
+
+Here the first thread to arrive leads: it takes every batch queued so far
+(its own first) and commits them as one transaction, in queue order. The
+others wait without touching the database; the leader hands each its own
+statements' outcomes, then passes the lead to the oldest batch that arrived
+meanwhile. A batch alone in the queue is committed alone, exactly as before.
+
+Nothing a caller can observe changes: its statements are committed, in
+order and atomically, before :meth:`GroupCommit.submit` returns, and it
+gets the outcomes of its own statements only. Fencing lives inside each
+statement (``WHERE`` the lease still holds), so one batch's refused write
+does not touch the others. When the shared transaction fails, the batches
+are committed again one by one, so each caller gets its own error, except
+when the database stayed locked: that would have refused each of them
+alike, and waiting out the lock timeout once per batch helps nobody.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+from .errors import DatabaseError, DatabaseLockedError
+
+S = TypeVar("S")
+R = TypeVar("R")
+
+
+class _Pending(Generic[S, R]):
+    """One caller's batch: queued, then committed by whoever leads."""
+
+    __slots__ = ("_woken", "error", "leads", "outcomes", "statements")
+
+    def __init__(self, statements: Sequence[S]) -> None:
+        self.statements = statements
+        self.outcomes: list[R] | None = None
+        self.error: BaseException | None = None
+        self.leads = False
+        """Set (under the queue's lock) when the lead is passed to this batch's caller."""
+        self._woken = threading.Lock()
+        self._woken.acquire()
+
+    def wait(self) -> None:
+        self._woken.acquire()
+
+    def wake(self) -> None:
+        self._woken.release()
+
+    def result(self) -> list[R]:
+        if self.error is not None:
+            raise self.error
+        assert self.outcomes is not None
+        return self.outcomes
+
+
+class GroupCommit(Generic[S, R]):
+    """Commits concurrent batches of statements ``S`` together; each caller gets its outcomes ``R``.
+
+    ``commit(statements)`` runs statements in one transaction (retrying a
+    locked database as it sees fit) and returns one outcome per statement.
+    """
+
+    def __init__(self, commit: Callable[[Sequence[S]], list[R]]) -> None:
+        self._commit = commit
+        self._lock = threading.Lock()
+        self._queue: list[_Pending[S, R]] = []
+        self._leading = False
+        """A thread is committing, or is about to: new batches wait for it. Whenever
+        this is False the queue is empty."""
+
+    def submit(self, statements: Sequence[S]) -> list[R]:
+        """Commit ``statements`` (with whatever else is queued); their outcomes, in order."""
+        mine: _Pending[S, R] = _Pending(statements)
+        with self._lock:
+            self._queue.append(mine)
+            follow, self._leading = self._leading, True
+        if follow:
+            try:
+                mine.wait()
+            except BaseException:  # interrupted while queued (KeyboardInterrupt)
+                self._withdraw(mine)
+                raise
+            if not mine.leads:
+                return mine.result()
+        self._lead(mine)
+        return mine.result()
+
+    def _lead(self, mine: _Pending[S, R]) -> None:
+        with self._lock:
+            group, self._queue = self._queue, []
+        try:
+            self._commit_group(group)
+        finally:
+            for pending in group:
+                if pending is mine:
+                    continue
+                if pending.outcomes is None and pending.error is None:
+                    pending.error = DatabaseError(
+                        "The thread committing this write was interrupted before it knew "
+                        "whether the write was committed"
+                    )
+                pending.wake()
+            self._pass_lead()
+
+    def _commit_group(self, group: list[_Pending[S, R]]) -> None:
+        if len(group) > 1:
+            try:
+                outcomes = self._commit([s for pending in group for s in pending.statements])
+            except DatabaseLockedError as exc:
+                for pending in group:
+                    pending.error = copy.copy(exc)  # one exception object per raising thread
+                return
+            except Exception:
+                pass  # most likely one batch's fault: commit each alone, for its own error
+            else:
+                start = 0
+                for pending in group:
+                    end = start + len(pending.statements)
+                    pending.outcomes = outcomes[start:end]
+                    start = end
+                return
+        for pending in group:
+            try:
+                pending.outcomes = self._commit(pending.statements)
+            except Exception as exc:
+                pending.error = exc
+
+    def _pass_lead(self) -> None:
+        with self._lock:
+            if not self._queue:
+                self._leading = False
+                return
+            successor = self._queue[0]
+            successor.leads = True
+        successor.wake()
+
+    def _withdraw(self, mine: _Pending[S, R]) -> None:
+        """Take an interrupted caller's batch out of the queue; pass the lead on if it had it.
+
+        A batch a leader has already taken is committed (or not) all the
+        same: the caller was interrupted mid-write, as it could be before.
+        """
+        with self._lock:
+            if mine not in self._queue:
+                return
+            self._queue.remove(mine)
+            if not mine.leads:
+                return
+        self._pass_lead()

@@ -1,0 +1,298 @@
+"""Write batches sent while another is being committed share the next transaction.
+
+The unit tests drive :class:`GroupCommit` with a commit function they control;
+the last ones prove the wiring on every driver: real files and the remote server.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import pytest
+
+from durably import Durably, DurablyError, runs
+from durably.clock import now_ms
+from durably.database import Database
+from durably.errors import DatabaseError, DatabaseLockedError
+from durably.group_commit import GroupCommit
+from durably.jobs import build_request
+
+
+def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+
+
+class Recorder:
+    """A commit function: records each transaction; the first one waits until released."""
+
+    def __init__(self, fail: Callable[[Sequence[str]], BaseException | None] = lambda _: None):
+        self.transactions: list[list[str]] = []
+        self.first_entered = threading.Event()
+        self.release = threading.Event()
+        self._fail = fail
+
+    def __call__(self, statements: Sequence[str]) -> list[str]:
+        if not self.transactions and not self.first_entered.is_set():
+            self.first_entered.set()
+            assert self.release.wait(10)
+        error = self._fail(statements)
+        if error is not None:
+            raise error
+        self.transactions.append(list(statements))
+        return [f"done {s}" for s in statements]
+
+
+class Callers:
+    """Threads that each submit one batch and keep what they got back."""
+
+    def __init__(self, group: GroupCommit[str, str]) -> None:
+        self.group = group
+        self.results: dict[str, Any] = {}
+        self.threads: list[threading.Thread] = []
+
+    def submit(self, name: str, statements: list[str]) -> None:
+        def call() -> None:
+            try:
+                self.results[name] = self.group.submit(statements)
+            except BaseException as exc:  # what the caller would see, whatever it is
+                self.results[name] = exc
+
+        thread = threading.Thread(target=call, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def join(self) -> None:
+        for thread in self.threads:
+            thread.join(10)
+            assert not thread.is_alive()
+
+
+def _queued(group: GroupCommit[Any, Any]) -> int:
+    return len(group._queue)
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+def _leader_committing(recorder: Recorder, callers: Callers) -> None:
+    """Start caller "a", which leads and stays inside its commit until released."""
+    callers.submit("a", ["a1"])
+    assert recorder.first_entered.wait(10)
+
+
+def test_batches_queued_behind_a_commit_share_the_next_transaction(recorder: Recorder) -> None:
+    group: GroupCommit[str, str] = GroupCommit(recorder)
+    callers = Callers(group)
+    _leader_committing(recorder, callers)
+    callers.submit("b", ["b1", "b2"])
+    _until(lambda: _queued(group) == 1)
+    callers.submit("c", ["c1"])
+    _until(lambda: _queued(group) == 2)
+
+    recorder.release.set()
+    callers.join()
+
+    assert recorder.transactions == [["a1"], ["b1", "b2", "c1"]]
+    assert callers.results == {"a": ["done a1"], "b": ["done b1", "done b2"], "c": ["done c1"]}
+    # The lead went back to nobody: the next batch is committed at once, alone.
+    assert group.submit(["d1"]) == ["done d1"]
+    assert recorder.transactions[-1] == ["d1"]
+
+
+def test_one_failing_batch_gets_its_own_error_and_the_others_are_committed() -> None:
+    recorder = Recorder(fail=lambda s: ValueError("bad statement") if "bad" in s else None)
+    group: GroupCommit[str, str] = GroupCommit(recorder)
+    callers = Callers(group)
+    _leader_committing(recorder, callers)
+    for queued, (name, statements) in enumerate(
+        (("b", ["b1"]), ("bad", ["x", "bad"]), ("c", ["c1"])), start=1
+    ):
+        callers.submit(name, statements)
+        _until(lambda n=queued: _queued(group) == n)
+
+    recorder.release.set()
+    callers.join()
+
+    assert isinstance(callers.results["bad"], ValueError)
+    assert callers.results["b"] == ["done b1"]
+    assert callers.results["c"] == ["done c1"]
+    # The shared transaction failed as a whole; each batch then went alone.
+    assert recorder.transactions == [["a1"], ["b1"], ["c1"]]
+
+
+def test_a_locked_database_fails_every_batch_of_the_group_after_one_wait() -> None:
+    attempts: list[list[str]] = []
+
+    def locked(statements: Sequence[str]) -> BaseException | None:
+        if statements[0] != "a1":
+            attempts.append(list(statements))
+            return DatabaseLockedError("The database stayed locked")
+        return None
+
+    recorder = Recorder(fail=locked)
+    group: GroupCommit[str, str] = GroupCommit(recorder)
+    callers = Callers(group)
+    _leader_committing(recorder, callers)
+    callers.submit("b", ["b1"])
+    _until(lambda: _queued(group) == 1)
+    callers.submit("c", ["c1"])
+    _until(lambda: _queued(group) == 2)
+
+    recorder.release.set()
+    callers.join()
+
+    assert attempts == [["b1", "c1"]]  # not once more per batch
+    assert isinstance(callers.results["b"], DatabaseLockedError)
+    assert isinstance(callers.results["c"], DatabaseLockedError)
+    assert callers.results["b"] is not callers.results["c"]
+
+
+class Interrupted(BaseException):
+    """What the signal handler raises: a stand-in for KeyboardInterrupt."""
+
+
+@pytest.fixture
+def interrupt_main() -> Iterator[Callable[[], None]]:
+    """Send the main thread a signal whose handler raises :class:`Interrupted`."""
+
+    def handler(_signum: int, _frame: object) -> None:
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    yield lambda: os.kill(os.getpid(), signal.SIGUSR1)
+    signal.signal(signal.SIGUSR1, previous)
+
+
+def test_a_caller_interrupted_while_queued_withdraws_its_batch_and_the_others_go_on(
+    recorder: Recorder, interrupt_main: Callable[[], None]
+) -> None:
+    group: GroupCommit[str, str] = GroupCommit(recorder)
+    callers = Callers(group)
+    _leader_committing(recorder, callers)
+
+    def interrupt_once_queued() -> None:
+        _until(lambda: _queued(group) == 1)
+        interrupt_main()
+
+    threading.Thread(target=interrupt_once_queued, daemon=True).start()
+    with pytest.raises(Interrupted):
+        group.submit(["m1"])  # this (main) thread waits in the queue until the signal
+    callers.submit("b", ["b1"])
+    _until(lambda: _queued(group) == 1)
+
+    recorder.release.set()
+    callers.join()
+
+    assert recorder.transactions == [["a1"], ["b1"]]  # m1 was never committed
+    assert callers.results == {"a": ["done a1"], "b": ["done b1"]}
+    assert group.submit(["d1"]) == ["done d1"]
+
+
+def test_when_the_leader_is_interrupted_its_group_hears_so_and_the_lead_passes_on() -> None:
+    def leader_interrupted(statements: Sequence[str]) -> BaseException | None:
+        return Interrupted() if statements[:1] == ["b1"] else None
+
+    recorder = Recorder(fail=leader_interrupted)
+    group: GroupCommit[str, str] = GroupCommit(recorder)
+    callers = Callers(group)
+    _leader_committing(recorder, callers)
+    callers.submit("b", ["b1"])
+    _until(lambda: _queued(group) == 1)
+    callers.submit("c", ["c1"])
+    _until(lambda: _queued(group) == 2)
+
+    recorder.release.set()
+    callers.join()
+    # "d" arrives after the interrupted group: it must not wait for a leader that left.
+    callers.submit("d", ["d1"])
+    callers.join()
+
+    assert isinstance(callers.results["b"], Interrupted)
+    assert isinstance(callers.results["c"], DatabaseError)
+    assert "interrupted" in str(callers.results["c"])
+    assert callers.results["d"] == ["done d1"]
+
+
+# -- the wiring: Database.write_batch on every driver ---------------------------
+
+
+def _new_run_batch(n: int) -> Any:
+    return runs.new_runs([build_request("w", {"n": n})], now_ms())[1]
+
+
+def _hold_write_lock(db: Database) -> tuple[threading.Thread, threading.Event]:
+    """A ``db.write`` that keeps durably's write lock until the returned event is set."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(_conn: object) -> None:
+        holding.set()
+        assert release.wait(10)
+
+    thread = threading.Thread(target=db.write, args=(hold,), daemon=True)
+    thread.start()
+    assert holding.wait(10)
+    return thread, release
+
+
+def _queue_behind_a_leader(db: Database, batches: dict[str, Any]) -> tuple[Callers, Any]:
+    """Caller "first" leads and waits for the write lock; the others queue behind it."""
+    callers = Callers(db._group_commit)  # type: ignore[arg-type]
+    group = db._group_commit
+    callers.submit("first", _new_run_batch(100))
+    _until(lambda: group._leading and _queued(group) == 0)  # it took its batch
+    for count, (name, batch) in enumerate(batches.items(), start=1):
+        callers.submit(name, batch)
+        _until(lambda c=count: _queued(group) == c)
+    return callers, group
+
+
+def test_concurrent_write_batches_are_committed_together(durably: Durably) -> None:
+    db = durably._runtime.db
+    durably.job("w")(lambda step, input: None)
+    _new = {f"run{n}": _new_run_batch(n) for n in range(4)}
+    holder, release = _hold_write_lock(db)
+    callers, _group = _queue_behind_a_leader(db, _new)
+    writes_before = db.writes
+
+    release.set()
+    holder.join(10)
+    callers.join()
+
+    # The held write, the leader's own batch, then the four queued batches as one.
+    assert db.writes - writes_before == 3
+    assert {name: [o.rowcount for o in result] for name, result in callers.results.items()} == {
+        name: [1] for name in ["first", *_new]
+    }
+    listed = durably.get_runs(job_name="w")
+    assert sorted(run.input["n"] for run in listed) == [0, 1, 2, 3, 100]
+
+
+def test_a_failing_write_batch_spoils_none_of_those_committed_with_it(durably: Durably) -> None:
+    db = durably._runtime.db
+    durably.job("w")(lambda step, input: None)
+    taken = _new_run_batch(7)
+    db.write_batch(taken)
+    holder, release = _hold_write_lock(db)
+    callers, _group = _queue_behind_a_leader(
+        db, {"one": _new_run_batch(1), "duplicate": taken, "two": _new_run_batch(2)}
+    )
+
+    release.set()
+    holder.join(10)
+    callers.join()
+
+    assert isinstance(callers.results["duplicate"], DurablyError)
+    assert [o.rowcount for o in callers.results["one"]] == [1]
+    assert [o.rowcount for o in callers.results["two"]] == [1]
+    listed = durably.get_runs(job_name="w")
+    assert sorted(run.input["n"] for run in listed) == [1, 2, 7, 100]
