@@ -136,6 +136,25 @@ def translate(exc: BaseException) -> BaseException:
     return exc
 
 
+def _may_send_again(exc: Exception) -> bool:
+    """Whether statements whose transaction failed with ``exc`` may be sent again.
+
+    Not after the lock timeout (they were not refused for what they are),
+    and not when a remote server may have committed them: its answer was
+    lost (``executed is None``, see :mod:`durably.hrana.exceptions`).
+    """
+    if isinstance(exc, DatabaseLockedError):
+        return False
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, hrana_dbapi.Error) and cause.executed is None:
+            return False
+        seen.add(id(cause))
+        cause = cause.__cause__ or getattr(cause, "orig", None)
+    return True
+
+
 def is_driver_error(exc: BaseException) -> bool:
     # libsql_experimental reports every SQL error as a bare ValueError.
     return isinstance(exc, sa.exc.DBAPIError) or type(exc) is ValueError
@@ -382,7 +401,9 @@ class Database:
         syncs before a read when this has moved: read-your-writes)."""
         self._auth_token = auth_token
         self._write_lock = threading.Lock()
-        self._group_commit: GroupCommit[Statement, Outcome] = GroupCommit(self._commit_batch)
+        self._group_commit: GroupCommit[Statement, Outcome] = GroupCommit(
+            self._commit_batch, retry_alone=_may_send_again
+        )
         self._count_lock = threading.Lock()
         """Guards ``writes`` alone: a caller's commit must not wait on durably's write lock."""
         self._prepared: dict[UpdateBase, _Prepared] = {}

@@ -19,9 +19,12 @@ order and atomically, before :meth:`GroupCommit.submit` returns, and it
 gets the outcomes of its own statements only. Fencing lives inside each
 statement (``WHERE`` the lease still holds), so one batch's refused write
 does not touch the others. When the shared transaction fails, the batches
-are committed again one by one, so each caller gets its own error, except
-when the database stayed locked: that would have refused each of them
-alike, and waiting out the lock timeout once per batch helps nobody.
+are committed again one by one, so each caller gets its own error; unless
+the error says that would be wrong (the caller's ``retry_alone``): after
+the lock timeout, each batch would only wait it out again, and after a
+request to a remote server broke off unanswered, nobody knows whether the
+transaction committed, so nothing of it may be sent again. Then every
+caller of the group gets the error.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
-from .errors import DatabaseError, DatabaseLockedError
+from .errors import DatabaseError
 
 S = TypeVar("S")
 R = TypeVar("R")
@@ -69,10 +72,17 @@ class GroupCommit(Generic[S, R]):
 
     ``commit(statements)`` runs statements in one transaction (retrying a
     locked database as it sees fit) and returns one outcome per statement.
+    ``retry_alone(error)`` says whether, after a shared transaction failed
+    with ``error``, each batch may be committed again on its own.
     """
 
-    def __init__(self, commit: Callable[[Sequence[S]], list[R]]) -> None:
+    def __init__(
+        self,
+        commit: Callable[[Sequence[S]], list[R]],
+        retry_alone: Callable[[Exception], bool],
+    ) -> None:
         self._commit = commit
+        self._retry_alone = retry_alone
         self._lock = threading.Lock()
         self._queue: list[_Pending[S, R]] = []
         self._leading = False
@@ -117,12 +127,12 @@ class GroupCommit(Generic[S, R]):
         if len(group) > 1:
             try:
                 outcomes = self._commit([s for pending in group for s in pending.statements])
-            except DatabaseLockedError as exc:
-                for pending in group:
-                    pending.error = copy.copy(exc)  # one exception object per raising thread
-                return
-            except Exception:
-                pass  # most likely one batch's fault: commit each alone, for its own error
+            except Exception as exc:
+                if not self._retry_alone(exc):
+                    for pending in group:
+                        pending.error = _copy_of(exc)
+                    return
+                # Most likely one batch's fault: commit each alone, for its own error.
             else:
                 start = 0
                 for pending in group:
@@ -158,3 +168,10 @@ class GroupCommit(Generic[S, R]):
             if not mine.leads:
                 return
         self._pass_lead()
+
+
+def _copy_of(error: Exception) -> Exception:
+    """The same error for another thread to raise: one exception object per traceback."""
+    duplicate = copy.copy(error)
+    duplicate.__cause__ = error.__cause__
+    return duplicate

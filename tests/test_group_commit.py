@@ -14,12 +14,14 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from durably import Durably, DurablyError, runs
 from durably.clock import now_ms
-from durably.database import Database
+from durably.database import Database, _may_send_again, translate
 from durably.errors import DatabaseError, DatabaseLockedError
 from durably.group_commit import GroupCommit
+from durably.hrana import dbapi as hrana_dbapi
 from durably.jobs import build_request
 
 
@@ -91,7 +93,7 @@ def _leader_committing(recorder: Recorder, callers: Callers) -> None:
 
 
 def test_batches_queued_behind_a_commit_share_the_next_transaction(recorder: Recorder) -> None:
-    group: GroupCommit[str, str] = GroupCommit(recorder)
+    group: GroupCommit[str, str] = GroupCommit(recorder, _may_send_again)
     callers = Callers(group)
     _leader_committing(recorder, callers)
     callers.submit("b", ["b1", "b2"])
@@ -111,7 +113,7 @@ def test_batches_queued_behind_a_commit_share_the_next_transaction(recorder: Rec
 
 def test_one_failing_batch_gets_its_own_error_and_the_others_are_committed() -> None:
     recorder = Recorder(fail=lambda s: ValueError("bad statement") if "bad" in s else None)
-    group: GroupCommit[str, str] = GroupCommit(recorder)
+    group: GroupCommit[str, str] = GroupCommit(recorder, _may_send_again)
     callers = Callers(group)
     _leader_committing(recorder, callers)
     for queued, (name, statements) in enumerate(
@@ -140,7 +142,7 @@ def test_a_locked_database_fails_every_batch_of_the_group_after_one_wait() -> No
         return None
 
     recorder = Recorder(fail=locked)
-    group: GroupCommit[str, str] = GroupCommit(recorder)
+    group: GroupCommit[str, str] = GroupCommit(recorder, _may_send_again)
     callers = Callers(group)
     _leader_committing(recorder, callers)
     callers.submit("b", ["b1"])
@@ -155,6 +157,55 @@ def test_a_locked_database_fails_every_batch_of_the_group_after_one_wait() -> No
     assert isinstance(callers.results["b"], DatabaseLockedError)
     assert isinstance(callers.results["c"], DatabaseLockedError)
     assert callers.results["b"] is not callers.results["c"]
+
+
+def _as_raised(driver_error: hrana_dbapi.Error) -> Exception:
+    """What ``Database._commit_batch`` raises for a Hrana driver error: wrapped, translated."""
+    wrapped = sa.exc.DBAPIError.instance(
+        None, None, driver_error, hrana_dbapi.Error, connection_invalidated=True
+    )
+    try:
+        raise translate(wrapped) from wrapped
+    except Exception as raised:
+        return raised
+
+
+def test_after_an_unanswered_remote_commit_no_batch_of_the_group_is_sent_again() -> None:
+    """The connection broke after the request went out: the group may have committed."""
+    unanswered = hrana_dbapi.OperationalError(
+        "lost the connection", executed=None, connection_lost=True
+    )
+    attempts: list[list[str]] = []
+
+    def broken(statements: Sequence[str]) -> BaseException | None:
+        if statements[0] == "a1":
+            return None
+        attempts.append(list(statements))
+        return _as_raised(unanswered)
+
+    recorder = Recorder(fail=broken)
+    group: GroupCommit[str, str] = GroupCommit(recorder, _may_send_again)
+    callers = Callers(group)
+    _leader_committing(recorder, callers)
+    callers.submit("b", ["b1"])
+    _until(lambda: _queued(group) == 1)
+    callers.submit("c", ["c1"])
+    _until(lambda: _queued(group) == 2)
+
+    recorder.release.set()
+    callers.join()
+
+    assert attempts == [["b1", "c1"]]
+    assert isinstance(callers.results["b"], DatabaseError)
+    assert isinstance(callers.results["c"], DatabaseError)
+
+
+def test_only_errors_that_refused_the_statements_let_them_be_sent_again() -> None:
+    refused = hrana_dbapi.IntegrityError("UNIQUE constraint failed: durably_runs.id")
+    unanswered = hrana_dbapi.OperationalError("lost the connection", executed=None)
+    assert _may_send_again(_as_raised(refused)) is True
+    assert _may_send_again(_as_raised(unanswered)) is False
+    assert _may_send_again(DatabaseLockedError("The database stayed locked")) is False
 
 
 class Interrupted(BaseException):
@@ -176,7 +227,7 @@ def interrupt_main() -> Iterator[Callable[[], None]]:
 def test_a_caller_interrupted_while_queued_withdraws_its_batch_and_the_others_go_on(
     recorder: Recorder, interrupt_main: Callable[[], None]
 ) -> None:
-    group: GroupCommit[str, str] = GroupCommit(recorder)
+    group: GroupCommit[str, str] = GroupCommit(recorder, _may_send_again)
     callers = Callers(group)
     _leader_committing(recorder, callers)
 
@@ -203,7 +254,7 @@ def test_when_the_leader_is_interrupted_its_group_hears_so_and_the_lead_passes_o
         return Interrupted() if statements[:1] == ["b1"] else None
 
     recorder = Recorder(fail=leader_interrupted)
-    group: GroupCommit[str, str] = GroupCommit(recorder)
+    group: GroupCommit[str, str] = GroupCommit(recorder, _may_send_again)
     callers = Callers(group)
     _leader_committing(recorder, callers)
     callers.submit("b", ["b1"])
