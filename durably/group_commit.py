@@ -91,19 +91,25 @@ class GroupCommit(Generic[S, R]):
 
     def submit(self, statements: Sequence[S]) -> list[R]:
         """Commit ``statements`` (with whatever else is queued); their outcomes, in order."""
-        mine: _Pending[S, R] = _Pending(statements)
+        mine: _Pending[S, R] | None = None
         with self._lock:
-            self._queue.append(mine)
-            follow, self._leading = self._leading, True
-        if follow:
+            if self._leading:
+                mine = _Pending(statements)
+                self._queue.append(mine)
+            else:
+                self._leading = True  # and the queue is empty: this batch goes alone
+        if mine is None:
             try:
-                mine.wait()
-            except BaseException:  # interrupted while queued (KeyboardInterrupt)
-                self._withdraw(mine)
-                raise
-            if not mine.leads:
-                return mine.result()
-        self._lead(mine)
+                return self._commit(statements)
+            finally:
+                self._pass_lead()
+        try:
+            mine.wait()
+        except BaseException:  # interrupted while queued (KeyboardInterrupt)
+            self._withdraw(mine)
+            raise
+        if mine.leads:
+            self._lead(mine)
         return mine.result()
 
     def _lead(self, mine: _Pending[S, R]) -> None:
