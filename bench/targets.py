@@ -37,9 +37,15 @@ def _at_least(mine_id: str, base_id: str, metric: str, minimum: float) -> Judge:
         if ratio is None or mine_median is None or base_median is None:
             return None
         medians = f"{number(mine_median)} vs {number(base_median)} {metric}"
-        return f"{medians} (medians); paired {ratio:.2f}x", ratio >= minimum
+        return f"{medians} (medians); paired {_ratio(ratio, minimum)}x", ratio >= minimum
 
     return judge
+
+
+def _ratio(ratio: float, minimum: float) -> str:
+    """Two decimals, or three where two would round a miss up to the goal (0.397 is not 0.40)."""
+    shown = f"{ratio:.2f}"
+    return shown if (float(shown) >= minimum) == (ratio >= minimum) else f"{ratio:.3f}"
 
 
 def _sqlite(engine: str, workload: str) -> str:

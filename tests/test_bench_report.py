@@ -43,3 +43,13 @@ def test_the_targets_table_judges_paired_ratios() -> None:
         False,
     )
     assert verdicts["W3 p50 <= 20 ms (SQLite)"] is None  # not measured
+
+
+def test_a_ratio_just_short_of_its_goal_is_not_rounded_up_to_it() -> None:
+    floor = _result("floor/w1-single/NORMAL", {0: 20_000})
+    single = _result("thread/w1-single/sqlite/NORMAL", {0: 9_960})
+    verdicts = {t.goal: t.judge({r.case.id: r for r in (floor, single)}) for t in TARGETS}
+    assert verdicts["W1 single trigger >= 0.5 x floor (SQLite)"] == (
+        "9,960 vs 20,000 triggers/s (medians); paired 0.498x",
+        False,
+    )
