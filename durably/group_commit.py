@@ -8,11 +8,12 @@ small transaction each, every turn a wake-up of the next thread and a
 commit of its own. With four worker slots, four out of five writes found
 the lock taken.
 
-Here the first thread to arrive leads: it takes every batch queued so far
-(its own first) and commits them as one transaction, in queue order. The
-others wait without touching the database; the leader hands each its own
-statements' outcomes, then passes the lead to the oldest batch that arrived
-meanwhile. A batch alone in the queue is committed alone, exactly as before.
+Here a thread that finds no commit in progress commits its batch at once,
+alone, exactly as before. Batches that arrive meanwhile queue up without
+touching the database. When a commit ends, the lead passes to the thread of
+the oldest queued batch: it commits every batch queued by then as one
+transaction, in queue order, hands each waiting thread the outcomes of its
+own statements, and passes the lead on in turn.
 
 Nothing a caller can observe changes: its statements are committed, in
 order and atomically, before :meth:`GroupCommit.submit` returns, and it
@@ -178,6 +179,9 @@ class GroupCommit(Generic[S, R]):
 
 def _copy_of(error: Exception) -> Exception:
     """The same error for another thread to raise: one exception object per traceback."""
-    duplicate = copy.copy(error)
+    try:
+        duplicate = copy.copy(error)
+    except Exception:  # an exception class that cannot be rebuilt from its args
+        return error
     duplicate.__cause__ = error.__cause__
     return duplicate
