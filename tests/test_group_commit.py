@@ -92,38 +92,33 @@ def _leader_committing(recorder: Recorder, callers: Callers) -> None:
     assert recorder.first_entered.wait(10)
 
 
-def test_batches_queued_behind_a_commit_share_the_next_transaction(recorder: Recorder) -> None:
+def _queued_behind_a_commit(recorder: Recorder, batches: dict[str, list[str]]) -> Callers:
+    """Caller "a" commits ["a1"] and stays inside that commit until ``batches`` have
+    queued behind it, in order; then every caller finishes."""
     group: GroupCommit[str, str] = GroupCommit(recorder, _may_send_again)
     callers = Callers(group)
     _leader_committing(recorder, callers)
-    callers.submit("b", ["b1", "b2"])
-    _until(lambda: _queued(group) == 1)
-    callers.submit("c", ["c1"])
-    _until(lambda: _queued(group) == 2)
-
+    for queued, (name, statements) in enumerate(batches.items(), start=1):
+        callers.submit(name, statements)
+        _until(lambda n=queued: _queued(group) == n)
     recorder.release.set()
     callers.join()
+    return callers
+
+
+def test_batches_queued_behind_a_commit_share_the_next_transaction(recorder: Recorder) -> None:
+    callers = _queued_behind_a_commit(recorder, {"b": ["b1", "b2"], "c": ["c1"]})
 
     assert recorder.transactions == [["a1"], ["b1", "b2", "c1"]]
     assert callers.results == {"a": ["done a1"], "b": ["done b1", "done b2"], "c": ["done c1"]}
     # The lead went back to nobody: the next batch is committed at once, alone.
-    assert group.submit(["d1"]) == ["done d1"]
+    assert callers.group.submit(["d1"]) == ["done d1"]
     assert recorder.transactions[-1] == ["d1"]
 
 
 def test_one_failing_batch_gets_its_own_error_and_the_others_are_committed() -> None:
     recorder = Recorder(fail=lambda s: ValueError("bad statement") if "bad" in s else None)
-    group: GroupCommit[str, str] = GroupCommit(recorder, _may_send_again)
-    callers = Callers(group)
-    _leader_committing(recorder, callers)
-    for queued, (name, statements) in enumerate(
-        (("b", ["b1"]), ("bad", ["x", "bad"]), ("c", ["c1"])), start=1
-    ):
-        callers.submit(name, statements)
-        _until(lambda n=queued: _queued(group) == n)
-
-    recorder.release.set()
-    callers.join()
+    callers = _queued_behind_a_commit(recorder, {"b": ["b1"], "bad": ["x", "bad"], "c": ["c1"]})
 
     assert isinstance(callers.results["bad"], ValueError)
     assert callers.results["b"] == ["done b1"]
@@ -141,17 +136,7 @@ def test_a_locked_database_fails_every_batch_of_the_group_after_one_wait() -> No
             return DatabaseLockedError("The database stayed locked")
         return None
 
-    recorder = Recorder(fail=locked)
-    group: GroupCommit[str, str] = GroupCommit(recorder, _may_send_again)
-    callers = Callers(group)
-    _leader_committing(recorder, callers)
-    callers.submit("b", ["b1"])
-    _until(lambda: _queued(group) == 1)
-    callers.submit("c", ["c1"])
-    _until(lambda: _queued(group) == 2)
-
-    recorder.release.set()
-    callers.join()
+    callers = _queued_behind_a_commit(Recorder(fail=locked), {"b": ["b1"], "c": ["c1"]})
 
     assert attempts == [["b1", "c1"]]  # not once more per batch
     assert isinstance(callers.results["b"], DatabaseLockedError)
@@ -183,17 +168,7 @@ def test_after_an_unanswered_remote_commit_no_batch_of_the_group_is_sent_again()
         attempts.append(list(statements))
         return _as_raised(unanswered)
 
-    recorder = Recorder(fail=broken)
-    group: GroupCommit[str, str] = GroupCommit(recorder, _may_send_again)
-    callers = Callers(group)
-    _leader_committing(recorder, callers)
-    callers.submit("b", ["b1"])
-    _until(lambda: _queued(group) == 1)
-    callers.submit("c", ["c1"])
-    _until(lambda: _queued(group) == 2)
-
-    recorder.release.set()
-    callers.join()
+    callers = _queued_behind_a_commit(Recorder(fail=broken), {"b": ["b1"], "c": ["c1"]})
 
     assert attempts == [["b1", "c1"]]
     assert isinstance(callers.results["b"], DatabaseError)
@@ -253,17 +228,7 @@ def test_when_the_leader_is_interrupted_its_group_hears_so_and_the_lead_passes_o
     def leader_interrupted(statements: Sequence[str]) -> BaseException | None:
         return Interrupted() if statements[:1] == ["b1"] else None
 
-    recorder = Recorder(fail=leader_interrupted)
-    group: GroupCommit[str, str] = GroupCommit(recorder, _may_send_again)
-    callers = Callers(group)
-    _leader_committing(recorder, callers)
-    callers.submit("b", ["b1"])
-    _until(lambda: _queued(group) == 1)
-    callers.submit("c", ["c1"])
-    _until(lambda: _queued(group) == 2)
-
-    recorder.release.set()
-    callers.join()
+    callers = _queued_behind_a_commit(Recorder(fail=leader_interrupted), {"b": ["b1"], "c": ["c1"]})
     # "d" arrives after the interrupted group: it must not wait for a leader that left.
     callers.submit("d", ["d1"])
     callers.join()
