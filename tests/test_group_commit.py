@@ -55,7 +55,7 @@ class Recorder:
 class Callers:
     """Threads that each submit one batch and keep what they got back."""
 
-    def __init__(self, group: GroupCommit[str, str]) -> None:
+    def __init__(self, group: GroupCommit[Any, Any]) -> None:
         self.group = group
         self.results: dict[str, Any] = {}
         self.threads: list[threading.Thread] = []
@@ -260,24 +260,24 @@ def _hold_write_lock(db: Database) -> tuple[threading.Thread, threading.Event]:
     return thread, release
 
 
-def _queue_behind_a_leader(db: Database, batches: dict[str, Any]) -> tuple[Callers, Any]:
-    """Caller "first" leads and waits for the write lock; the others queue behind it."""
-    callers = Callers(db._group_commit)  # type: ignore[arg-type]
+def _queue_behind_a_commit(db: Database, batches: dict[str, Any]) -> Callers:
+    """Caller "first" commits alone and waits for the write lock; ``batches`` queue behind it."""
     group = db._group_commit
+    callers = Callers(group)
     callers.submit("first", _new_run_batch(100))
-    _until(lambda: group._leading and _queued(group) == 0)  # it took its batch
+    _until(lambda: group._leading)  # its commit has begun
     for count, (name, batch) in enumerate(batches.items(), start=1):
         callers.submit(name, batch)
         _until(lambda c=count: _queued(group) == c)
-    return callers, group
+    return callers
 
 
 def test_concurrent_write_batches_are_committed_together(durably: Durably) -> None:
     db = durably._runtime.db
     durably.job("w")(lambda step, input: None)
-    _new = {f"run{n}": _new_run_batch(n) for n in range(4)}
+    new = {f"run{n}": _new_run_batch(n) for n in range(4)}
     holder, release = _hold_write_lock(db)
-    callers, _group = _queue_behind_a_leader(db, _new)
+    callers = _queue_behind_a_commit(db, new)
     writes_before = db.writes
 
     release.set()
@@ -287,7 +287,7 @@ def test_concurrent_write_batches_are_committed_together(durably: Durably) -> No
     # The held write, the leader's own batch, then the four queued batches as one.
     assert db.writes - writes_before == 3
     assert {name: [o.rowcount for o in result] for name, result in callers.results.items()} == {
-        name: [1] for name in ["first", *_new]
+        name: [1] for name in ["first", *new]
     }
     listed = durably.get_runs(job_name="w")
     assert sorted(run.input["n"] for run in listed) == [0, 1, 2, 3, 100]
@@ -299,7 +299,7 @@ def test_a_failing_write_batch_spoils_none_of_those_committed_with_it(durably: D
     taken = _new_run_batch(7)
     db.write_batch(taken)
     holder, release = _hold_write_lock(db)
-    callers, _group = _queue_behind_a_leader(
+    callers = _queue_behind_a_commit(
         db, {"one": _new_run_batch(1), "duplicate": taken, "two": _new_run_batch(2)}
     )
 
