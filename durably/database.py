@@ -21,6 +21,7 @@ nowhere else.
 
 from __future__ import annotations
 
+import operator
 import os
 import random
 import re
@@ -306,42 +307,52 @@ class _Compiled(NamedTuple):
     many: bool
 
 
-_REQUIRED: Any = object()
-
-
 @dataclass(frozen=True, slots=True)
 class _Prepared:
     """A :meth:`Database.write_batch` statement, compiled once.
 
-    ``sources`` says where each driver parameter comes from, in order: the
-    caller's parameter of that name, or the value built into the statement
-    (``count + 1``). Reading them straight from the caller's mapping skips
-    SQLAlchemy's general ``construct_params``, which costs more than SQLite
-    takes to run a small statement.
+    ``pick`` reads the driver's parameters, in order, from the caller's
+    parameters of the same names; ``built_in`` holds the values built into
+    the statement (``count + 1``), which a caller's parameter of the same
+    name overrides. Reading parameters straight from the caller's mapping
+    skips SQLAlchemy's general ``construct_params``, which costs more than
+    SQLite takes to run a small statement; ``operator.itemgetter`` reads
+    them in one C call (0.5 µs for a new run's seven, 2.3 µs in a Python
+    loop).
     """
 
     sql: str
-    sources: tuple[tuple[str, Any], ...]
+    built_in: Mapping[str, Any]
+    pick: Callable[[Mapping[str, Any]], tuple[Any, ...]]
 
     @classmethod
     def compile(cls, statement: UpdateBase, dialect: sa.Dialect) -> _Prepared:
         compiled = statement.compile(dialect=dialect)
         if "POSTCOMPILE" in compiled.string:
             raise TypeError(f"write_batch takes no expanding IN parameters: {statement}")
-        sources = []
+        keys = []
+        built_in = {}
         for name in compiled.positiontup or ():
             bind = compiled.binds[name]
             if bind.callable is not None:
                 raise TypeError(f"write_batch takes no callable parameters: {name}")
-            sources.append((bind.key, _REQUIRED if bind.required else bind.value))
-        return cls(compiled.string, tuple(sources))
+            keys.append(bind.key)
+            if not bind.required:
+                built_in[bind.key] = bind.value
+        return cls(compiled.string, built_in, _tuple_getter(keys))
 
     def args(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
         """The driver's positional parameters (a tuple: the libSQL driver takes no list)."""
-        return tuple(
-            params[key] if fixed is _REQUIRED else params.get(key, fixed)
-            for key, fixed in self.sources
-        )
+        if self.built_in:
+            params = {**self.built_in, **params}
+        return self.pick(params)
+
+
+def _tuple_getter(keys: Sequence[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """``params -> (params[key] for key in keys)`` as a tuple, in one C call when it can be."""
+    if len(keys) > 1:
+        return operator.itemgetter(*keys)  # two or more keys: it returns a tuple
+    return lambda params: tuple(params[key] for key in keys)
 
 
 def _execute(raw: Any, statement: _Compiled) -> Outcome:
