@@ -16,6 +16,7 @@ from sqlalchemy.engine import URL, Connection
 from . import config, serialization
 from . import migrate as migrations
 from . import runs as run_store
+from .after_commit import call_after_commit
 from .bridge import threadsafe_setter, wait_event
 from .clock import now_ms, to_ms
 from .database import Database, display_url, url_from_env
@@ -400,14 +401,12 @@ class Durably:
         if connection is None:
             self._announce(requests, runs)
         else:
-            # The runs exist only if the caller commits: announce them then.
-            # (SQLAlchemy's commit event comes just before the driver's commit;
-            # a replica read racing into that gap may miss this one write.)
+            # The runs exist only once the caller's COMMIT has returned: announce them then.
             def committed() -> None:
                 self._runtime.db.count_write()
                 self._announce(requests, runs)
 
-            _on_commit(connection, committed)
+            call_after_commit(connection, committed)
         return runs
 
     def _announce(self, requests: Sequence[EnqueueRequest], runs: Sequence[Run]) -> None:
@@ -701,22 +700,6 @@ class Durably:
     def on_error(self, handler: ErrorHandler | None) -> None:
         """Where exceptions raised by event listeners go (default: logged)."""
         self._runtime.events.on_error = handler
-
-
-def _on_commit(connection: Connection, callback: Callable[[], None]) -> None:
-    """Call ``callback`` when the caller commits its transaction; never if it rolls back."""
-    state = {"open": True}
-
-    def on_commit(_conn: Connection) -> None:
-        if state["open"]:
-            state["open"] = False
-            callback()
-
-    def on_rollback(_conn: Connection) -> None:
-        state["open"] = False
-
-    sa.event.listen(connection, "commit", on_commit, once=True)
-    sa.event.listen(connection, "rollback", on_rollback, once=True)
 
 
 def _settled(run_id: str, run: Run | None) -> Run | None:

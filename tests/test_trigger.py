@@ -598,6 +598,79 @@ def test_transactional_trigger_emits_run_trigger_only_on_commit(
     assert [e.run_id for e in events] == [kept.id]
 
 
+def test_transactional_trigger_is_announced_once_others_can_read_it(
+    durably: Durably, job: Job[Any, Any]
+) -> None:
+    # A listener that looks the new run up (a live list, a webhook) finds it:
+    # the event comes after the driver's COMMIT, not just before it.
+    found: list[Any] = []
+    durably.on("run:trigger", lambda event: found.append(durably.get_run(event.run_id)))
+    with durably.engine.begin() as conn:
+        run = job.trigger({"n": 1}, connection=conn)
+        assert found == []
+
+    assert found == [durably.get_run(run.id)]
+    assert found[0] is not None
+
+
+def test_a_commit_that_fails_announces_nothing(durably: Durably, job: Job[Any, Any]) -> None:
+    # A deferred foreign key is checked at COMMIT, which then fails: the run
+    # never existed, and no listener may hear of it.
+    caller = sa.create_engine(durably.engine.url)
+    sa.event.listen(
+        caller,
+        "connect",
+        lambda dbapi_conn, _record: dbapi_conn.cursor().execute("PRAGMA foreign_keys=ON"),
+    )
+    events = record(durably, "run:trigger")
+    try:
+        with caller.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE parents (id INTEGER PRIMARY KEY)")
+            conn.exec_driver_sql(
+                "CREATE TABLE children (parent_id INTEGER "
+                "REFERENCES parents (id) DEFERRABLE INITIALLY DEFERRED)"
+            )
+        with caller.connect() as conn:
+            tx = conn.begin()
+            conn.exec_driver_sql("INSERT INTO children (parent_id) VALUES (404)")
+            run = job.trigger({"n": 1}, connection=conn)
+            # (libSQL's driver raises a bare ValueError, which SQLAlchemy passes on as it is.)
+            with pytest.raises((sa.exc.IntegrityError, ValueError), match="FOREIGN KEY"):
+                tx.commit()
+            assert events == []
+            tx.rollback()
+        assert events == []
+        assert durably.get_run(run.id) is None
+
+        with caller.begin() as conn:  # the connection serves the next transaction as before
+            kept = job.trigger({"n": 2}, connection=conn)
+        assert [e.run_id for e in events] == [kept.id]
+    finally:
+        caller.dispose()
+
+
+def test_a_trigger_in_a_savepoint_rolled_back_is_not_announced(
+    durably: Durably, job: Job[Any, Any]
+) -> None:
+    events = record(durably, "run:trigger")
+    with durably.engine.begin() as conn:
+        before = job.trigger({"n": 1}, connection=conn)
+        with conn.begin_nested() as savepoint:
+            dropped = job.trigger({"n": 2}, connection=conn)
+            with conn.begin_nested():
+                dropped_inside = job.trigger({"n": 3}, connection=conn)
+            savepoint.rollback()
+        with conn.begin_nested():
+            released = job.trigger({"n": 4}, connection=conn)
+        after = job.trigger({"n": 5}, connection=conn)
+
+    kept = [before.id, released.id, after.id]
+    assert [e.run_id for e in events] == kept
+    assert sorted(r.id for r in durably.get_runs()) == sorted(kept)
+    assert durably.get_run(dropped.id) is None
+    assert durably.get_run(dropped_inside.id) is None
+
+
 def test_transactional_trigger_sees_its_own_uncommitted_runs(
     durably: Durably, job: Job[Any, Any]
 ) -> None:
