@@ -81,21 +81,26 @@ class Run:
     @classmethod
     def from_row(cls, row: Mapping[Any, Any], disposition: Disposition | None = None) -> Run:
         # Every trigger returns a Run built here, so it skips work where it
-        # can: a new run's two times are one time, and most runs have no labels.
+        # can: a new run's two times are one time, most runs have no labels,
+        # and a pending run has no output or progress to decode.
         created_at = to_datetime(row["created_at"])
         updated_at = (
             created_at if row["updated_at"] == row["created_at"] else to_datetime(row["updated_at"])
         )
-        labels_json = row["labels"]
+        labels_json, output_json, progress_json = row["labels"], row["output"], row["progress"]
         return cls(
             id=row["id"],
             job_name=row["job_name"],
             status=_RUN_STATUSES[row["status"]],
             input=serialization.loads_or_text(row["input"]),
-            output=serialization.loads_or_text(row["output"]),
+            output=None if output_json is None else serialization.loads_or_text(output_json),
             error=row["error"],
             labels={} if labels_json == "{}" else serialization.loads_or_text(labels_json) or {},
-            progress=Progress.from_json(serialization.loads_or_text(row["progress"])),
+            progress=(
+                None
+                if progress_json is None
+                else Progress.from_json(serialization.loads_or_text(progress_json))
+            ),
             idempotency_key=row["idempotency_key"],
             concurrency_key=row["concurrency_key"],
             current_step_index=row["current_step_index"],

@@ -30,7 +30,7 @@ from sqlalchemy.sql.dml import UpdateBase
 
 from .database import Batch, Database
 from .errors import ConflictError, NotFoundError
-from .ids import new_id
+from .ids import new_id, new_ids
 from .schema import COUNTED_STEP_COUNTERS, RUN_COLUMNS, logs, run_labels, runs, sql_status, steps
 from .status import (
     ACTIVE_STATUSES,
@@ -129,7 +129,10 @@ def new_runs(requests: Sequence[EnqueueRequest], now: int) -> tuple[list[dict[st
     nothing is read back. A single run without labels is one plain statement,
     which SQLite runs as its own transaction: no ``BEGIN`` and ``COMMIT``.
     """
-    rows = [_new_row(request, now) for request in requests]
+    rows = [
+        _new_row(request, now, run_id)
+        for request, run_id in zip(requests, new_ids(len(requests)), strict=True)
+    ]
     labels = [
         label
         for request, row in zip(requests, rows, strict=True)
@@ -143,7 +146,7 @@ def new_runs(requests: Sequence[EnqueueRequest], now: int) -> tuple[list[dict[st
 
 def keyed_run(request: EnqueueRequest, now: int) -> tuple[dict[str, Any], Batch]:
     """The row of a run with keys and the statements that insert it unless a key is taken."""
-    row = _new_row(request, now)
+    row = _new_row(request, now, new_id())
     row["idempotency_key"] = request.idempotency_key
     row["concurrency_key"] = request.concurrency_key
     batch: list[tuple[UpdateBase, Any]] = [(_INSERT_RUN_UNLESS_TAKEN, row)]
@@ -228,10 +231,10 @@ def enqueue_many(
     return [(row, Disposition.CREATED) for row in rows]
 
 
-def _new_row(request: EnqueueRequest, now: int) -> dict[str, Any]:
+def _new_row(request: EnqueueRequest, now: int, run_id: str) -> dict[str, Any]:
     """The columns a trigger writes (``_WRITTEN``) for a new run."""
     return {
-        "id": new_id(),
+        "id": run_id,
         "job_name": request.job_name,
         "status": RunStatus.PENDING.value,
         "input": request.input_json,

@@ -47,3 +47,21 @@ def test_ids_are_ulids_that_carry_their_creation_time(monkeypatch: pytest.Monkey
     ]
     assert as_int[1] == as_int[0] + 1  # one millisecond: the random part counts up
     assert as_int[0] >> 80 == 1_469_918_176_385
+
+
+def test_a_batch_of_ids_is_what_as_many_single_ids_would_be(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A batch encodes the characters its ids share once per 1,024 ids; across
+    # each such boundary (and a carry into every higher character) it must
+    # still spell each id exactly as new_id does.
+    monkeypatch.setattr(time, "time_ns", lambda: 1_469_918_176_385_000_000)
+    one_by_one, batched = ids._UlidGenerator(), ids._UlidGenerator()
+    for generator in (one_by_one, batched):
+        generator._last_ms = 1_469_918_176_385
+        generator._last_random = (1 << 70) - 3  # three ids on, 14 characters change at once
+
+    expected = [one_by_one.new() for _ in range(3000)]
+    assert batched.new_many(3000) == expected
+    assert len(set(expected)) == 3000
+    assert expected == sorted(expected)
