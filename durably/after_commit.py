@@ -14,10 +14,11 @@ So the hook sits one level down, on the dialect of the caller's engine:
 its ``do_commit``, ``do_rollback`` and savepoint methods are wrapped, once
 per dialect. Callbacks wait in the DBAPI connection's ``info`` (the
 connection the caller's transaction runs on) and run after ``do_commit``
-returns; ``do_rollback`` drops them (so does the pool's reset of a
-connection returned with its transaction open, which is a rollback); rolling back to a savepoint
-drops those registered since the savepoint began. A connection without
-waiting callbacks pays one dictionary lookup per commit.
+returns. ``do_rollback`` drops them, and so does the pool's reset of a
+connection handed back with its transaction open, which is a rollback too.
+Rolling back to a savepoint drops those registered since the savepoint
+began. A connection without waiting callbacks pays one dictionary lookup
+per commit.
 """
 
 from __future__ import annotations
