@@ -67,10 +67,7 @@ class _Waiting:
 def call_after_commit(connection: Connection, callback: Callable[[], None]) -> None:
     """Call ``callback`` once ``connection``'s transaction has committed; never if it rolls back."""
     _wrap(connection.dialect)
-    waiting = connection.info.get(_KEY)
-    if waiting is None:
-        waiting = connection.info[_KEY] = _Waiting()
-    waiting.callbacks.append(callback)
+    _waiting_on(connection).callbacks.append(callback)
 
 
 def _wrap(dialect: sa.Dialect) -> None:
@@ -98,10 +95,7 @@ def _wrap(dialect: sa.Dialect) -> None:
 
         def do_savepoint(connection: Connection, name: str) -> None:
             savepoint(connection, name)
-            waiting = connection.info.get(_KEY)
-            if waiting is None:
-                waiting = connection.info[_KEY] = _Waiting()
-            waiting.began(name)
+            _waiting_on(connection).began(name)
 
         def do_rollback_to_savepoint(connection: Connection, name: str) -> None:
             rollback_to_savepoint(connection, name)
@@ -123,6 +117,14 @@ def _wrap(dialect: sa.Dialect) -> None:
         dialect.do_rollback_to_savepoint = do_rollback_to_savepoint  # type: ignore[method-assign]
         dialect.do_release_savepoint = do_release_savepoint  # type: ignore[method-assign]
         setattr(dialect, _WRAPPED, True)
+
+
+def _waiting_on(connection: Connection) -> _Waiting:
+    """What ``connection``'s open transaction holds, made on first use."""
+    waiting = connection.info.get(_KEY)
+    if waiting is None:
+        waiting = connection.info[_KEY] = _Waiting()
+    return waiting
 
 
 def _take(dbapi_connection: Any) -> _Waiting | None:
