@@ -13,7 +13,7 @@ from typing import Any, TypeVar, overload
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection
 
-from . import config, serialization
+from . import config, operation, serialization
 from . import migrate as migrations
 from . import runs as run_store
 from .after_commit import call_after_commit
@@ -348,7 +348,7 @@ class Durably:
         """Claim one run and await it in the running loop (``def`` jobs run in a thread)."""
         runtime = self._runtime
         await runtime.call(self._ensure_schema)
-        claimed = await runtime.call(runtime.service.claim, self.worker_id)
+        claimed = await operation.run_async(runtime.service.claim_op(self.worker_id), runtime)
         if claimed is None:
             return False
         await execute_async(runtime, claimed)

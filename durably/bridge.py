@@ -155,15 +155,25 @@ class Threads:
 
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """``fn(*args, **kwargs)`` in one of the threads; its result or its exception."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self.submit(functools.partial(fn, *args, **kwargs), functools.partial(_settle, future))
+        return await future
+
+    def submit(
+        self, fn: Callable[[], T], deliver: Callable[[T | None, BaseException | None], None]
+    ) -> None:
+        """Call ``fn()`` in one of the threads, then ``deliver(result, error)`` on this loop.
+
+        ``deliver`` gets ``(result, None)`` or ``(None, exception)``, in one
+        ``call_soon_threadsafe`` from the thread: the cheapest way back.
+        """
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
         with self._lock:
             if self._shut_down:
                 raise RuntimeError(f"{self._name} threads are shut down")
             if not self._threads:
                 self._start()
-            self._calls.put(_Call(loop, future, functools.partial(fn, *args, **kwargs)))
-        return await future
+            self._calls.put(_Call(loop, fn, deliver))
 
     def shutdown(self, wait: bool = True) -> None:
         """Let calls already queued finish; refuse new ones; with ``wait``, join the threads."""
@@ -191,37 +201,40 @@ class Threads:
 
 
 class _Call:
-    __slots__ = ("fn", "future", "loop")
+    __slots__ = ("deliver", "fn", "loop")
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], fn: Callable[[], Any]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        fn: Callable[[], Any],
+        deliver: Callable[[Any, BaseException | None], None],
     ) -> None:
         self.loop = loop
-        self.future = future
         self.fn = fn
+        self.deliver = deliver
 
     def run(self) -> None:
         try:
             result = self.fn()
-        except BaseException as exc:  # carried to the awaiting task, as an executor does
-            self._resolve(_set_exception, exc)
+        except BaseException as exc:  # carried to the loop, as an executor does
+            self._deliver(None, exc)
         else:
-            self._resolve(_set_result, result)
+            self._deliver(result, None)
 
-    def _resolve(self, setter: Callable[[asyncio.Future[Any], Any], None], value: Any) -> None:
-        # A closed loop has nobody left awaiting the future.
+    def _deliver(self, result: Any, error: BaseException | None) -> None:
+        # A closed loop has nobody left waiting.
         with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(setter, self.future, value)
+            self.loop.call_soon_threadsafe(self.deliver, result, error)
 
 
-def _set_result(future: asyncio.Future[Any], result: Any) -> None:
-    if not future.done():  # not cancelled meanwhile
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    """Resolve ``future`` with what a call delivered, unless it was cancelled meanwhile."""
+    if future.done():
+        return
+    if error is None:
         future.set_result(result)
-
-
-def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
-    if not future.done():
-        future.set_exception(exc)
+    else:
+        future.set_exception(error)
 
 
 async def run_in(threads: Threads | None, fn: Callable[..., T], *args: Any) -> T:

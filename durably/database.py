@@ -496,6 +496,15 @@ class Database:
         """
         return self._group_commit.submit(batch)
 
+    def write_batches(self, batches: Sequence[Batch]) -> list[list[Outcome] | Exception]:
+        """:meth:`write_batch` for several callers at once: each batch's outcomes, or its error.
+
+        The batches share a transaction as concurrent ``write_batch`` calls
+        do, with the same rules when it fails; a batch's error is returned in
+        its place, not raised.
+        """
+        return self._group_commit.submit_all(batches)
+
     def _commit_batch(self, batch: Batch) -> list[Outcome]:
         run = self._send_batch if self.remote else self._run_batch
         return self._retrying(run, (batch,), {}, write=True, transaction=False)

@@ -7,25 +7,29 @@ are at-least-once, step *results* are recorded exactly once).
 
 A step goes through three phases, shared by both kinds of job:
 :meth:`Execution.begin_step` (replay or start; no I/O), the user's function,
-then :meth:`Execution.step_returned` or :meth:`Execution.step_raised` (the
-fenced write). ``def`` jobs call them in line (:func:`execute`); ``async def``
-jobs await the user's function on the event loop and run the two writing
-phases in database threads (:func:`execute_async`). Either engine can
-execute either kind: each entry point hands the other kind to the other.
+then :meth:`Execution.step_returned_op` or :meth:`Execution.step_raised_op`
+(the fenced write). The writing phases, and the run's end, are operations
+(:mod:`durably.operation`), written once: ``def`` jobs run them in line
+(:func:`execute`); ``async def`` jobs await the user's function on the event
+loop and run them from there, their writes travelling to a database thread
+with those of the loop's other runs (:func:`execute_async`). Either engine
+can execute either kind: each entry point hands the other kind to the other.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from . import serialization
-from .bridge import Threads, run_in, running_loop, threadsafe_setter, wait_event
+from . import operation, serialization
+from .bridge import Threads, run_in, running_loop, wait_event
 from .clock import now_ms, to_datetime
 from .context import AsyncStepContext, StepContext
 from .errors import (
@@ -38,6 +42,7 @@ from .errors import (
 from .events import EventType
 from .leases import AbortReason, ClaimedRun, Lease
 from .models import Progress
+from .operation import Call, Operation
 from .status import LogLevel, RunStatus, StepStatus
 
 if TYPE_CHECKING:
@@ -88,6 +93,8 @@ class Execution:
         """Where an async job's ``def`` steps run (None: the loop's default executor)."""
         self._writes: _WriteQueue | None = None
         self._abort_event: asyncio.Event | None = None
+        self._step_waiter: asyncio.Future[None] | None = None
+        """What the awaiting task waits on while an async step runs (``_await_step``)."""
 
     # -- aborting -----------------------------------------------------------
 
@@ -117,9 +124,9 @@ class Execution:
             self._emit(EventType.STEP_CANCEL, step_name=attempt.name, step_index=attempt.index)
         return self._abort_error()
 
-    def _refused(self, attempt: StepAttempt) -> DurablyError:
+    def _refused_op(self, attempt: StepAttempt) -> Operation[DurablyError]:
         """A fenced write matched nothing: find out whether we were cancelled or replaced."""
-        status = self.runtime.service.run_status(self.lease.run_id)
+        status = yield Call(self.runtime.service.run_status, (self.lease.run_id,))
         if status == RunStatus.CANCELLED.value:
             self.lease.abort(AbortReason.CANCELLED)
             self._emit(EventType.STEP_CANCEL, step_name=attempt.name, step_index=attempt.index)
@@ -151,7 +158,7 @@ class Execution:
         self.current_step = name
         return attempt
 
-    def step_raised(self, attempt: StepAttempt, exc: Exception) -> BaseException:
+    def step_raised_op(self, attempt: StepAttempt, exc: Exception) -> Operation[BaseException]:
         """Record a step that raised; returns the exception the job should see."""
         self.current_step = None
         if isinstance(exc, (CancelledError, LeaseLostError)):
@@ -160,10 +167,9 @@ class Execution:
             return LeaseLostError(self.lease.run_id)
         cancelled = self.lease.abort_reason == AbortReason.CANCELLED
         error = describe(exc)
-        if not self._persist(
-            attempt, StepStatus.CANCELLED if cancelled else StepStatus.FAILED, None, error
-        ):
-            return self._refused(attempt)
+        status = StepStatus.CANCELLED if cancelled else StepStatus.FAILED
+        if not (yield from self._persist_op(attempt, status, None, error)):
+            return (yield from self._refused_op(attempt))
         if cancelled:
             self._emit(EventType.STEP_CANCEL, step_name=attempt.name, step_index=attempt.index)
         else:
@@ -172,7 +178,7 @@ class Execution:
             )
         return exc
 
-    def step_returned(self, attempt: StepAttempt, result: Any) -> Any:
+    def step_returned_op(self, attempt: StepAttempt, result: Any) -> Operation[Any]:
         """Record a step's result (fenced) and return its JSON round-trip."""
         self.current_step = None
         # Told to stop while the step ran (cancel, lost lease, shutdown): the
@@ -183,7 +189,7 @@ class Execution:
         try:
             output_json = serialization.dumps(result, what=f"The output of step {attempt.name!r}")
         except ValidationError as exc:
-            if self._persist(attempt, StepStatus.FAILED, None, str(exc)):
+            if (yield from self._persist_op(attempt, StepStatus.FAILED, None, str(exc))):
                 self._emit(
                     EventType.STEP_FAIL,
                     step_name=attempt.name,
@@ -191,8 +197,8 @@ class Execution:
                     error=str(exc),
                 )
             raise
-        if not self._persist(attempt, StepStatus.COMPLETED, output_json, None):
-            raise self._refused(attempt)
+        if not (yield from self._persist_op(attempt, StepStatus.COMPLETED, output_json, None)):
+            raise (yield from self._refused_op(attempt))
         self.completed[attempt.name] = output_json
         output = serialization.loads(output_json)
         self._emit(
@@ -204,9 +210,9 @@ class Execution:
         )
         return output
 
-    def _persist(
+    def _persist_op(
         self, attempt: StepAttempt, status: StepStatus, output_json: str | None, error: str | None
-    ) -> bool:
+    ) -> Operation[bool]:
         """The fenced step write. A database that refuses it stops the run, never fails it.
 
         The job did nothing wrong when the file stays locked past
@@ -214,14 +220,16 @@ class Execution:
         which expires, and a worker resumes it from its stored steps.
         """
         try:
-            return self.runtime.service.persist_step(
-                self.lease,
-                name=attempt.name,
-                index=attempt.index,
-                status=status,
-                output_json=output_json,
-                error=error,
-                started_at=attempt.started_at,
+            return (
+                yield from self.runtime.service.persist_step_op(
+                    self.lease,
+                    name=attempt.name,
+                    index=attempt.index,
+                    status=status,
+                    output_json=output_json,
+                    error=error,
+                    started_at=attempt.started_at,
+                )
             )
         except DatabaseError as exc:
             self._worker_error(exc, "step-persist")
@@ -237,68 +245,68 @@ class Execution:
         return self._call_step(attempt, fn)
 
     def _call_step(self, attempt: StepAttempt, fn: Callable[[], Any]) -> Any:
-        """Call a ``def`` step function here and record how it ended (the fenced write).
-
-        An async job's ``def`` step runs this whole in a step thread: one
-        thread hop per step, not one for the function and one for the write.
-        A result that is awaitable comes back unrecorded, as :class:`_Awaitable`,
-        for the loop to await.
-        """
+        """Call a ``def`` step function here and record how it ended (the fenced write)."""
+        db = self.runtime.db
         try:
             result = fn()
         except Exception as exc:
-            error = self.step_raised(attempt, exc)
+            error = operation.run(self.step_raised_op(attempt, exc), db)
             if error is exc:
                 raise
             raise error from exc
-        if self.is_async and inspect.isawaitable(result):
-            return _Awaitable(result)
-        return self.step_returned(attempt, result)
+        return operation.run(self.step_returned_op(attempt, result), db)
 
     async def run_step_async(self, name: str, fn: Callable[[], Any]) -> Any:
         """Run a step of an async job: coroutines on the loop, ``def`` functions in a thread.
 
         A ``def`` function cannot be interrupted; as in a ``def`` job, its
-        result is discarded if the run was told to stop while it ran. It is
-        recorded in the same thread, right after it returns.
+        result is discarded if the run was told to stop while it ran. An
+        awaitable it returns is awaited on the loop. How the step ended is
+        recorded from the loop: the write travels with those of the loop's
+        other runs (:mod:`durably.loop_commit`).
         """
         attempt = self.begin_step(name)
         if attempt.replayed:
             return attempt.output
-        if inspect.iscoroutinefunction(fn):
-            awaitable: Awaitable[Any] = fn()
-        else:
-            # Progress and logs reported before this step are stored before its result.
-            await self.flush()
-            ran = await run_in(self.step_threads, self._call_step, attempt, fn)
-            if not isinstance(ran, _Awaitable):
-                return ran
-            awaitable = ran.awaitable
         try:
-            result = await self._await_step(attempt, awaitable)
+            if inspect.iscoroutinefunction(fn):
+                result = await self._await_step(attempt, fn())
+            else:
+                # Progress and logs reported before this step are stored before
+                # those it reports from its thread, which are written there.
+                await self.flush()
+                result = await run_in(self.step_threads, fn)
+                if inspect.isawaitable(result):
+                    result = await self._await_step(attempt, result)
         except (CancelledError, LeaseLostError):
             self.current_step = None
             raise
         except Exception as exc:
             await self.flush()
-            error = await self.runtime.call(self.step_raised, attempt, exc)
+            error = await operation.run_async(self.step_raised_op(attempt, exc), self.runtime)
             if error is exc:
                 raise
             raise error from exc
         await self.flush()
-        return await self.runtime.call(self.step_returned, attempt, result)
+        return await operation.run_async(self.step_returned_op(attempt, result), self.runtime)
 
     async def _await_step(self, attempt: StepAttempt, awaitable: Awaitable[Any]) -> Any:
         """Await a step's coroutine on the loop.
 
         It is cancelled as soon as the run is told to stop (cancelled, lease
-        lost, worker shutting down).
+        lost, worker shutting down). This task waits on one future that
+        either the step's end or the abort resolves: no second task and no
+        ``asyncio.wait`` per step (they cost a fifth of the loop's time in a
+        busy worker).
         """
+        aborted = self._aborted()
         task = asyncio.ensure_future(awaitable)
-        aborted = asyncio.ensure_future(self._aborted().wait())
+        waiter = self._step_waiter = task.get_loop().create_future()
+        task.add_done_callback(functools.partial(_wake, waiter))
         try:
-            await asyncio.wait({task, aborted}, return_when=asyncio.FIRST_COMPLETED)
-            if not task.done():
+            if not aborted.is_set():
+                await waiter
+            if not task.done():  # told to stop
                 task.cancel()
                 await asyncio.wait({task})
                 if not task.cancelled():
@@ -308,14 +316,28 @@ class Execution:
             task.cancel()
             raise
         finally:
-            aborted.cancel()
+            self._step_waiter = None
         return task.result()
 
     def _aborted(self) -> asyncio.Event:
-        """An event set (on this loop) when the lease is aborted from any thread."""
+        """An event set (on this loop) when the lease is aborted from any thread.
+
+        The abort also wakes the step being awaited, if any (``_await_step``).
+        """
         if self._abort_event is None:
-            self._abort_event = asyncio.Event()
-            self.lease.on_abort(threadsafe_setter(self._abort_event))
+            event = self._abort_event = asyncio.Event()
+            loop = asyncio.get_running_loop()
+
+            def on_loop() -> None:
+                event.set()
+                if self._step_waiter is not None:
+                    _wake(self._step_waiter)
+
+            def from_any_thread() -> None:
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                    loop.call_soon_threadsafe(on_loop)
+
+            self.lease.on_abort(from_any_thread)
         return self._abort_event
 
     async def wait_async(self, seconds: float) -> bool:
@@ -430,21 +452,22 @@ class Execution:
         finally:
             raise exc
 
-    def settle_output(self, output: Any, started: float) -> Outcome:
+    def settle_output_op(self, output: Any, started: float) -> Operation[Outcome]:
         """Record a job's return value as the run's output (fenced by the lease)."""
         try:
             output_json = serialization.dumps(output, what="The job's output")
         except ValidationError as exc:
-            return self.fail(str(exc))
+            outcome: Outcome = yield Call(self.fail, (str(exc),))
+            return outcome
         service = self.runtime.service
-        if service.complete(self.lease, output_json):
+        if (yield from service.complete_op(self.lease, output_json)):
             self._emit(
                 EventType.RUN_COMPLETE,
                 output=serialization.loads(output_json),
                 duration=time.monotonic() - started,
             )
             return "completed"
-        if service.run_status(self.lease.run_id) == RunStatus.CANCELLED.value:
+        if (yield Call(service.run_status, (self.lease.run_id,))) == RunStatus.CANCELLED.value:
             return "cancelled"
         self._worker_error(LeaseLostError(self.lease.run_id), "run-completion")
         return "lease-lost"
@@ -490,11 +513,9 @@ class Execution:
         )
 
 
-@dataclass(frozen=True)
-class _Awaitable:
-    """What a ``def`` step function of an async job returned when it was awaitable."""
-
-    awaitable: Awaitable[Any]
+def _wake(waiter: asyncio.Future[None], *_: Any) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class _WriteQueue:
@@ -546,7 +567,7 @@ def execute(runtime: Runtime, claimed: ClaimedRun) -> Outcome:
             output = sync_fn(StepContext(execution), job_input)
         except BaseException as exc:
             return execution.settle_error(exc)
-        return execution.settle_output(output, started)
+        return operation.run(execution.settle_output_op(output, started), runtime.db)
     finally:
         runtime.leases.remove(execution.lease)
 
@@ -556,25 +577,27 @@ async def execute_async(
     claimed: ClaimedRun,
     *,
     step_threads: Threads | None = None,
-    then: Callable[[], None] | None = None,
+    then: Callable[[], Operation[None]] | None = None,
 ) -> Outcome:
     """Await a claimed run's job on the running loop and record how it ended.
 
-    Database writes run in the runtime's database threads. A ``def`` job
-    runs whole, with :func:`execute`, in ``step_threads``. ``then`` is
-    called in the thread that recorded the run's end, right after it (the
-    asyncio engine claims its next run there: one round trip fewer).
+    Database writes go through the runtime's database threads
+    (:func:`durably.operation.run_async`). A ``def`` job runs whole, with
+    :func:`execute`, in ``step_threads``. ``then`` is an operation that must
+    not raise, run as the run's end is recorded, so that their writes travel
+    together (the asyncio engine claims its next run so: one round trip to
+    the database for both).
     """
     job = _job_of(runtime, claimed)
     if job is None or not job.is_async:
-        return await run_in(step_threads, _and_then, execute, (runtime, claimed), then)
+        return await run_in(step_threads, _and_then, runtime, execute, (runtime, claimed), then)
     execution = Execution(runtime, claimed, is_async=True, step_threads=step_threads)
     runtime.leases.add(execution.lease)
     runtime.heartbeat.ensure_running()
     try:
         found = execution.find_job()  # on the loop: only a failure touches the database
         if isinstance(found, str):
-            return await runtime.call(_and_then, execution.fail, (found,), then)
+            return await _record(runtime, _called(execution.fail, found), then)
         job, job_input = found
         started = time.monotonic()
         try:
@@ -582,17 +605,42 @@ async def execute_async(
             output = await async_fn(AsyncStepContext(execution), job_input)
         except BaseException as exc:
             await execution.flush()
-            return await runtime.call(_and_then, execution.settle_error, (exc,), then)
+            return await _record(runtime, _called(execution.settle_error, exc), then)
         await execution.flush()
-        return await runtime.call(_and_then, execution.settle_output, (output, started), then)
+        return await _record(runtime, execution.settle_output_op(output, started), then)
     finally:
         runtime.leases.remove(execution.lease)
 
 
 def _and_then(
-    record: Callable[..., Outcome], args: tuple[Any, ...], then: Callable[[], None] | None
+    runtime: Runtime,
+    record: Callable[..., Outcome],
+    args: tuple[Any, ...],
+    then: Callable[[], Operation[None]] | None,
 ) -> Outcome:
+    """``record(*args)``, then the operation ``then()``, in this thread."""
     outcome = record(*args)
     if then is not None:
-        then()
+        operation.run(then(), runtime.db)
+    return outcome
+
+
+async def _record(
+    runtime: Runtime, record: Operation[Outcome], then: Callable[[], Operation[None]] | None
+) -> Outcome:
+    """Run ``record`` and, beside it, the operation ``then()``: their writes share a trip."""
+    if then is None:
+        return await operation.run_async(record, runtime)
+    # Started first, so that its write is queued in this turn of the loop,
+    # with the record's (durably.loop_commit sends a turn's writes together).
+    beside = asyncio.ensure_future(operation.run_async(then(), runtime))
+    try:
+        return await operation.run_async(record, runtime)
+    finally:
+        await beside
+
+
+def _called(fn: Callable[..., Outcome], *args: Any) -> Operation[Outcome]:
+    """A blocking call as an operation (a database thread runs it, under an event loop)."""
+    outcome: Outcome = yield Call(fn, args)
     return outcome

@@ -113,6 +113,40 @@ class GroupCommit(Generic[S, R]):
             self._lead(mine)
         return mine.result()
 
+    def submit_all(self, batches: Sequence[Sequence[S]]) -> list[list[R] | Exception]:
+        """Commit several callers' batches as if each had called :meth:`submit` at once.
+
+        For the event loop's half of group commit (:mod:`durably.loop_commit`),
+        which collects the batches of many tasks and hands them over together
+        from one thread. Each batch gets its own outcomes, or its own error, as
+        it would from ``submit``: they are returned, not raised.
+        """
+        group = [_Pending[S, R](statements) for statements in batches]
+        with self._lock:
+            queued = self._leading
+            if queued:
+                self._queue.extend(group)
+            else:
+                self._leading = True
+        if not queued:
+            try:
+                self._commit_group(group)
+            finally:
+                self._pass_lead()
+        else:
+            # Queued together, the batches are taken together by one leader:
+            # this thread, when the lead passes to the first of them.
+            first = group[0]
+            first.wait()
+            if first.leads:
+                self._lead(first)
+            for pending in group[1:]:
+                pending.wait()
+        return [
+            pending.error if isinstance(pending.error, Exception) else pending.result()
+            for pending in group
+        ]
+
     def _lead(self, mine: _Pending[S, R]) -> None:
         with self._lock:
             group, self._queue = self._queue, []
@@ -137,7 +171,7 @@ class GroupCommit(Generic[S, R]):
             except Exception as exc:
                 if not self._retry_alone(exc):
                     for pending in group:
-                        pending.error = _copy_of(exc)
+                        pending.error = copy_error(exc)
                     return
                 # Most likely one batch's fault: commit each alone, for its own error.
             else:
@@ -177,7 +211,7 @@ class GroupCommit(Generic[S, R]):
         self._pass_lead()
 
 
-def _copy_of(error: Exception) -> Exception:
+def copy_error(error: Exception) -> Exception:
     """The same error for another thread to raise: one exception object per traceback."""
     try:
         duplicate = copy.copy(error)

@@ -28,8 +28,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.sql.dml import UpdateBase
 
+from . import operation, serialization
 from . import runs as run_store
-from . import serialization
 from .clock import now_ms
 from .config import (
     AUTO_PURGE_BATCH,
@@ -38,6 +38,7 @@ from .config import (
     Settings,
 )
 from .database import Database, unique_violation
+from .operation import Call, Operation, Write
 from .schema import COUNTED_STEP_COUNTERS, logs, runs, sql_status, steps, workers
 from .status import RunStatus, StepStatus
 
@@ -349,13 +350,17 @@ class LeaseService:
     # -- claim ------------------------------------------------------------
 
     def claim(self, worker_id: str) -> ClaimedRun | None:
+        """Lease the next claimable run (:meth:`claim_op`, run in this thread)."""
+        return operation.run(self.claim_op(worker_id), self.db)
+
+    def claim_op(self, worker_id: str) -> Operation[ClaimedRun | None]:
         """Lease the next claimable run: one atomic statement in its own transaction.
 
-        The claim travels alone (one request to a remote server). A run that
-        had completed steps before (it is being recovered) has them read
-        afterwards: from the moment the claim commits, only this lease may
-        write them, so the later read sees exactly what is stored. If that
-        read fails, the lease is given back at once rather than left to expire.
+        A run that had completed steps before (it is being recovered) has
+        them read afterwards: from the moment the claim commits, only this
+        lease may write them, so the later read sees exactly what is stored.
+        If that read fails, the lease is given back at once rather than left
+        to expire.
         """
         started = time.monotonic()
         now = self.clock()
@@ -364,7 +369,7 @@ class LeaseService:
             "claim_owner": worker_id,
             "claim_expires": now + self.settings.lease_ms,
         }
-        (outcome,) = self.db.write_batch([(_CLAIM, params)])
+        (outcome,) = yield Write([(_CLAIM, params)])
         if not outcome.rows:
             return None
         row = outcome.rows[0]
@@ -382,10 +387,10 @@ class LeaseService:
         completed: dict[str, str | None] = {}
         if row["lease_generation"] > 1:  # claimed before: it may have completed steps
             try:
-                completed = self.db.read(completed_steps, row["id"])
+                completed = yield Call(self.db.read, (completed_steps, row["id"]))
             except Exception:
                 with contextlib.suppress(Exception):
-                    self.release(lease)
+                    yield from self.release_op(lease)
                 raise
         return ClaimedRun(row=row, lease=lease, completed_steps=completed)
 
@@ -429,6 +434,29 @@ class LeaseService:
         error: str | None,
         started_at: int,
     ) -> bool:
+        """Record one step execution (:meth:`persist_step_op`, run in this thread)."""
+        step = self.persist_step_op(
+            lease,
+            name=name,
+            index=index,
+            status=status,
+            output_json=output_json,
+            error=error,
+            started_at=started_at,
+        )
+        return operation.run(step, self.db)
+
+    def persist_step_op(
+        self,
+        lease: Lease,
+        *,
+        name: str,
+        index: int,
+        status: StepStatus,
+        output_json: str | None,
+        error: str | None,
+        started_at: int,
+    ) -> Operation[bool]:
         """Record one step execution; False when the lease is no longer ours.
 
         One fenced statement: when the fence fails it inserts nothing.
@@ -445,7 +473,8 @@ class LeaseService:
         }
         # The run's step counters are counted from these rows when it is
         # read (schema.RUN_COLUMNS): the run's own row is not written here.
-        return self.db.write_batch([(_INSERT_STEP, row)])[0].rowcount == 1
+        (outcome,) = yield Write([(_INSERT_STEP, row)])
+        return bool(outcome.rowcount == 1)
 
     def set_progress(self, lease: Lease, progress_json: str | None) -> bool:
         params = {**_fence(lease, self.clock()), "run_progress": progress_json}
@@ -479,6 +508,10 @@ class LeaseService:
     # -- finishing --------------------------------------------------------
 
     def complete(self, lease: Lease, output_json: str | None) -> bool:
+        """Mark the run completed (:meth:`complete_op`, run in this thread)."""
+        return operation.run(self.complete_op(lease, output_json), self.db)
+
+    def complete_op(self, lease: Lease, output_json: str | None) -> Operation[bool]:
         """Mark the run completed (fenced); drop its steps and logs unless preserved.
 
         One transaction known up front; the deletes only match if the
@@ -490,7 +523,8 @@ class LeaseService:
         ]
         if not self.settings.preserve_steps:
             batch += [(_DELETE_STEPS, fence), (_DELETE_LOGS, fence)]
-        return self.db.write_batch(batch)[0].rowcount == 1
+        outcomes = yield Write(batch)
+        return bool(outcomes[0].rowcount == 1)
 
     def fail(self, lease: Lease, error: str) -> tuple[bool, str | None]:
         """Mark the run failed (fenced). Steps are kept so ``retry`` can resume it.
@@ -507,13 +541,17 @@ class LeaseService:
         return self.db.write(_fail)
 
     def release(self, lease: Lease) -> bool:
+        """Give a lease up early (:meth:`release_op`, run in this thread)."""
+        return operation.run(self.release_op(lease), self.db)
+
+    def release_op(self, lease: Lease) -> Operation[bool]:
         """Give a lease up early (interrupted, shutting down): the run is reclaimable now.
 
         The lease is expired rather than the run reset to pending, so no
         uniqueness rule can refuse it; the next claim takes it in FIFO order.
         """
-        fence = _fence(lease, self.clock())
-        return self.db.write_batch([(_RELEASE, fence)])[0].rowcount == 1
+        (outcome,) = yield Write([(_RELEASE, _fence(lease, self.clock()))])
+        return bool(outcome.rowcount == 1)
 
     def run_status(self, run_id: str) -> str | None:
         def _status(conn: Connection) -> str | None:

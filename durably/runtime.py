@@ -14,6 +14,7 @@ from .config import Settings
 from .database import Database
 from .events import EventBus, EventType
 from .leases import AbortReason, Lease, LeaseService
+from .loop_commit import LoopCommit
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -132,11 +133,14 @@ class Runtime:
     """Where ``async def`` jobs run when sync code (the thread engine) executes them."""
     db_threads: Threads = field(init=False)
     """Where async code runs database operations, so none of them blocks an event loop."""
+    loop_commit: LoopCommit = field(init=False)
+    """How async code writes a batch: with the batches other tasks of its loop write meanwhile."""
     _wakers: list[Callable[[], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.heartbeat = Heartbeat(self)
         self.db_threads = Threads(self.settings.max_concurrent_runs + 4, "durably-db")
+        self.loop_commit = LoopCommit(self.db, self.db_threads)
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Await a blocking database operation run in :attr:`db_threads`.

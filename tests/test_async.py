@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
@@ -20,6 +20,7 @@ from durably import (
     AsyncStepContext,
     CancelledError,
     ConflictError,
+    DatabaseLockedError,
     Durably,
     NotFoundError,
     RunFailedError,
@@ -27,7 +28,11 @@ from durably import (
     StepContext,
     StepStatus,
     ValidationError,
+    leases,
 )
+from durably.database import Batch, Outcome
+from durably.events import Event
+from durably.operation import Operation
 
 T = TypeVar("T")
 WAIT = 10.0
@@ -518,15 +523,15 @@ def test_a_busy_slot_claims_its_next_run_where_it_records_the_last_ones_end(
         return input["n"]
 
     runs = tick.batch_trigger([{"n": n} for n in range(20)])
-    threads = durably._runtime.db_threads
-    real_run = threads.run
-    round_trips: Counter[str] = Counter()
+    db = durably._runtime.db
+    real_write_batches = db.write_batches
+    trips: list[list[str]] = []  # the statements' tables, per batch, per trip from the loop
 
-    async def counting(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        round_trips[getattr(fn, "__name__", repr(fn))] += 1
-        return await real_run(fn, *args, **kwargs)
+    def counting(batches: Sequence[Batch]) -> list[list[Outcome] | Exception]:
+        trips.append([_what(batch) for batch in batches])
+        return real_write_batches(batches)
 
-    monkeypatch.setattr(threads, "run", counting)
+    monkeypatch.setattr(db, "write_batches", counting)
 
     async def main() -> None:
         await durably.start_async()
@@ -539,11 +544,23 @@ def test_a_busy_slot_claims_its_next_run_where_it_records_the_last_ones_end(
     run(main())
     assert order == list(range(20))  # one slot, first in first out
     assert [durably.get_run(r.id).status for r in runs] == [RunStatus.COMPLETED] * 20  # type: ignore[union-attr]
-    # The claim loop claimed the first run and polled once the queue was
-    # empty; each later run was claimed in the round trip that recorded the
-    # end of the one before it.
-    assert round_trips["claim"] <= 5, round_trips
-    assert round_trips["_and_then"] == 20
+    # The claim loop claimed the first run, and claims again (finding nothing)
+    # once the queue is empty; each later run was claimed in the round trip
+    # that recorded the end of the one before it.
+    completions = [trip for trip in trips if "complete" in trip]
+    assert len(completions) == 20, trips
+    assert all(trip == ["complete", "claim"] for trip in completions), trips
+    assert len(trips) <= 20 + 5, trips
+
+
+def _what(batch: Batch) -> str:
+    """A batch of the asyncio engine's, by what its first statement does."""
+    statement = batch[0][0]
+    if statement is leases._CLAIM:
+        return "claim"
+    if statement is leases._COMPLETE_RUN:
+        return "complete"
+    return str(statement.table)
 
 
 def test_a_slot_claims_nothing_more_once_the_worker_is_stopping(
@@ -574,3 +591,49 @@ def test_a_slot_claims_nothing_more_once_the_worker_is_stopping(
     run(main())
     assert durably.get_run(first.id).status is RunStatus.COMPLETED  # type: ignore[union-attr]
     assert [durably.get_run(r.id).status for r in rest] == [RunStatus.PENDING] * 2  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("kind", ["async-step", "def-step"])
+def test_a_database_error_storing_a_step_result_leaves_the_run_to_its_lease(
+    make_durably: Callable[..., Durably], monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """As for a ``def`` job: the job did nothing wrong, so the run is not failed.
+
+    The step result is written from the event loop, and the error of that
+    write reaches the step's decisions as it would in a thread.
+    """
+    durably = make_durably()
+
+    async def doubled(n: int) -> int:
+        return n * 2
+
+    @durably.job("one-step")
+    async def one_step(step: AsyncStepContext, input: int) -> int:
+        if kind == "async-step":
+            return await step.run("only", lambda: doubled(input))  # type: ignore[no-any-return]
+        return await step.run("only", lambda: input * 2)  # type: ignore[no-any-return]
+
+    service = durably._runtime.service
+    store = service.persist_step_op
+    attempts: list[str] = []
+
+    def locked_once(lease: Any, *args: Any, **kwargs: Any) -> Operation[bool]:
+        attempts.append(kwargs["name"])
+        if len(attempts) == 1:
+            raise DatabaseLockedError("The database stayed locked for more than 30s")
+        return (yield from store(lease, *args, **kwargs))
+
+    monkeypatch.setattr(service, "persist_step_op", locked_once)
+    errors: list[Event] = []
+    durably.on("worker:error", errors.append)
+    created = one_step.trigger(21)
+
+    async def main() -> None:
+        assert await durably.process_one_async()
+
+    run(main())
+    assert attempts == ["only"]
+    after = durably.get_run(created.id)
+    assert after is not None
+    assert after.status is RunStatus.LEASED, after.error  # left to its lease, not failed
+    assert [e.context for e in errors] == ["step-persist"]

@@ -239,6 +239,50 @@ def test_when_the_leader_is_interrupted_its_group_hears_so_and_the_lead_passes_o
     assert callers.results["d"] == ["done d1"]
 
 
+# -- several callers' batches handed over at once (the event loop's half) -------
+
+
+def test_batches_handed_over_together_share_one_transaction_and_keep_their_errors() -> None:
+    recorder = Recorder(fail=lambda s: ValueError("bad statement") if "bad" in s else None)
+    recorder.first_entered.set()  # nothing to hold up
+    group: GroupCommit[str, str] = GroupCommit(recorder, _may_send_again)
+
+    assert group.submit_all([["a1"], ["b1", "b2"]]) == [["done a1"], ["done b1", "done b2"]]
+    assert recorder.transactions == [["a1", "b1", "b2"]]
+
+    results = group.submit_all([["c1"], ["x", "bad"], ["d1"]])
+    assert results[0] == ["done c1"]
+    assert isinstance(results[1], ValueError)  # returned in its place, not raised
+    assert results[2] == ["done d1"]
+    assert recorder.transactions[1:] == [["c1"], ["d1"]]  # the group failed; each went alone
+    assert not group._leading
+
+
+@pytest.mark.parametrize("queued_first", [[], ["b1"]], ids=["they-lead", "b-leads"])
+def test_batches_handed_over_behind_a_commit_join_the_queue_as_one_group(
+    recorder: Recorder, queued_first: list[str]
+) -> None:
+    group: GroupCommit[str, str] = GroupCommit(recorder, _may_send_again)
+    callers = Callers(group)
+    _leader_committing(recorder, callers)
+    if queued_first:
+        callers.submit("b", queued_first)
+        _until(lambda: _queued(group) == 1)
+    handed: list[Any] = []
+    thread = threading.Thread(target=lambda: handed.extend(group.submit_all([["c1"], ["d1"]])))
+    thread.start()
+    _until(lambda: _queued(group) == len(queued_first) + 2)
+
+    recorder.release.set()
+    callers.join()
+    thread.join(10)
+
+    assert recorder.transactions == [["a1"], [*queued_first, "c1", "d1"]]
+    assert callers.results == {"a": ["done a1"], **({"b": ["done b1"]} if queued_first else {})}
+    assert handed == [["done c1"], ["done d1"]]
+    assert group.submit(["e1"]) == ["done e1"]  # the lead went back to nobody
+
+
 # -- the wiring: Database.write_batch on every driver ---------------------------
 
 

@@ -15,6 +15,8 @@ import pytest
 from durably import Durably, StepContext
 from durably.clock import now_ms
 from durably.events import Event
+from durably.leases import ClaimedRun
+from durably.operation import Operation
 from durably.schema import runs as runs_table
 from durably.status import RunStatus
 
@@ -328,14 +330,14 @@ def test_worker_error_is_emitted_and_the_worker_keeps_running(
 ) -> None:
     errors: list[Event] = []
     service = durably._runtime.service
-    real_claim = service.claim
+    real_claim = service.claim_op
     failures = Counter[str]()
 
-    def flaky_claim(worker_id: str) -> Any:
+    def flaky_claim(worker_id: str) -> Operation[ClaimedRun | None]:
         if failures["claim"] == 0:
             failures["claim"] += 1
             raise RuntimeError("database went away")
-        return real_claim(worker_id)
+        return (yield from real_claim(worker_id))
 
     def on_worker_error(event: Event) -> None:
         errors.append(event)
@@ -346,7 +348,7 @@ def test_worker_error_is_emitted_and_the_worker_keeps_running(
         return step.run("ok", lambda: "ok")
 
     durably.on("worker:error", on_worker_error)
-    monkeypatch.setattr(service, "claim", flaky_claim)
+    monkeypatch.setattr(service, "claim_op", flaky_claim)
     run = after_error.trigger(None)
     durably.start()
 

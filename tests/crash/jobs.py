@@ -151,17 +151,21 @@ async def async_steps(step: AsyncStepContext, input: dict[str, Any]) -> dict[str
 
 
 # -- audit of the fenced writes (wrapping the lease service: test instrumentation) --
+#
+# The step and completion writes are operations (durably.operation): the sync
+# wrappers and the asyncio engine both run the ``*_op`` methods, so wrapping
+# those audits every engine and every kind of job.
 
 _service = durably._runtime.service
-_persist_step = _service.persist_step
-_complete = _service.complete
+_persist_step_op = _service.persist_step_op
+_complete_op = _service.complete_op
 
 
 def _audited(kind: str, write: Any, lease: Any, **fields: Any) -> Any:
     where = {"run": lease.run_id, "owner": lease.owner, "gen": lease.generation, **fields}
     record(f"{kind}-begin", **where)
     try:
-        accepted = write()
+        accepted = yield from write
     except Exception as exc:
         record(kind, ok=None, error=f"{type(exc).__name__}: {exc}", **where)
         raise
@@ -173,7 +177,7 @@ def _audited_persist_step(lease: Any, *args: Any, **kwargs: Any) -> Any:
     status = kwargs.get("status")
     return _audited(
         "persist",
-        lambda: _persist_step(lease, *args, **kwargs),
+        _persist_step_op(lease, *args, **kwargs),
         lease,
         step=kwargs.get("name"),
         status=getattr(status, "value", status),
@@ -181,11 +185,11 @@ def _audited_persist_step(lease: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def _audited_complete(lease: Any, *args: Any, **kwargs: Any) -> Any:
-    return _audited("complete", lambda: _complete(lease, *args, **kwargs), lease)
+    return _audited("complete", _complete_op(lease, *args, **kwargs), lease)
 
 
-_service.persist_step = _audited_persist_step  # type: ignore[method-assign]
-_service.complete = _audited_complete  # type: ignore[method-assign]
+_service.persist_step_op = _audited_persist_step  # type: ignore[method-assign]
+_service.complete_op = _audited_complete  # type: ignore[method-assign]
 
 
 def _on_worker_error(event: Any) -> None:

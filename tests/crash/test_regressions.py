@@ -15,6 +15,7 @@ import pytest
 
 from durably import DatabaseLockedError, Durably, StepContext
 from durably.events import Event
+from durably.operation import Operation
 from durably.schema import runs as runs_table
 
 from .harness import WAIT, prefix_enforcing_file_modes, url_for
@@ -71,19 +72,20 @@ def test_a_database_error_while_storing_a_step_result_does_not_fail_the_run(
     ``lock_timeout``.
     """
     service = durably._runtime.service
-    store = service.persist_step
+    store = service.persist_step_op
     attempts: list[str] = []
 
-    def locked_once(lease: Any, *args: Any, **kwargs: Any) -> bool:
+    def locked_once(lease: Any, *args: Any, **kwargs: Any) -> Operation[bool]:
         attempts.append(kwargs["name"])
         if len(attempts) == 1:
             raise DatabaseLockedError("The database stayed locked for more than 30s")
-        return store(lease, *args, **kwargs)
+        return (yield from store(lease, *args, **kwargs))
 
-    monkeypatch.setattr(service, "persist_step", locked_once)
+    monkeypatch.setattr(service, "persist_step_op", locked_once)
     run = _noop(durably).trigger("x")
     durably.process_one()
 
+    assert attempts == ["only"], "the step result write was attempted once, and refused"
     after = durably.get_run(run.id)
     assert after is not None
     assert after.status != "failed", after.error

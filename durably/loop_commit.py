@@ -1,0 +1,137 @@
+"""Group commit's event-loop half: the writes a loop's tasks make together travel together.
+
+:mod:`durably.group_commit` lets the write batches that *threads* send while
+a commit is under way share the next transaction. Tasks on an event loop
+reach the database through threads (:class:`durably.bridge.Threads`), and a
+task's write used to travel alone: the loop woke a thread, the thread found
+a commit under way and slept until the leading thread woke it, then it woke
+the loop. Three wake-ups per write, and the asyncio engine's tasks write
+all the time (four slots, each storing a step result every few hundred
+microseconds in a busy worker).
+
+Here, a batch written while a trip to the database is under way waits on
+the loop. When the trip comes back, every batch that waited meanwhile goes
+on the next one: one call of :meth:`Database.write_batches
+<durably.database.Database.write_batches>` in one thread, one transaction,
+two wake-ups however many batches travel. Each task gets its own outcomes
+or its own error, as from ``write_batch``. A batch written while nothing is
+under way goes at once, alone: nothing waits to be grouped.
+
+Everything here runs on the loop's own thread, so it needs no lock; each
+loop has its own queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import weakref
+
+from .bridge import Threads
+from .database import Batch, Database, Outcome
+from .group_commit import copy_error
+
+_Waiting = list[tuple[Batch, "asyncio.Future[list[Outcome]]"]]
+
+
+class _Trips:
+    """One loop's batches waiting for the next trip, and where that trip stands."""
+
+    __slots__ = ("due", "under_way", "waiting")
+
+    def __init__(self) -> None:
+        self.waiting: _Waiting = []
+        self.due = False
+        """The next trip leaves at the end of this turn of the loop."""
+        self.under_way = False
+        """A trip is in a database thread: the next one leaves when it is back."""
+
+
+class LoopCommit:
+    """Writes batches for tasks of any event loop, grouping those of one loop."""
+
+    def __init__(self, db: Database, threads: Threads) -> None:
+        self._db = db
+        self._threads = threads
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Trips] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def write(self, batch: Batch) -> asyncio.Future[list[Outcome]]:
+        """Commit ``batch``; the future has its statements' outcomes, or the error.
+
+        A task that stops awaiting (cancelled) does not take its batch back:
+        it may already be on its way, as with a thread that is interrupted.
+        """
+        loop = asyncio.get_running_loop()
+        trips = self._loops.get(loop)
+        if trips is None:
+            trips = self._loops[loop] = _Trips()
+        future: asyncio.Future[list[Outcome]] = loop.create_future()
+        trips.waiting.append((batch, future))
+        if not trips.under_way:
+            self._leave_soon(loop, trips)
+        return future
+
+    def _leave_soon(self, loop: asyncio.AbstractEventLoop, trips: _Trips) -> None:
+        """Send the waiting batches once the tasks ready to run in this turn of the loop have.
+
+        Tasks woken together (by the trip that came back with their
+        outcomes) write their next batches one after the other, in this
+        turn: they catch the same trip instead of the first leaving alone.
+        """
+        if not trips.due:
+            trips.due = True
+            loop.call_soon(self._send, trips)
+
+    def _send(self, trips: _Trips) -> None:
+        trips.due = False
+        group, trips.waiting = trips.waiting, []
+        try:
+            self._threads.submit(
+                functools.partial(self._db.write_batches, [batch for batch, _ in group]),
+                functools.partial(self._arrived, asyncio.get_running_loop(), trips, group),
+            )
+        except RuntimeError as exc:  # the threads are shut down: nothing was sent
+            for _, future in group:
+                _settle(future, copy_error(exc))
+            return
+        trips.under_way = True
+
+    def _arrived(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        trips: _Trips,
+        group: _Waiting,
+        results: list[list[Outcome] | Exception] | None,
+        error: BaseException | None,
+    ) -> None:
+        trips.under_way = False
+        if results is None:  # the call itself failed: it is every batch's error
+            for _, future in group:
+                _settle(future, error if len(group) == 1 else _copy(error))
+        else:
+            for (_, future), result in zip(group, results, strict=True):
+                _settle(future, result)
+        if trips.waiting:
+            self._leave_soon(loop, trips)
+
+
+def _copy(error: BaseException | None) -> BaseException:
+    """The error once more for another task: one exception object per raise."""
+    if isinstance(error, Exception):
+        return copy_error(error)
+    return error if error is not None else RuntimeError("A database write ended without a result")
+
+
+def _settle(
+    future: asyncio.Future[list[Outcome]], result: list[Outcome] | BaseException | None
+) -> None:
+    if future.done():  # its task was cancelled
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    elif result is None:
+        future.set_exception(RuntimeError("A database write ended without a result"))
+    else:
+        future.set_result(result)
