@@ -423,29 +423,6 @@ class LeaseService:
 
     # -- steps, progress, logs ----------------------------------------------
 
-    def persist_step(
-        self,
-        lease: Lease,
-        *,
-        name: str,
-        index: int,
-        status: StepStatus,
-        output_json: str | None,
-        error: str | None,
-        started_at: int,
-    ) -> bool:
-        """Record one step execution (:meth:`persist_step_op`, run in this thread)."""
-        step = self.persist_step_op(
-            lease,
-            name=name,
-            index=index,
-            status=status,
-            output_json=output_json,
-            error=error,
-            started_at=started_at,
-        )
-        return operation.run(step, self.db)
-
     def persist_step_op(
         self,
         lease: Lease,

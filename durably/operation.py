@@ -22,8 +22,9 @@ engine runs it; only the way to the database differs.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
+from contextlib import closing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .database import Batch, Database
 
@@ -54,45 +55,60 @@ Operation = Generator[Write | Call, Any, T]
 
 def run(operation: Operation[T], db: Database) -> T:
     """Run ``operation`` to its end, doing its I/O in this thread."""
-    reply: Any = None
-    error: Exception | None = None
-    try:
-        while True:
-            try:
-                request = operation.send(reply) if error is None else operation.throw(error)
-            except StopIteration as stop:
-                result: T = stop.value
-                return result
-            reply, error = None, None
+    with closing(operation):
+        step = _Step(operation)
+        while (request := step.request) is not None:
             try:
                 if isinstance(request, Write):
                     reply = db.write_batch(request.batch)
                 else:
                     reply = request.fn(*request.args)
             except Exception as exc:
-                error = exc
-    finally:
-        operation.close()
+                step.throw(exc)
+            else:
+                step.send(reply)
+        return step.result
 
 
 async def run_async(operation: Operation[T], runtime: Runtime) -> T:
     """Run ``operation`` to its end from the event loop, its I/O in database threads."""
-    reply: Any = None
-    error: Exception | None = None
-    try:
-        while True:
-            try:
-                request = operation.send(reply) if error is None else operation.throw(error)
-            except StopIteration as stop:
-                result: T = stop.value
-                return result
-            reply, error = None, None
+    with closing(operation):
+        step = _Step(operation)
+        while (request := step.request) is not None:
             try:
                 if isinstance(request, Write):
                     reply = await runtime.loop_commit.write(request.batch)
                 else:
                     reply = await runtime.call(request.fn, *request.args)
             except Exception as exc:
-                error = exc
-    finally:
-        operation.close()
+                step.throw(exc)
+            else:
+                step.send(reply)
+        return step.result
+
+
+class _Step(Generic[T]):
+    """Where an operation stands: the request it is waiting on, or its result.
+
+    An error the operation raises (rather than one thrown in and caught)
+    goes on up to the driver's caller.
+    """
+
+    def __init__(self, operation: Operation[T]) -> None:
+        self._operation = operation
+        self.request: Write | Call | None = None
+        self.result: T
+        self._resume(operation.send, None)
+
+    def send(self, reply: Any) -> None:
+        self._resume(self._operation.send, reply)
+
+    def throw(self, error: Exception) -> None:
+        self._resume(self._operation.throw, error)
+
+    def _resume(self, how: Callable[[Any], Write | Call], value: Any) -> None:
+        try:
+            self.request = how(value)
+        except StopIteration as stop:
+            self.request = None
+            self.result = stop.value

@@ -20,7 +20,6 @@ from durably import (
     AsyncStepContext,
     CancelledError,
     ConflictError,
-    DatabaseLockedError,
     Durably,
     NotFoundError,
     RunFailedError,
@@ -32,7 +31,7 @@ from durably import (
 )
 from durably.database import Batch, Outcome
 from durably.events import Event
-from durably.operation import Operation
+from tests.faults import refuse_first_step_write
 
 T = TypeVar("T")
 WAIT = 10.0
@@ -613,17 +612,7 @@ def test_a_database_error_storing_a_step_result_leaves_the_run_to_its_lease(
             return await step.run("only", lambda: doubled(input))  # type: ignore[no-any-return]
         return await step.run("only", lambda: input * 2)  # type: ignore[no-any-return]
 
-    service = durably._runtime.service
-    store = service.persist_step_op
-    attempts: list[str] = []
-
-    def locked_once(lease: Any, *args: Any, **kwargs: Any) -> Operation[bool]:
-        attempts.append(kwargs["name"])
-        if len(attempts) == 1:
-            raise DatabaseLockedError("The database stayed locked for more than 30s")
-        return (yield from store(lease, *args, **kwargs))
-
-    monkeypatch.setattr(service, "persist_step_op", locked_once)
+    attempts = refuse_first_step_write(durably._runtime.service, monkeypatch)
     errors: list[Event] = []
     durably.on("worker:error", errors.append)
     created = one_step.trigger(21)

@@ -23,6 +23,7 @@ from durably.errors import DatabaseError, DatabaseLockedError
 from durably.group_commit import GroupCommit
 from durably.hrana import dbapi as hrana_dbapi
 from durably.jobs import build_request
+from tests.faults import hold_write_lock
 
 
 def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -290,20 +291,6 @@ def _new_run_batch(n: int) -> Any:
     return runs.new_runs([build_request("w", {"n": n})], now_ms())[1]
 
 
-def _hold_write_lock(db: Database) -> tuple[threading.Thread, threading.Event]:
-    """A ``db.write`` that keeps durably's write lock until the returned event is set."""
-    holding, release = threading.Event(), threading.Event()
-
-    def hold(_conn: object) -> None:
-        holding.set()
-        assert release.wait(10)
-
-    thread = threading.Thread(target=db.write, args=(hold,), daemon=True)
-    thread.start()
-    assert holding.wait(10)
-    return thread, release
-
-
 def _queue_behind_a_commit(db: Database, batches: dict[str, Any]) -> Callers:
     """Caller "first" commits alone and waits for the write lock; ``batches`` queue behind it."""
     group = db._group_commit
@@ -320,7 +307,7 @@ def test_concurrent_write_batches_are_committed_together(durably: Durably) -> No
     db = durably._runtime.db
     durably.job("w")(lambda step, input: None)
     new = {f"run{n}": _new_run_batch(n) for n in range(4)}
-    holder, release = _hold_write_lock(db)
+    holder, release = hold_write_lock(db)
     callers = _queue_behind_a_commit(db, new)
     writes_before = db.writes
 
@@ -342,7 +329,7 @@ def test_a_failing_write_batch_spoils_none_of_those_committed_with_it(durably: D
     durably.job("w")(lambda step, input: None)
     taken = _new_run_batch(7)
     db.write_batch(taken)
-    holder, release = _hold_write_lock(db)
+    holder, release = hold_write_lock(db)
     callers = _queue_behind_a_commit(
         db, {"one": _new_run_batch(1), "duplicate": taken, "two": _new_run_batch(2)}
     )

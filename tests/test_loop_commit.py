@@ -8,7 +8,6 @@ counted where they reach :meth:`Database.write_batches`.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
@@ -16,8 +15,9 @@ import pytest
 
 from durably import Durably, DurablyError, runs
 from durably.clock import now_ms
-from durably.database import Batch, Database, Outcome
+from durably.database import Batch, Outcome
 from durably.jobs import build_request
+from tests.faults import hold_write_lock
 
 T = TypeVar("T")
 
@@ -65,25 +65,11 @@ def test_batches_written_in_one_turn_of_the_loop_travel_together(
     assert _stored(durably) == [0, 1, 2, 3, 4]
 
 
-def _hold_write_lock(db: Database) -> tuple[threading.Thread, threading.Event]:
-    """A ``db.write`` that keeps durably's write lock until the returned event is set."""
-    holding, release = threading.Event(), threading.Event()
-
-    def hold(_conn: object) -> None:
-        holding.set()
-        assert release.wait(10)
-
-    thread = threading.Thread(target=db.write, args=(hold,), daemon=True)
-    thread.start()
-    assert holding.wait(10)
-    return thread, release
-
-
 def test_batches_written_while_a_trip_is_under_way_go_together_on_the_next(
     durably: Durably, trips: list[int]
 ) -> None:
     loop_commit = durably._runtime.loop_commit
-    holder, release = _hold_write_lock(durably._runtime.db)
+    holder, release = hold_write_lock(durably._runtime.db)
 
     async def main() -> list[list[Outcome]]:
         first = loop_commit.write(_new_run(0))

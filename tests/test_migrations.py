@@ -27,7 +27,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from durably import Durably, DurablyError, SchemaError, StepContext, ValidationError
+from durably import Durably, DurablyError, SchemaError, StepContext, ValidationError, operation
 from durably.clock import now_ms
 from durably.ids import new_id
 from durably.migrate import alembic_config
@@ -326,8 +326,9 @@ def test_downgrading_below_counted_step_counters_stores_those_of_active_runs(
         service = instance._runtime.service
         claimed = service.claim("worker-a")
         assert claimed is not None
-        for index, name in enumerate(["first", "second"]):
-            assert service.persist_step(
+
+        def persist(name: str, index: int) -> bool:
+            step = service.persist_step_op(
                 claimed.lease,
                 name=name,
                 index=index,
@@ -336,6 +337,10 @@ def test_downgrading_below_counted_step_counters_stores_those_of_active_runs(
                 error=None,
                 started_at=now_ms(),
             )
+            return operation.run(step, service.db)
+
+        for index, name in enumerate(["first", "second"]):
+            assert persist(name, index)
 
         def stored() -> tuple[int, int]:
             with instance.engine.connect() as conn:
@@ -350,15 +355,7 @@ def test_downgrading_below_counted_step_counters_stores_those_of_active_runs(
         assert stored() == (2, 2)
 
         # The trigger is back: a third step moves them on.
-        assert service.persist_step(
-            claimed.lease,
-            name="third",
-            index=2,
-            status=StepStatus.COMPLETED,
-            output_json="null",
-            error=None,
-            started_at=now_ms(),
-        )
+        assert persist("third", 2)
         assert stored() == (3, 3)
         instance.migrate()
         leased = instance.get_run(run.id)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from durably import DatabaseError, Durably, LeaseLostError, StepContext
+from durably import DatabaseError, Durably, LeaseLostError, StepContext, operation
 from durably.clock import now_ms, to_ms
 from durably.events import Event
 from durably.leases import AbortReason, ClaimedRun, Lease, LeaseService
@@ -63,16 +63,25 @@ def _claim(durably: Durably, worker_id: str) -> ClaimedRun:
     return claimed
 
 
-def _persist(durably: Durably, lease: Lease, name: str, index: int, output: str) -> bool:
-    return _service(durably).persist_step(
+def _persist(
+    durably: Durably,
+    lease: Lease,
+    name: str,
+    index: int,
+    output: str | None,
+    status: StepStatus = StepStatus.COMPLETED,
+    error: str | None = None,
+) -> bool:
+    step = _service(durably).persist_step_op(
         lease,
         name=name,
         index=index,
-        status=StepStatus.COMPLETED,
+        status=status,
         output_json=output,
-        error=None,
+        error=error,
         started_at=now_ms(),
     )
+    return operation.run(step, durably._runtime.db)
 
 
 def _noop_job(durably: Durably, name: str = "noop") -> Any:
@@ -184,15 +193,7 @@ def test_completed_steps_advance_the_run_and_failed_ones_do_not(durably: Durably
     after_completed = _get(durably, run.id)
     assert (after_completed.current_step_index, after_completed.completed_step_count) == (1, 1)
 
-    assert _service(durably).persist_step(
-        lease,
-        name="step2",
-        index=1,
-        status=StepStatus.FAILED,
-        output_json=None,
-        error="boom",
-        started_at=now_ms(),
-    )
+    assert _persist(durably, lease, "step2", 1, None, StepStatus.FAILED, "boom")
     after_failed = _get(durably, run.id)
     assert (after_failed.current_step_index, after_failed.completed_step_count) == (1, 1)
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from durably import DatabaseLockedError, Durably, StepContext
+from durably import Durably, StepContext
 from durably.events import Event
-from durably.operation import Operation
 from durably.schema import runs as runs_table
+from tests.faults import refuse_first_step_write
 
 from .harness import WAIT, prefix_enforcing_file_modes, url_for
 
@@ -71,17 +71,7 @@ def test_a_database_error_while_storing_a_step_result_does_not_fail_the_run(
     Here the first result write raises, as it does when the lock outlives
     ``lock_timeout``.
     """
-    service = durably._runtime.service
-    store = service.persist_step_op
-    attempts: list[str] = []
-
-    def locked_once(lease: Any, *args: Any, **kwargs: Any) -> Operation[bool]:
-        attempts.append(kwargs["name"])
-        if len(attempts) == 1:
-            raise DatabaseLockedError("The database stayed locked for more than 30s")
-        return (yield from store(lease, *args, **kwargs))
-
-    monkeypatch.setattr(service, "persist_step_op", locked_once)
+    attempts = refuse_first_step_write(durably._runtime.service, monkeypatch)
     run = _noop(durably).trigger("x")
     durably.process_one()
 

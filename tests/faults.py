@@ -1,0 +1,45 @@
+"""Faults the tests put in durably's way: a held write lock, a step write that fails."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from durably import DatabaseLockedError
+from durably.database import Database
+from durably.leases import LeaseService
+from durably.operation import Operation
+
+
+def hold_write_lock(db: Database) -> tuple[threading.Thread, threading.Event]:
+    """A ``db.write`` that keeps durably's write lock until the returned event is set."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(_conn: object) -> None:
+        holding.set()
+        assert release.wait(10)
+
+    thread = threading.Thread(target=db.write, args=(hold,), daemon=True)
+    thread.start()
+    assert holding.wait(10)
+    return thread, release
+
+
+def refuse_first_step_write(service: LeaseService, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The first step result write raises as when the lock outlives ``lock_timeout``.
+
+    Returns the names of the steps whose results were written, in order.
+    """
+    store = service.persist_step_op
+    attempts: list[str] = []
+
+    def locked_once(lease: Any, *args: Any, **kwargs: Any) -> Operation[bool]:
+        attempts.append(kwargs["name"])
+        if len(attempts) == 1:
+            raise DatabaseLockedError("The database stayed locked for more than 30s")
+        return (yield from store(lease, *args, **kwargs))
+
+    monkeypatch.setattr(service, "persist_step_op", locked_once)
+    return attempts
