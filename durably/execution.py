@@ -245,7 +245,14 @@ class Execution:
         return self._call_step(attempt, fn)
 
     def _call_step(self, attempt: StepAttempt, fn: Callable[[], Any]) -> Any:
-        """Call a ``def`` step function here and record how it ended (the fenced write)."""
+        """Call a ``def`` step function here and record how it ended (the fenced write).
+
+        An async job's ``def`` step runs this whole in a step thread: one
+        thread hop per step, not one for the function and then a trip for
+        the write (measured: slower, though the trip is shared with other
+        runs' writes). A result that is awaitable comes back unrecorded, as
+        :class:`_Awaitable`, for the loop to await.
+        """
         db = self.runtime.db
         try:
             result = fn()
@@ -254,30 +261,33 @@ class Execution:
             if error is exc:
                 raise
             raise error from exc
+        if self.is_async and inspect.isawaitable(result):
+            return _Awaitable(result)
         return operation.run(self.step_returned_op(attempt, result), db)
 
     async def run_step_async(self, name: str, fn: Callable[[], Any]) -> Any:
         """Run a step of an async job: coroutines on the loop, ``def`` functions in a thread.
 
         A ``def`` function cannot be interrupted; as in a ``def`` job, its
-        result is discarded if the run was told to stop while it ran. An
-        awaitable it returns is awaited on the loop. How the step ended is
-        recorded from the loop: the write travels with those of the loop's
-        other runs (:mod:`durably.loop_commit`).
+        result is discarded if the run was told to stop while it ran. It is
+        recorded in the same thread, right after it returns. A coroutine's
+        result is recorded from the loop: the write travels with those of
+        the loop's other runs (:mod:`durably.loop_commit`).
         """
         attempt = self.begin_step(name)
         if attempt.replayed:
             return attempt.output
+        if inspect.iscoroutinefunction(fn):
+            awaitable: Awaitable[Any] = fn()
+        else:
+            # Progress and logs reported before this step are stored before its result.
+            await self.flush()
+            ran = await run_in(self.step_threads, self._call_step, attempt, fn)
+            if not isinstance(ran, _Awaitable):
+                return ran
+            awaitable = ran.awaitable
         try:
-            if inspect.iscoroutinefunction(fn):
-                result = await self._await_step(attempt, fn())
-            else:
-                # Progress and logs reported before this step are stored before
-                # those it reports from its thread, which are written there.
-                await self.flush()
-                result = await run_in(self.step_threads, fn)
-                if inspect.isawaitable(result):
-                    result = await self._await_step(attempt, result)
+            result = await self._await_step(attempt, awaitable)
         except (CancelledError, LeaseLostError):
             self.current_step = None
             raise
@@ -516,6 +526,13 @@ class Execution:
 def _wake(waiter: asyncio.Future[None], *_: Any) -> None:
     if not waiter.done():
         waiter.set_result(None)
+
+
+@dataclass(frozen=True)
+class _Awaitable:
+    """What a ``def`` step function of an async job returned when it was awaitable."""
+
+    awaitable: Awaitable[Any]
 
 
 class _WriteQueue:

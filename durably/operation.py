@@ -54,20 +54,26 @@ Operation = Generator[Write | Call, Any, T]
 
 
 def run(operation: Operation[T], db: Database) -> T:
-    """Run ``operation`` to its end, doing its I/O in this thread."""
-    with closing(operation):
-        step = _Step(operation)
-        while (request := step.request) is not None:
+    """Run ``operation`` to its end, doing its I/O in this thread.
+
+    Spelled out rather than built on :class:`_Step`: the thread engine runs
+    an operation for every write it makes.
+    """
+    try:
+        request = operation.send(None)
+        while True:
             try:
                 if isinstance(request, Write):
                     reply = db.write_batch(request.batch)
                 else:
                     reply = request.fn(*request.args)
             except Exception as exc:
-                step.throw(exc)
+                request = operation.throw(exc)
             else:
-                step.send(reply)
-        return step.result
+                request = operation.send(reply)
+    except StopIteration as stop:  # the operation returned (PEP 479: it cannot raise one)
+        result: T = stop.value
+        return result
 
 
 async def run_async(operation: Operation[T], runtime: Runtime) -> T:
