@@ -9,13 +9,13 @@ the loop. Three wake-ups per write, and the asyncio engine's tasks write
 all the time (four slots, each storing a step result every few hundred
 microseconds in a busy worker).
 
-Here, a batch written while a trip to the database is under way waits on
-the loop. When the trip comes back, every batch that waited meanwhile goes
-on the next one: one call of :meth:`Database.write_batches
-<durably.database.Database.write_batches>` in one thread, one transaction,
-two wake-ups however many batches travel. Each task gets its own outcomes
-or its own error, as from ``write_batch``. A batch written while nothing is
-under way goes at once, alone: nothing waits to be grouped.
+Here, a batch leaves at the end of the turn of the loop in which it was
+written, with every other batch written in that turn; one written while a
+trip to the database is under way waits for that trip to come back and
+leaves with the others that waited. A trip is one call of
+:meth:`Database.write_batches <durably.database.Database.write_batches>` in
+one thread, one transaction, two wake-ups however many batches travel. Each
+task gets its own outcomes or its own error, as from ``write_batch``.
 
 Everything here runs on the loop's own thread, so it needs no lock; each
 loop has its own queue.
@@ -82,15 +82,15 @@ class LoopCommit:
         """
         if not trips.due:
             trips.due = True
-            loop.call_soon(self._send, trips)
+            loop.call_soon(self._send, loop, trips)
 
-    def _send(self, trips: _Trips) -> None:
+    def _send(self, loop: asyncio.AbstractEventLoop, trips: _Trips) -> None:
         trips.due = False
         group, trips.waiting = trips.waiting, []
         try:
             self._threads.submit(
                 functools.partial(self._db.write_batches, [batch for batch, _ in group]),
-                functools.partial(self._arrived, asyncio.get_running_loop(), trips, group),
+                functools.partial(self._arrived, loop, trips, group),
             )
         except RuntimeError as exc:  # the threads are shut down: nothing was sent
             for _, future in group:
