@@ -27,7 +27,7 @@ import asyncio
 import functools
 import weakref
 
-from .bridge import Threads
+from .bridge import Threads, settle_future
 from .database import Batch, Database, Outcome
 from .group_commit import copy_error
 
@@ -94,7 +94,7 @@ class LoopCommit:
             )
         except RuntimeError as exc:  # the threads are shut down: nothing was sent
             for _, future in group:
-                _settle(future, copy_error(exc))
+                settle_future(future, None, copy_error(exc))
             return
         trips.under_way = True
 
@@ -108,30 +108,19 @@ class LoopCommit:
     ) -> None:
         trips.under_way = False
         if results is None:  # the call itself failed: it is every batch's error
+            assert error is not None
             for _, future in group:
-                _settle(future, error if len(group) == 1 else _copy(error))
+                settle_future(future, None, error if len(group) == 1 else _another(error))
         else:
             for (_, future), result in zip(group, results, strict=True):
-                _settle(future, result)
+                if isinstance(result, Exception):
+                    settle_future(future, None, result)
+                else:
+                    settle_future(future, result, None)
         if trips.waiting:
             self._leave_soon(loop, trips)
 
 
-def _copy(error: BaseException | None) -> BaseException:
+def _another(error: BaseException) -> BaseException:
     """The error once more for another task: one exception object per raise."""
-    if isinstance(error, Exception):
-        return copy_error(error)
-    return error if error is not None else RuntimeError("A database write ended without a result")
-
-
-def _settle(
-    future: asyncio.Future[list[Outcome]], result: list[Outcome] | BaseException | None
-) -> None:
-    if future.done():  # its task was cancelled
-        return
-    if isinstance(result, BaseException):
-        future.set_exception(result)
-    elif result is None:
-        future.set_exception(RuntimeError("A database write ended without a result"))
-    else:
-        future.set_result(result)
+    return copy_error(error) if isinstance(error, Exception) else error
