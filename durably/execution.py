@@ -12,7 +12,8 @@ then :meth:`Execution.step_returned_op` or :meth:`Execution.step_raised_op`
 (:mod:`durably.operation`), written once: ``def`` jobs run them in line
 (:func:`execute`); ``async def`` jobs await the user's function on the event
 loop and run them from there, their writes travelling to a database thread
-with those of the loop's other runs (:func:`execute_async`). Either engine
+with those of the loop's other runs (:func:`execute_async`), except a ``def``
+step's, which its step thread writes right after it returns. Either engine
 can execute either kind: each entry point hands the other kind to the other.
 """
 

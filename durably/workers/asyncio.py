@@ -3,9 +3,10 @@
 One task claims runs while a slot is free and starts a task for each, all in
 the running event loop; a busy slot's task claims its next run as it records
 the end of the last one, and runs that too. It uses the same
-:class:`~durably.leases.LeaseService` as the thread engine, calling it through
-the runtime's database threads, so nothing that touches the database (or
-sleeps on a lock) runs on the loop.
+:class:`~durably.leases.LeaseService` operations as the thread engine, run
+from the loop (:func:`durably.operation.run_async`): their writes go to the
+runtime's database threads together (:mod:`durably.loop_commit`), so nothing
+that touches the database (or sleeps on a lock) runs on the loop.
 ``async def`` jobs are awaited on the loop; ``def`` jobs run whole in a
 thread of the engine's pool of ``max_concurrent_runs`` threads. Lease renewal
 is the process's heartbeat thread, shared with the thread engine: a busy
