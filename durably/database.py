@@ -517,7 +517,8 @@ class Database:
                 prepared = self._prepared[statement] = _Prepared.compile(
                     statement, self.engine.dialect
                 )
-            if isinstance(params, Mapping):
+            # A dict is tested first: the ABC's isinstance costs half a microsecond.
+            if type(params) is dict or isinstance(params, Mapping):
                 statements.append(_Compiled(prepared.sql, [prepared.args(params)], many=False))
             else:
                 args = [prepared.args(one) for one in params]

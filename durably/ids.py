@@ -61,6 +61,8 @@ class _UlidGenerator:
         they differ in their last two characters only: the other 24 are
         encoded once per 1,024 ids, not once per id.
         """
+        if count == 1:  # a single trigger: none of the sharing below pays for itself
+            return [self.new()]
         with self._lock:
             values = [self._next_value() for _ in range(count)]
         ids = []

@@ -48,9 +48,13 @@ _RUN_ID = sa.bindparam("run_id", type_=sa.String)
 _NOW = sa.bindparam("now", type_=sa.BigInteger)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EnqueueRequest:
-    """A validated trigger: everything needed to insert one run row."""
+    """A validated trigger: everything needed to insert one run row.
+
+    Not frozen, though nothing changes one after :func:`durably.jobs.build_request`:
+    a frozen dataclass's ``__init__`` costs every trigger 2-3 µs more.
+    """
 
     job_name: str
     input_json: str
@@ -136,6 +140,7 @@ def new_runs(requests: Sequence[EnqueueRequest], now: int) -> tuple[list[dict[st
     labels = [
         label
         for request, row in zip(requests, rows, strict=True)
+        if request.labels
         for label in _label_rows(row["id"], request)
     ]
     batch: list[tuple[UpdateBase, Any]] = [(_INSERT_RUN, rows[0] if len(rows) == 1 else rows)]
