@@ -49,19 +49,23 @@ def test_ids_are_ulids_that_carry_their_creation_time(monkeypatch: pytest.Monkey
     assert as_int[0] >> 80 == 1_469_918_176_385
 
 
-def test_a_batch_of_ids_is_what_as_many_single_ids_would_be(
+def test_ids_that_share_their_leading_characters_are_spelled_in_full(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # A batch encodes the characters its ids share once per 1,024 ids; across
-    # each such boundary (and a carry into every higher character) it must
-    # still spell each id exactly as new_id does.
-    monkeypatch.setattr(time, "time_ns", lambda: 1_469_918_176_385_000_000)
+    # Consecutive ids reuse the characters they share with the previous one,
+    # re-encoded once per 1,024 ids; across each such boundary (and a carry
+    # into every higher character) each id must still be its value spelled
+    # out in full, one at a time or in a batch.
+    ms = 1_469_918_176_385
+    first_random = (1 << 70) - 3  # three ids on, 14 characters change at once
+    monkeypatch.setattr(time, "time_ns", lambda: ms * 1_000_000)
     one_by_one, batched = ids._UlidGenerator(), ids._UlidGenerator()
     for generator in (one_by_one, batched):
-        generator._last_ms = 1_469_918_176_385
-        generator._last_random = (1 << 70) - 3  # three ids on, 14 characters change at once
+        generator._last_ms, generator._last_random = ms, first_random
 
-    expected = [one_by_one.new() for _ in range(3000)]
+    expected = [ids._encode((ms << 80) | (first_random + i)) for i in range(1, 3001)]
+    assert [one_by_one.new() for _ in range(3000)] == expected
     assert batched.new_many(3000) == expected
+    assert expected[2][:12] != expected[1][:12]  # the carry happened
     assert len(set(expected)) == 3000
     assert expected == sorted(expected)
