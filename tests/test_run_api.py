@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -115,6 +116,26 @@ def test_run_fields(durably: Durably, jobs: Jobs) -> None:
     assert done.started_at.utcoffset() == timedelta(0)
     assert done.created_at <= done.started_at <= done.completed_at
     assert done.updated_at >= done.created_at
+
+
+def test_runs_are_immutable_values(durably: Durably, jobs: Jobs) -> None:
+    # Runs are built without their dataclass __init__ (durably.models._builder):
+    # what comes out must still be an ordinary frozen Run.
+    triggered = jobs.echo.trigger({"x": 1}, labels={"env": "test"})
+    read = get(durably, triggered.id)
+    assert type(triggered) is Run
+    assert type(read) is Run
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        read.status = RunStatus.COMPLETED  # type: ignore[misc]
+    with pytest.raises(
+        (AttributeError, TypeError)
+    ):  # TypeError: CPython 3.11's slotted dataclasses
+        read.note = "x"  # type: ignore[attr-defined]
+    assert read == triggered  # the disposition takes no part in equality
+    assert repr(read).startswith(f"Run(id='{read.id}', job_name='echo', status=")
+    assert dataclasses.replace(read, error="e").error == "e"
+    assert read.input == {"x": 1}
+    assert read.labels == {"env": "test"}
 
 
 # -- get_runs -------------------------------------------------------------------
