@@ -9,12 +9,24 @@ gets back on replay is exactly what was stored; failures become a
 from __future__ import annotations
 
 import json
+from _json import make_encoder  # the C encoder json itself uses: CPython has it
 from collections.abc import Callable
+from json.encoder import encode_basestring
 from typing import Any
 
 from .errors import ValidationError
 
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_encode = make_encoder(
+    None, _encoder.default, encode_basestring, None, ":", ",", False, False, False
+)
+"""``_encoder``'s C encoder, made once.
+
+``JSONEncoder.encode`` makes one per call, with a dict of the containers
+it is inside to detect a cycle: 15,000 instructions for ``{"n": 1}``, 6,000
+this way. Without that dict a value that contains itself exhausts the
+recursion limit instead, which :func:`dumps` reports as such.
+"""
 _decoder = json.JSONDecoder()
 # The decoder's scanner: set by JSONDecoder.__init__, not declared by typeshed.
 _scan: Callable[[str, int], tuple[Any, int]] = _decoder.scan_once  # type: ignore[attr-defined]
@@ -23,9 +35,13 @@ _scan: Callable[[str, int], tuple[Any, int]] = _decoder.scan_once  # type: ignor
 def dumps(value: Any, *, what: str) -> str:
     """Encode ``value``; ``what`` names it in the error (e.g. ``"input"``)."""
     try:
-        return _encoder.encode(value)
+        return "".join(_encode(value, 0))
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"{what} is not JSON-serialisable: {exc}") from None
+    except RecursionError:
+        raise ValidationError(
+            f"{what} is not JSON-serialisable: it contains itself, or is nested too deeply"
+        ) from None
 
 
 def loads(text: str | None) -> Any:

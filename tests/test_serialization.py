@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
-from durably import serialization
+from durably import ValidationError, serialization
 
 
 @pytest.mark.parametrize(
@@ -35,3 +36,32 @@ def test_text_that_is_not_one_json_value_raises_as_json_loads_does(text: str) ->
 def test_text_that_is_not_json_is_shown_as_it_is() -> None:
     assert serialization.loads_or_text('{"n": 1} x') == '{"n": 1} x'
     assert serialization.loads_or_text(None) is None
+
+
+def test_values_are_stored_as_compact_json_that_keeps_non_ascii_text() -> None:
+    value = {"name": "Zoë", "tags": ["a", "b"], "n": 1.5, "none": None, "ok": True}
+    text = serialization.dumps(value, what="The input")
+    assert text == '{"name":"Zoë","tags":["a","b"],"n":1.5,"none":null,"ok":true}'
+    assert serialization.loads(text) == value
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (float("nan"), "Out of range float values are not JSON compliant"),
+        ({"when": object()}, "Object of type object is not JSON serializable"),
+        ({("a", "b"): 1}, "keys must be str, int, float, bool or None, not tuple"),
+    ],
+)
+def test_a_value_json_cannot_hold_is_a_validation_error(value: Any, reason: str) -> None:
+    with pytest.raises(ValidationError, match=f"^The input is not JSON-serialisable: {reason}$"):
+        serialization.dumps(value, what="The input")
+
+
+def test_a_value_that_contains_itself_is_a_validation_error() -> None:
+    looped: list[Any] = [1]
+    looped.append({"back": looped})
+    with pytest.raises(ValidationError, match="it contains itself, or is nested too deeply"):
+        serialization.dumps(looped, what="The input")
+    # and the encoder is still usable afterwards
+    assert serialization.dumps([1, {"a": 2}], what="The input") == '[1,{"a":2}]'
