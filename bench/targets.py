@@ -42,6 +42,27 @@ def _at_least(mine_id: str, base_id: str, metric: str, minimum: float) -> Judge:
     return judge
 
 
+def _with_the_floors_own(judge: Judge, workload: str, base_workload: str, metric: str) -> Judge:
+    """``judge``, followed by the same paired ratio for the floor's cases, when measured.
+
+    For a goal between two of durably's cases (batch over single triggers):
+    the floor's own ratio shows how far the machine's SQLite allows it.
+    """
+
+    def with_floor(results: Results) -> tuple[str, bool] | None:
+        verdict = judge(results)
+        mine, base = results.get(floor_id(workload)), results.get(floor_id(base_workload))
+        if verdict is None or mine is None or base is None:
+            return verdict
+        ratio = paired_ratio(mine, base, metric)
+        if ratio is None:
+            return verdict
+        text, met = verdict
+        return f"{text}; the floor's own: {ratio:.2f}x", met
+
+    return with_floor
+
+
 def _ratio(ratio: float, minimum: float) -> str:
     """Two decimals, or three where two would round a miss up to the goal (0.397 is not 0.40)."""
     shown = f"{ratio:.2f}"
@@ -90,7 +111,14 @@ TARGETS = (
     ),
     Target(
         "W1 batch >= 10 x single (SQLite)",
-        _at_least(_sqlite("thread", "w1-batch"), _sqlite("thread", "w1-single"), "triggers/s", 10),
+        _with_the_floors_own(
+            _at_least(
+                _sqlite("thread", "w1-batch"), _sqlite("thread", "w1-single"), "triggers/s", 10
+            ),
+            "w1-batch",
+            "w1-single",
+            "triggers/s",
+        ),
     ),
     Target("W3 p50 <= 20 ms (SQLite)", _latency),
     Target(

@@ -44,6 +44,15 @@ def test_the_targets_table_judges_paired_ratios() -> None:
     )
     assert verdicts["W3 p50 <= 20 ms (SQLite)"] is None  # not measured
 
+    # With the floor's batch measured, the row also shows the floor's own ratio.
+    floor_batch = _result("floor/w1-batch/NORMAL", {0: 100_000, 1: 60_000, 2: 126_000})
+    results[floor_batch.case.id] = floor_batch
+    verdicts = {t.goal: t.judge(results) for t in TARGETS}
+    assert verdicts["W1 batch >= 10 x single (SQLite)"] == (
+        "30,000 vs 9,000 triggers/s (medians); paired 3.00x; the floor's own: 6.00x",
+        False,
+    )
+
 
 def test_a_ratio_just_short_of_its_goal_is_not_rounded_up_to_it() -> None:
     floor = _result("floor/w1-single/NORMAL", {0: 20_000})
