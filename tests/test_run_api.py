@@ -127,9 +127,8 @@ def test_runs_are_immutable_values(durably: Durably, jobs: Jobs) -> None:
     assert type(read) is Run
     with pytest.raises(dataclasses.FrozenInstanceError):
         read.status = RunStatus.COMPLETED  # type: ignore[misc]
-    with pytest.raises(
-        (AttributeError, TypeError)
-    ):  # TypeError: CPython 3.11's slotted dataclasses
+    # A new attribute: AttributeError, or TypeError from CPython 3.11's slotted dataclasses.
+    with pytest.raises((AttributeError, TypeError)):
         read.note = "x"  # type: ignore[attr-defined]
     assert read == triggered  # the disposition takes no part in equality
     assert repr(read).startswith(f"Run(id='{read.id}', job_name='echo', status=")
