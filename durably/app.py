@@ -389,14 +389,9 @@ class Durably:
         if connection is not None:
             self._runtime.db.check_caller_connection(connection)
             results = run_store.enqueue_many(connection, requests, now)
-        elif run_store.cannot_conflict(requests):
-            rows, batch = run_store.new_runs(requests, now)
-            self._runtime.db.write_batch(batch)
-            results = [(row, Disposition.CREATED) for row in rows]
-        elif len(requests) == 1:
-            results = [run_store.enqueue_one(self._runtime.db, requests[0], now)]
         else:
-            results = self._runtime.db.write(run_store.enqueue_many, requests, now)
+            db = self._runtime.db
+            results = operation.run(run_store.enqueue_op(db, requests, now), db)
         runs = [Run.from_row(row, disposition) for row, disposition in results]
         if connection is None:
             self._announce(requests, runs)
@@ -686,7 +681,17 @@ class Durably:
         return await self._runtime.call(self.purge_runs, older_than, limit)
 
     async def _enqueue_async(self, requests: Sequence[EnqueueRequest]) -> list[Run]:
-        return await self._runtime.call(self._enqueue, requests, None)
+        """:meth:`_enqueue`'s write from the event loop: it travels with the loop's other writes."""
+        runtime = self._runtime
+        if not self._schema_checked:
+            await runtime.call(self._ensure_schema)
+        enqueue = run_store.enqueue_op(runtime.db, requests, now_ms())
+        runs = [
+            Run.from_row(row, disposition)
+            for row, disposition in await operation.run_async(enqueue, runtime)
+        ]
+        self._announce(requests, runs)
+        return runs
 
     # -- events -----------------------------------------------------------------
 

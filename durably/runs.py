@@ -31,6 +31,7 @@ from sqlalchemy.sql.dml import UpdateBase
 from .database import Batch, Database
 from .errors import ConflictError, NotFoundError
 from .ids import new_id, new_ids
+from .operation import Call, Operation, Write
 from .schema import COUNTED_STEP_COUNTERS, RUN_COLUMNS, logs, run_labels, runs, sql_status, steps
 from .status import (
     ACTIVE_STATUSES,
@@ -180,20 +181,42 @@ def enqueue(
     return taken
 
 
-def enqueue_one(db: Database, request: EnqueueRequest, now: int) -> tuple[Any, Disposition]:
-    """:func:`enqueue` as one write that holds no lock while anything is read.
+def enqueue_op(
+    db: Database, requests: Sequence[EnqueueRequest], now: int
+) -> Operation[list[tuple[Mapping[Any, Any], Disposition]]]:
+    """A trigger of ``requests`` as one write, for the sync API and for an event loop alike.
 
-    When a key is taken, the run that took it is read after the write. If it
-    is gone by then (the pending run of a concurrency key was claimed, a run
-    was deleted), the insert is tried again.
+    Runs without keys are a prebuilt batch. From an event loop, the
+    triggers its tasks make in the same turn (concurrent requests of an
+    ASGI app) share one trip to the database and one transaction
+    (:mod:`durably.loop_commit`); from threads, those made meanwhile share
+    a commit (:mod:`durably.group_commit`).
+
+    A single run with keys is inserted unless a key is taken, and the run
+    that took it is read after the write, so no lock is held while anything
+    is read. If that run is gone by then (the pending run of a concurrency
+    key was claimed, a run was deleted), the insert is tried again. Several
+    runs with keys are resolved in order in one write transaction: a later
+    request may coalesce onto an earlier one.
     """
+    if cannot_conflict(requests):
+        rows, batch = new_runs(requests, now)
+        yield Write(batch)
+        return [(row, Disposition.CREATED) for row in rows]
+    if len(requests) > 1:
+        written: list[tuple[Mapping[Any, Any], Disposition]] = yield Call(
+            db.write, (enqueue_many, requests, now)
+        )
+        return written
+    request = requests[0]
     row, batch = keyed_run(request, now)
     for _ in range(_KEYED_ATTEMPTS):
-        if db.write_batch(batch)[0].rowcount == 1:
-            return row, Disposition.CREATED
-        taken = db.read(taken_by, request)
+        outcomes = yield Write(batch)
+        if outcomes[0].rowcount == 1:
+            return [(row, Disposition.CREATED)]
+        taken = yield Call(db.read, (taken_by, request))
         if taken is not None:
-            return taken
+            return [taken]
     raise ConflictError(  # pragma: no cover - needs the key to change hands five times
         f"Run of job {request.job_name!r} kept conflicting with runs that came and went"
     )

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from durably import Durably, DurablyError, runs
+from durably import ConflictError, Disposition, Durably, DurablyError, runs
 from durably.clock import now_ms
 from durably.database import Batch, Outcome
 from durably.jobs import build_request
@@ -143,3 +143,37 @@ def test_a_write_after_the_database_threads_shut_down_is_refused(
     with pytest.raises(RuntimeError, match="shut down"):
         run(main())
     assert _stored(durably) == []
+
+
+def test_concurrent_triggers_share_a_trip_and_each_gets_its_own_run(
+    durably: Durably, trips: list[int]
+) -> None:
+    """An ASGI app's request handlers trigger at once: one transaction, as many answers."""
+    job = durably.get_job("w")
+    assert job is not None
+    waiting = job.trigger({"n": 0}, concurrency_key="tenant-1")
+    announced: list[str] = []
+    durably.on("run:trigger", lambda event: announced.append(str(event.run_id)))
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(
+            job.trigger_async({"n": 1}),
+            job.trigger_async({"n": 2}, idempotency_key="order-9"),
+            job.trigger_async({"n": 3}, idempotency_key="order-9"),
+            job.trigger_async({"n": 4}, concurrency_key="tenant-1"),
+            job.trigger_async({"n": 5}, concurrency_key="tenant-1", coalesce="skip"),
+            job.trigger_async({"n": 6}, labels={"plan": "pro"}),
+            return_exceptions=True,
+        )
+
+    plain, keyed, again, conflicting, coalesced, labelled = run(main())
+
+    assert trips[0] == 6  # every trigger's insert went in the first trip
+    assert isinstance(conflicting, ConflictError)
+    assert (keyed.disposition, again.disposition) == (Disposition.CREATED, Disposition.IDEMPOTENT)
+    assert (again.id, again.input) == (keyed.id, {"n": 2})
+    assert (coalesced.disposition, coalesced.id) == (Disposition.COALESCED, waiting.id)
+    assert labelled.labels == {"plan": "pro"}
+    assert sorted(announced) == sorted([plain.id, keyed.id, labelled.id])
+    assert _stored(durably) == [0, 1, 2, 6]
+    assert durably.get_run(labelled.id) == labelled
