@@ -8,6 +8,7 @@ newer than the installed library without touching it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -512,6 +513,8 @@ def test_unmigrated_database_tells_the_user_to_migrate(db_url: str, db_path: Pat
             instance.process_one()
         with pytest.raises(SchemaError, match=r"migrate\(\)"):
             job.trigger({"n": 1})
+        with pytest.raises(SchemaError, match=r"migrate\(\)"):
+            asyncio.run(job.trigger_async({"n": 1}))
         with pytest.raises(SchemaError, match=r"migrate\(\)"):
             instance.get_runs()
         # The error is also a DurablyError, and migrating fixes it.
