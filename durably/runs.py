@@ -10,7 +10,9 @@ statement batch through :meth:`Database.write_batch`, which checks and
 changes in the same statements: one request to a remote server, so no write
 lock is held across round trips and a process killed mid-way leaves no
 transaction open. When a write changes nothing, a read afterwards says why
-(unknown run, wrong status, a key taken).
+(unknown run, wrong status, a key taken). A trigger is an operation
+(:func:`enqueue_op`, see :mod:`durably.operation`), so that the triggers of
+the asyncio API travel with the event loop's other writes.
 
 Operations done by the holder of a run's lease (claim, heartbeat, steps,
 completion) live in :mod:`durably.leases`.
