@@ -44,6 +44,7 @@ from .group_commit import GroupCommit
 from .hrana import dbapi as hrana_dbapi
 from .hrana.dbapi import TransactionLost
 from .hrana.dialect import URL_OPTIONS
+from .write_turns import WriteTurns, lock_file_for
 
 registry.register("sqlite.hrana", "durably.hrana.dialect", "HranaDialect")
 
@@ -421,6 +422,8 @@ class Database:
         self._writer: PoolProxiedConnection | None = None
         """The pool connection write batches run on; only touched under ``_write_lock``."""
         self._writer_since = 0.0
+        self._turns = WriteTurns(None if self.remote else lock_file_for(self.url.database))
+        """Turns at writing the file with durably's other processes (see write_turns)."""
         sync_mode = synchronous.upper()
         if sync_mode not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValidationError(f"Invalid synchronous setting {synchronous!r}")
@@ -596,9 +599,14 @@ class Database:
             try:
                 if write:
                     with self._write_lock:
-                        result = self._run_once(
-                            fn, args, kwargs, write=True, transaction=transaction
-                        )
+                        if not self._turns.acquire(deadline):
+                            raise self._still_locked()
+                        try:
+                            result = self._run_once(
+                                fn, args, kwargs, write=True, transaction=transaction
+                            )
+                        finally:
+                            self._turns.release()
                         self.count_write()
                         return result
                 return self._run_once(fn, args, kwargs, write=False, transaction=transaction)
@@ -621,12 +629,15 @@ class Database:
                     raise translate(exc) from exc
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise DatabaseLockedError(
-                        f"The database stayed locked for more than {self.lock_timeout:g}s "
-                        "(another process holds a write transaction)"
-                    ) from exc
+                    raise self._still_locked() from exc
                 time.sleep(min(remaining, backoff * (0.5 + random.random())))
                 backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    def _still_locked(self) -> DatabaseLockedError:
+        return DatabaseLockedError(
+            f"The database stayed locked for more than {self.lock_timeout:g}s "
+            "(another process holds a write transaction)"
+        )
 
     def _run_once(
         self,
@@ -790,4 +801,5 @@ class Database:
     def dispose(self) -> None:
         with self._write_lock:
             self._release_writer()
+            self._turns.close()
         self.engine.dispose()

@@ -1,0 +1,157 @@
+"""durably's processes take turns at writing a local file (durably/write_turns.py).
+
+Two ``WriteTurns`` on one lock file stand for two processes: ``flock`` locks
+belong to an open file, not to a process, so they exclude each other within
+one process just as across two. One test holds the turn in a real second
+process and writes through ``Durably``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from durably import DatabaseLockedError, Durably
+from durably.write_turns import LOCK_FILE_SUFFIX, WriteTurns, lock_file_for
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="turns need flock")
+
+WAIT = 10.0
+"""Deadline for things that must happen: generous, so a slow machine never fails a test."""
+
+
+@pytest.fixture
+def lock_file(tmp_path: Path) -> Path:
+    path = lock_file_for(str(tmp_path / "durably.db"))
+    assert path is not None
+    return path
+
+
+@pytest.fixture
+def turns(lock_file: Path) -> Iterator[Callable[[], WriteTurns]]:
+    made: list[WriteTurns] = []
+
+    def make() -> WriteTurns:
+        made.append(WriteTurns(lock_file))
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.close()
+
+
+def _soon() -> float:
+    return time.monotonic() + WAIT
+
+
+def test_a_waiting_writer_gets_the_turn_when_the_holder_lets_go(
+    turns: Callable[[], WriteTurns],
+) -> None:
+    holder, waiter = turns(), turns()
+    assert holder.acquire(_soon())
+    got: list[bool] = []
+    waiting = threading.Thread(target=lambda: got.append(waiter.acquire(_soon())))
+    waiting.start()
+    waiting.join(0.3)
+    assert got == []  # still waiting: the turn is taken
+    holder.release()
+    waiting.join(WAIT)
+    assert got == [True]
+    # And now the first one waits for the second.
+    assert not holder.acquire(time.monotonic() + 0.1)
+    waiter.release()
+    assert holder.acquire(_soon())
+
+
+def test_a_writer_waits_no_longer_than_its_deadline_and_its_late_turn_is_handed_back(
+    turns: Callable[[], WriteTurns],
+) -> None:
+    holder, quitter, third = turns(), turns(), turns()
+    assert holder.acquire(_soon())
+    started = time.monotonic()
+    assert not quitter.acquire(started + 0.2)
+    assert time.monotonic() - started >= 0.2
+    # A second try, queued behind the first wait its helper still makes,
+    # gives up at its own deadline too.
+    assert not quitter.acquire(time.monotonic() + 0.1)
+    holder.release()
+    # The quitter's helper gets the turns it gave up, and hands them back.
+    assert third.acquire(_soon())
+    third.release()
+    assert quitter.acquire(_soon())
+    quitter.release()
+
+
+def test_without_a_lock_file_writes_go_on(tmp_path: Path) -> None:
+    nowhere = WriteTurns(tmp_path / "missing" / ("durably.db" + LOCK_FILE_SUFFIX))
+    assert nowhere.acquire(time.monotonic())
+    nowhere.release()
+    assert WriteTurns(None).acquire(time.monotonic())
+    assert lock_file_for("") is None
+    assert lock_file_for("file:/data/durably.db?mode=rwc") == Path(
+        "/data/durably.db" + LOCK_FILE_SUFFIX
+    )
+
+
+def test_a_forked_child_takes_turns_of_its_own(turns: Callable[[], WriteTurns]) -> None:
+    # A child shares the parent's open file, and with it the parent's flock:
+    # it must open its own, or both would think they had the turn.
+    parent = turns()
+    assert parent.acquire(_soon())
+    pid = os.fork()
+    if pid == 0:  # the child: the parent holds the turn
+        code = 1
+        try:
+            code = 0 if not parent.acquire(time.monotonic() + 0.2) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    parent.release()
+
+
+HOLDER = """
+import sys, time
+from durably.write_turns import WriteTurns, lock_file_for
+turns = WriteTurns(lock_file_for(sys.argv[1]))
+assert turns.acquire(time.monotonic() + 10)
+print("holding", flush=True)
+sys.stdin.readline()
+"""
+
+
+@pytest.mark.parametrize("driver", ["sqlite", "libsql"])
+def test_a_write_waits_for_another_process_turn_up_to_lock_timeout(
+    make_durably: Callable[..., Durably], db_path: Path
+) -> None:
+    durably = make_durably(lock_timeout=0.3)
+
+    @durably.job("noop")
+    def noop(step: object, input: dict[str, int]) -> dict[str, int]:
+        return input
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(db_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "holding"
+        with pytest.raises(DatabaseLockedError, match="locked"):
+            noop.trigger({"n": 1})
+        assert durably.get_runs() == []
+    finally:
+        holder.communicate("\n", timeout=WAIT)
+    # The holder's exit ended its turn.
+    run = noop.trigger({"n": 2})
+    assert durably.get_run(run.id) is not None
+    assert (db_path.parent / (db_path.name + LOCK_FILE_SUFFIX)).exists()
