@@ -27,6 +27,7 @@ writer gave up is handed straight back.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -113,6 +114,8 @@ class WriteTurns:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 pass
+            except OSError:  # a file system without flock: no turns
+                return True
             else:
                 self._held = True
                 return True
@@ -120,9 +123,8 @@ class WriteTurns:
             self._waiter = _Waiter(fd)
         request = self._last_request = _Request()
         self._waiter.requests.put(request)
-        if not request.arrived.wait(max(0.0, deadline - time.monotonic())) and not (
-            request.give_up()
-        ):
+        arrived = request.arrived.wait(max(0.0, deadline - time.monotonic()))
+        if not arrived and not request.give_up():
             return False
         self._held = True
         return True
@@ -131,7 +133,8 @@ class WriteTurns:
         if self._held:
             self._held = False
             assert self._fd is not None
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            with contextlib.suppress(OSError):  # nothing held, as after a failed flock
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
         """Let go of the lock file (a later :meth:`acquire` opens it again)."""
@@ -149,8 +152,9 @@ class WriteTurns:
             return None
         if self._fd is not None and self._pid != os.getpid():
             # A forked child shares the parent's open file, and with it the
-            # parent's turns: it needs one of its own. The parent's copy stays
-            # open in the child (closing it would not matter to the parent).
+            # parent's turns: it needs one of its own. Closing its copy leaves
+            # the parent's turn alone (unlocking it would not).
+            os.close(self._fd)
             self._fd, self._waiter, self._last_request, self._held = None, None, None, False
         if self._fd is None:
             try:
@@ -175,8 +179,11 @@ class _Waiter:
 
     def _run(self) -> None:
         while (request := self.requests.get()) is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            # (On a file system without flock, the writer goes on without a turn.)
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
             if not request.grant():
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                with contextlib.suppress(OSError):
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
             request.settled.set()
         os.close(self._fd)
