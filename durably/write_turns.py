@@ -6,7 +6,7 @@ own busy handler sleeps 1, 2, 5, 10 ms and on; :meth:`Database._retrying`
 sleeps from 0.2 ms, doubling) the lock is often free while every waiter
 sleeps. Four worker processes on one file, gunicorn's workers each running a
 durably worker say, drained runs more slowly than one process did: on the
-benchmark's W5, about 2,700 failed attempts and 2.6 s of sleeping per 2,000
+benchmark's W5, about 2,700 failed attempts and 2-3.5 s of sleeping per 2,000
 runs, and half as much CPU again per run.
 
 So durably's processes first take turns on a lock file beside the database,
