@@ -64,6 +64,18 @@ This is what your own transactions on ``durably.engine`` wait (libSQL's
 driver holds the GIL while it waits, freezing every thread of the process:
 10 ms at most there). durably's own writes retry on top, in ``_retrying``.
 """
+_WAL_AUTOCHECKPOINT_PAGES = 4000
+"""Pages the write-ahead log may hold before a commit copies it into the file (SQLite: 1000).
+
+The commit that crosses the mark copies the log back and syncs the log and
+the file, even at ``synchronous = NORMAL``: two ``fsync`` calls on the path
+of a trigger or a step. A run's writes touch several B-trees, so at
+SQLite's 1,000 pages that happened about once per 200 single triggers. At
+4,000 it happens a quarter as often, for a log of at most about 16 MB
+between checkpoints (the idle maintenance truncates it). Measured on single
+triggers: about 9% faster (median of six interleaved pairs); a mark of
+8,000 gained nothing more.
+"""
 _WRITER_BUSY_TIMEOUT_MS = 0
 """The same for the one connection durably's write batches share (``_on_writer``).
 
@@ -460,6 +472,7 @@ class Database:
                     cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
                     cursor.execute("PRAGMA journal_mode = WAL")
                     cursor.execute(f"PRAGMA synchronous = {sync_mode}")
+                    cursor.execute(f"PRAGMA wal_autocheckpoint = {_WAL_AUTOCHECKPOINT_PAGES}")
                 finally:
                     cursor.close()
 
