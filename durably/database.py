@@ -404,6 +404,27 @@ def _fetch_named(cursor: Any) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
+class _GroupGate:
+    """What each leader of the group commit passes first: the write lock, then the turn at the file.
+
+    The group is formed once the turn is had (see :meth:`GroupCommit._lead`),
+    and :meth:`Database._commit_batch` runs inside it, up to its deadline.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self.deadline = 0.0
+        """When the lock timeout of the write under way ends (``time.monotonic()``)."""
+
+    def __enter__(self) -> None:
+        deadline = time.monotonic() + self._db.lock_timeout
+        self._db._take_turn(deadline)
+        self.deadline = deadline
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._db._end_turn()
+
+
 class Database:
     """One engine plus the rules for running durably's operations on it."""
 
@@ -426,8 +447,9 @@ class Database:
         syncs before a read when this has moved: read-your-writes)."""
         self._auth_token = auth_token
         self._write_lock = threading.Lock()
+        self._gate = _GroupGate(self)
         self._group_commit: GroupCommit[Statement, Outcome] = GroupCommit(
-            self._commit_batch, retry_alone=_may_send_again
+            self._commit_batch, retry_alone=_may_send_again, gate=self._gate
         )
         self._count_lock = threading.Lock()
         """Guards ``writes`` alone: a caller's commit must not wait on durably's write lock."""
@@ -523,8 +545,11 @@ class Database:
         return self._group_commit.submit_all(batches)
 
     def _commit_batch(self, batch: Batch) -> list[Outcome]:
+        """Commit a group commit's batch; inside its gate, so the turn is this thread's."""
         run = self._send_batch if self.remote else self._run_batch
-        return self._retrying(run, (batch,), {}, write=True, transaction=False)
+        return self._retrying(
+            run, (batch,), {}, write=True, transaction=False, turn_deadline=self._gate.deadline
+        )
 
     def _compile_batch(self, batch: Batch) -> list[_Compiled]:
         statements: list[_Compiled] = []
@@ -605,24 +630,35 @@ class Database:
         *,
         write: bool,
         transaction: bool = True,
+        turn_deadline: float | None = None,
     ) -> T:
-        deadline = time.monotonic() + self.lock_timeout
+        """``fn`` once, and again while the database is locked, up to the lock timeout.
+
+        A write takes the write lock and the turn at the file first, unless
+        the caller holds them already: then ``turn_deadline`` is when the
+        lock timeout it took them with runs out. Either way, the turn is not
+        held while it sleeps before trying again.
+        """
+        deadline = time.monotonic() + self.lock_timeout if turn_deadline is None else turn_deadline
         backoff = _FIRST_BACKOFF
         reopened = False
         while True:
             try:
                 if write:
-                    with self._write_lock:
-                        if not self._turns.acquire(deadline):
-                            raise self._still_locked()
+                    if turn_deadline is not None:
+                        result = self._run_once(
+                            fn, args, kwargs, write=True, transaction=transaction
+                        )
+                    else:
+                        self._take_turn(deadline)
                         try:
                             result = self._run_once(
                                 fn, args, kwargs, write=True, transaction=transaction
                             )
                         finally:
-                            self._turns.release()
-                        self.count_write()
-                        return result
+                            self._end_turn()
+                    self.count_write()
+                    return result
                 return self._run_once(fn, args, kwargs, write=False, transaction=transaction)
             except Exception as exc:
                 if not is_driver_error(exc):
@@ -644,8 +680,32 @@ class Database:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise self._still_locked() from exc
+                if turn_deadline is not None:
+                    # The turn is given back while this write sleeps, as it is
+                    # between two writes: a process stopped here (SIGSTOP, a
+                    # debugger) must not keep durably's other processes out.
+                    self._turns.release()
                 time.sleep(min(remaining, backoff * (0.5 + random.random())))
                 backoff = min(backoff * 2, _MAX_BACKOFF)
+                if turn_deadline is not None and not self._turns.acquire(deadline):
+                    raise self._still_locked() from exc
+
+    def _take_turn(self, deadline: float) -> None:
+        """This process's write lock, then its turn at the file (see :mod:`durably.write_turns`).
+
+        Raises :class:`DatabaseLockedError` if the turn has not come by ``deadline``.
+        """
+        self._write_lock.acquire()
+        try:
+            if not self._turns.acquire(deadline):
+                raise self._still_locked()
+        except BaseException:
+            self._write_lock.release()
+            raise
+
+    def _end_turn(self) -> None:
+        self._turns.release()
+        self._write_lock.release()
 
     def _still_locked(self) -> DatabaseLockedError:
         return DatabaseLockedError(

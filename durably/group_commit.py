@@ -8,12 +8,21 @@ small transaction each, every turn a wake-up of the next thread and a
 commit of its own. With four worker slots, four out of five writes found
 the lock taken.
 
-Here a thread that finds no commit in progress commits its batch at once,
-alone, exactly as before. Batches that arrive meanwhile queue up without
+Here a thread that finds no commit in progress leads: it passes the gate
+(the process's write lock, then its turn at the file among durably's other
+processes), and commits its batch with every batch that queued up
+meanwhile, in queue order, as one transaction. Uncontended, that is its
+batch alone, at once. Batches that arrive during a commit queue up without
 touching the database. When a commit ends, the lead passes to the thread of
-the oldest queued batch: it commits every batch queued by then as one
-transaction, in queue order, hands each waiting thread the outcomes of its
-own statements, and passes the lead on in turn.
+the oldest queued batch, which does the same, hands each waiting thread the
+outcomes of its own statements, and passes the lead on in turn.
+
+The group is formed after the gate, not before: with four worker processes
+on one file, a process waits for its turn about as long as a commit takes,
+and the batches its threads send during that wait used to wait for a turn
+of their own. Taken along, they cut the transactions of a run from 2.3 to
+1.55 there, and the four processes drained runs 7-14% faster (the
+benchmark's W5).
 
 Nothing a caller can observe changes: its statements are committed, in
 order and atomically, before :meth:`GroupCommit.submit` returns, and it
@@ -30,9 +39,11 @@ caller of the group gets the error.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Generic, TypeVar
 
 from .errors import DatabaseError
@@ -75,40 +86,38 @@ class GroupCommit(Generic[S, R]):
     locked database as it sees fit) and returns one outcome per statement.
     ``retry_alone(error)`` says whether, after a shared transaction failed
     with ``error``, each batch may be committed again on its own.
+
+    ``gate`` is entered by each leader before it commits and left once the
+    group is committed: for :class:`~durably.database.Database`, its write
+    lock and this process's turn at the file.
     """
 
     def __init__(
         self,
         commit: Callable[[Sequence[S]], list[R]],
         retry_alone: Callable[[Exception], bool],
+        gate: AbstractContextManager[object] | None = None,
     ) -> None:
         self._commit = commit
         self._retry_alone = retry_alone
+        self._gate = gate if gate is not None else contextlib.nullcontext()
         self._lock = threading.Lock()
         self._queue: list[_Pending[S, R]] = []
+        """Batches not yet taken by a leader, the leader's own first (it takes them all)."""
         self._leading = False
         """A thread is committing, or is about to: new batches wait for it. Whenever
         this is False the queue is empty."""
 
     def submit(self, statements: Sequence[S]) -> list[R]:
         """Commit ``statements`` (with whatever else is queued); their outcomes, in order."""
-        mine: _Pending[S, R] | None = None
-        with self._lock:
-            if self._leading:
-                mine = _Pending(statements)
-                self._queue.append(mine)
-            else:
-                self._leading = True  # and the queue is empty: this batch goes alone
-        if mine is None:
+        # (Annotated, not subscripted: calling _Pending[S, R] costs typing's machinery.)
+        mine: _Pending[S, R] = _Pending(statements)
+        if not self._enqueue([mine]):
             try:
-                return self._commit(statements)
-            finally:
-                self._pass_lead()
-        try:
-            mine.wait()
-        except BaseException:  # interrupted while queued (KeyboardInterrupt)
-            self._withdraw(mine)
-            raise
+                mine.wait()
+            except BaseException:  # interrupted while queued (KeyboardInterrupt)
+                self._withdraw(mine)
+                raise
         if mine.leads:
             self._lead(mine)
         return mine.result()
@@ -121,37 +130,53 @@ class GroupCommit(Generic[S, R]):
         from one thread. Each batch gets its own outcomes, or its own error, as
         it would from ``submit``: they are returned, not raised.
         """
-        group = [_Pending[S, R](statements) for statements in batches]
-        with self._lock:
-            queued = self._leading
-            if queued:
-                self._queue.extend(group)
-            else:
-                self._leading = True
-        if not queued:
-            try:
-                self._commit_group(group)
-            finally:
-                self._pass_lead()
-        else:
-            # Queued together, the batches are taken together by one leader:
-            # this thread, when the lead passes to the first of them.
-            first = group[0]
+        group: list[_Pending[S, R]] = [_Pending(statements) for statements in batches]
+        # Queued together, the batches are taken together by one leader: this
+        # thread, at once or when the lead passes to the first of them.
+        first = group[0]
+        if not self._enqueue(group):
             first.wait()
-            if first.leads:
-                self._lead(first)
-            for pending in group[1:]:
-                pending.wait()
+        if first.leads:
+            self._lead(first)
+        for pending in group[1:]:
+            pending.wait()  # the leader took the whole queue, these with it
         return [
             pending.error if isinstance(pending.error, Exception) else pending.result()
             for pending in group
         ]
 
+    def _enqueue(self, batches: list[_Pending[S, R]]) -> bool:
+        """Queue ``batches``; True if the first of them leads at once (no commit under way)."""
+        with self._lock:
+            self._queue.extend(batches)
+            if self._leading:
+                return False
+            self._leading = batches[0].leads = True
+            return True
+
     def _lead(self, mine: _Pending[S, R]) -> None:
+        """Pass the gate, then commit the queued batches (``mine`` first) as one transaction.
+
+        The leader takes the batches queued when it starts, and those that
+        join while it waits at the gate: while this process waits for its
+        turn at the file, its other threads' batches share this transaction
+        instead of each waiting for a turn of its own. If the gate refuses
+        (no turn within the lock timeout), the batches taken before the wait
+        fail with it, as they have waited as long; later ones wait for the
+        next leader.
+        """
         with self._lock:
             group, self._queue = self._queue, []
         try:
-            self._commit_group(group)
+            with self._gate:
+                with self._lock:
+                    group += self._queue
+                    self._queue = []
+                self._commit_group(group)
+        except Exception as exc:  # from the gate: _commit_group keeps its errors
+            for pending in group:
+                if pending.outcomes is None and pending.error is None:
+                    pending.error = exc if pending is mine else copy_error(exc)
         finally:
             for pending in group:
                 if pending is mine:

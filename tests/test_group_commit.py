@@ -240,6 +240,83 @@ def test_when_the_leader_is_interrupted_its_group_hears_so_and_the_lead_passes_o
     assert callers.results["d"] == ["done d1"]
 
 
+# -- the gate: the process's turn at the file, passed before the group is formed --
+
+
+class Gate:
+    """A gate that holds each leader until released, then lets it in or refuses it."""
+
+    def __init__(self, refuse: Callable[[int], BaseException | None] = lambda _: None) -> None:
+        self.waiting = threading.Event()
+        self.open = threading.Event()
+        self.entries = 0
+        self.passes = 0
+        self.inside = False
+        self._refuse = refuse
+
+    def __enter__(self) -> None:
+        self.waiting.set()
+        assert self.open.wait(10)
+        self.entries += 1
+        error = self._refuse(self.entries)
+        if error is not None:
+            raise error
+        assert not self.inside, "two leaders inside the gate"
+        self.inside = True
+        self.passes += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.inside = False
+
+
+def test_batches_queued_while_the_leader_waits_at_the_gate_share_its_transaction() -> None:
+    recorder = Recorder()
+    recorder.first_entered.set()
+    gate = Gate()
+    group: GroupCommit[str, str] = GroupCommit(recorder, _may_send_again, gate=gate)
+    callers = Callers(group)
+    callers.submit("a", ["a1"])
+    assert gate.waiting.wait(10)
+    callers.submit("b", ["b1", "b2"])
+    callers.submit("c", ["c1"])
+    _until(lambda: _queued(group) == 2)
+
+    gate.open.set()
+    callers.join()
+
+    # One turn for all three, the leader's batch first.
+    assert gate.passes == 1
+    assert recorder.transactions[0][0] == "a1"
+    assert sorted(recorder.transactions[0]) == ["a1", "b1", "b2", "c1"]
+    assert callers.results == {"a": ["done a1"], "b": ["done b1", "done b2"], "c": ["done c1"]}
+    assert not group._leading
+
+
+def test_a_refused_gate_fails_the_batches_taken_for_it_and_the_next_leader_tries_again() -> None:
+    locked = DatabaseLockedError("The database stayed locked for more than 0.3s")
+    gate = Gate(refuse=lambda entry: locked if entry == 2 else None)
+    gate.open.set()
+    recorder = Recorder()
+    group: GroupCommit[str, str] = GroupCommit(recorder, _may_send_again, gate=gate)
+    callers = Callers(group)
+    _leader_committing(recorder, callers)  # "a" is inside the gate, committing
+    callers.submit("b", ["b1"])
+    callers.submit("c", ["c1"])
+    _until(lambda: _queued(group) == 2)
+
+    recorder.release.set()  # "b" leads [b, c]; the gate refuses it
+    callers.join()
+    callers.submit("d", ["d1"])  # the lead went back to nobody: the gate lets "d" in
+    callers.join()
+
+    assert callers.results["a"] == ["done a1"]
+    for name in "bc":
+        assert isinstance(callers.results[name], DatabaseLockedError)
+    assert callers.results["b"] is not callers.results["c"]  # one error object per caller
+    assert callers.results["d"] == ["done d1"]
+    assert recorder.transactions == [["a1"], ["d1"]]
+
+
 # -- several callers' batches handed over at once (the event loop's half) -------
 
 
@@ -292,7 +369,7 @@ def _new_run_batch(n: int) -> Any:
 
 
 def _queue_behind_a_commit(db: Database, batches: dict[str, Any]) -> Callers:
-    """Caller "first" commits alone and waits for the write lock; ``batches`` queue behind it."""
+    """Caller "first" leads and waits for the write lock; ``batches`` queue behind it."""
     group = db._group_commit
     callers = Callers(group)
     callers.submit("first", _new_run_batch(100))
@@ -315,8 +392,9 @@ def test_concurrent_write_batches_are_committed_together(durably: Durably) -> No
     holder.join(10)
     callers.join()
 
-    # The held write, the leader's own batch, then the four queued batches as one.
-    assert db.writes - writes_before == 3
+    # The held write, then the leader's batch and the four that queued while
+    # it waited for the lock, as one transaction.
+    assert db.writes - writes_before == 2
     assert {name: [o.rowcount for o in result] for name, result in callers.results.items()} == {
         name: [1] for name in ["first", *new]
     }
