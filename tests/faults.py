@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -11,6 +15,36 @@ from durably import DatabaseLockedError
 from durably.database import Database
 from durably.leases import LeaseService
 from durably.operation import Operation
+
+
+@contextmanager
+def held_by_another_process(
+    script: str, *args: str, ready: str, timeout: float = 60.0
+) -> Iterator[subprocess.Popen[str]]:
+    """Run ``script`` in a new interpreter until it prints ``ready``: it holds something now.
+
+    On leaving, the script is sent a line (a script that holds until it reads
+    one lets go then; one that holds for a set time need not read it) and
+    waited for, up to ``timeout`` seconds, then killed.
+    """
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        said = holder.stdout.readline().strip()
+        assert said == ready, f"the holding process said {said!r}, not {ready!r}"
+        yield holder
+    finally:
+        try:
+            holder.communicate("\n", timeout=timeout)
+        finally:
+            if holder.poll() is None:
+                holder.kill()
+                holder.wait()
 
 
 def hold_write_lock(db: Database) -> tuple[threading.Thread, threading.Event]:

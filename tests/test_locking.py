@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from durably import DatabaseLockedError, Durably
+from tests.faults import held_by_another_process
 
 pytestmark = pytest.mark.both_engines
 
@@ -36,17 +35,8 @@ conn.execute("ROLLBACK")
 
 @contextmanager
 def write_lock_held(path: Path, driver: str, seconds: float) -> Iterator[None]:
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(path), driver, str(seconds)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "locked"
+    with held_by_another_process(HOLDER, str(path), driver, str(seconds), ready="locked"):
         yield
-    finally:
-        holder.wait(timeout=30)
 
 
 def _job(durably: Durably) -> Callable[..., object]:

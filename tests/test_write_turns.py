@@ -9,8 +9,6 @@ process and writes through ``Durably``.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +18,7 @@ import pytest
 
 from durably import DatabaseLockedError, Durably
 from durably.write_turns import LOCK_FILE_SUFFIX, WriteTurns, lock_file_for
+from tests.faults import held_by_another_process
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="turns need flock")
 
@@ -137,20 +136,10 @@ def test_a_write_waits_for_another_process_turn_up_to_lock_timeout(
     def noop(step: object, input: dict[str, int]) -> dict[str, int]:
         return input
 
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(db_path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "holding"
+    with held_by_another_process(HOLDER, str(db_path), ready="holding", timeout=WAIT):
         with pytest.raises(DatabaseLockedError, match="locked"):
             noop.trigger({"n": 1})
         assert durably.get_runs() == []
-    finally:
-        holder.communicate("\n", timeout=WAIT)
     # The holder's exit ended its turn.
     run = noop.trigger({"n": 2})
     assert durably.get_run(run.id) is not None

@@ -33,6 +33,7 @@ from sqlalchemy.engine import Connection
 
 from durably import Durably
 from durably.models import Run
+from tests.faults import held_by_another_process
 
 T = TypeVar("T")
 
@@ -303,23 +304,8 @@ def lock_held(db_path: Path) -> Iterator[None]:
     driver: two drivers must never open one file in the same process, and
     across processes SQLite and libSQL honour each other's locks.
     """
-    holder = subprocess.Popen(
-        [sys.executable, "-c", LOCK_HOLDER, str(db_path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "locked"
+    with held_by_another_process(LOCK_HOLDER, str(db_path), ready="locked", timeout=WAIT):
         yield
-    finally:
-        try:
-            holder.communicate("\n", timeout=WAIT)
-        finally:
-            if holder.poll() is None:
-                holder.kill()
-                holder.wait()
 
 
 def prefix_enforcing_file_modes(tmp_path: Path) -> list[str]:
