@@ -103,7 +103,7 @@ class GroupCommit(Generic[S, R]):
         self._gate = gate if gate is not None else contextlib.nullcontext()
         self._lock = threading.Lock()
         self._queue: list[_Pending[S, R]] = []
-        """Batches not yet taken by a leader, the leader's own first (it takes them all)."""
+        """Batches no leader has taken yet, in order; a new leader's own batch is first."""
         self._leading = False
         """A thread is committing, or is about to: new batches wait for it. Whenever
         this is False the queue is empty."""
