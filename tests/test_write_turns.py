@@ -13,11 +13,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from durably import DatabaseLockedError, Durably
 from durably.write_turns import LOCK_FILE_SUFFIX, WriteTurns, lock_file_for
+from tests.crash.harness import lock_held
 from tests.faults import held_by_another_process
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="turns need flock")
@@ -144,3 +146,33 @@ def test_a_write_waits_for_another_process_turn_up_to_lock_timeout(
     run = noop.trigger({"n": 2})
     assert durably.get_run(run.id) is not None
     assert (db_path.parent / (db_path.name + LOCK_FILE_SUFFIX)).exists()
+
+
+@pytest.mark.parametrize("driver", ["sqlite", "libsql"])
+def test_a_write_waiting_out_a_locked_database_leaves_the_turn_to_other_processes(
+    make_durably: Callable[..., Durably], db_path: Path
+) -> None:
+    # A process that stops while its write waits (SIGSTOP, a debugger) must
+    # not keep durably's other processes from their turns meanwhile.
+    durably = make_durably(lock_timeout=WAIT)
+
+    @durably.job("noop")
+    def noop(step: object, input: dict[str, int]) -> dict[str, int]:
+        return input
+
+    noop.trigger({"n": 0})  # the file and its schema exist
+    other_process = WriteTurns(lock_file_for(str(db_path)))
+    triggered: list[Any] = []
+    try:
+        with lock_held(db_path):  # SQLite's own lock, held by a writer that is not durably
+            writer = threading.Thread(target=lambda: triggered.append(noop.trigger({"n": 1})))
+            writer.start()
+            time.sleep(0.3)  # the write is retrying the locked database by now
+            assert other_process.acquire(time.monotonic() + 2)
+            other_process.release()
+            assert writer.is_alive(), "the write waited for SQLite's lock, not for the turn"
+        writer.join(WAIT)
+    finally:
+        other_process.close()
+    assert not writer.is_alive()
+    assert [durably.get_run(run.id) is not None for run in triggered] == [True]
