@@ -18,7 +18,7 @@ from . import migrate as migrations
 from . import runs as run_store
 from .after_commit import call_after_commit
 from .bridge import threadsafe_setter, wait_event
-from .clock import now_ms, to_ms
+from .clock import now_ms, to_datetime, to_ms
 from .database import Database, display_url, url_from_env
 from .errors import (
     CancelledError,
@@ -392,7 +392,7 @@ class Durably:
         else:
             db = self._runtime.db
             results = operation.run(run_store.enqueue_op(db, requests, now), db)
-        runs = [Run.from_row(row, disposition) for row, disposition in results]
+        runs = _returned(results, now)
         if connection is None:
             self._announce(requests, runs)
         else:
@@ -685,11 +685,10 @@ class Durably:
         runtime = self._runtime
         if not self._schema_checked:
             await runtime.call(self._ensure_schema)
-        enqueue = run_store.enqueue_op(runtime.db, requests, now_ms())
-        runs = [
-            Run.from_row(row, disposition)
-            for row, disposition in await operation.run_async(enqueue, runtime)
-        ]
+        now = now_ms()
+        runs = _returned(
+            await operation.run_async(run_store.enqueue_op(runtime.db, requests, now), runtime), now
+        )
         self._announce(requests, runs)
         return runs
 
@@ -705,6 +704,17 @@ class Durably:
     def on_error(self, handler: ErrorHandler | None) -> None:
         """Where exceptions raised by event listeners go (default: logged)."""
         self._runtime.events.on_error = handler
+
+
+def _returned(results: Sequence[tuple[Mapping[Any, Any], Disposition]], now: int) -> list[Run]:
+    """The runs a trigger returns, from what :func:`durably.runs.enqueue_op` returned."""
+    created_at = to_datetime(now)
+    return [
+        Run.created(row, created_at)
+        if disposition is Disposition.CREATED
+        else Run.from_row(row, disposition)
+        for row, disposition in results
+    ]
 
 
 def _settled(run_id: str, run: Run | None) -> Run | None:

@@ -81,27 +81,14 @@ class RunFilter:
 
 
 _WRITTEN = ("id", "job_name", "status", "input", "labels", "created_at", "updated_at")
-_KEYS = ("idempotency_key", "concurrency_key")
+"""The columns a trigger writes; the schema fills in the rest.
 
-
-def _schema_default(column: sa.Column[Any]) -> Any:
-    """The value SQLite gives ``column`` when an ``INSERT`` leaves it out."""
-    default = column.server_default
-    if not isinstance(default, sa.DefaultClause):
-        return None
-    text = str(default.arg)  # durably's defaults are plain literals: "0", "{}"
-    return int(text) if isinstance(column.type, sa.Integer) else text
-
-
-_UNWRITTEN: dict[str, Any] = {
-    column.name: _schema_default(column) for column in runs.c if column.name not in _WRITTEN
-}
-"""The columns a trigger leaves to the schema, as the schema fills them in.
-
-A trigger writes only the columns it knows. Binding a dozen NULLs and
-zeros as well cost a single trigger 5-9 µs of its ~130, and a batch 4 µs of
-its ~11 µs of SQL per run (measured with ``sqlite3`` on this schema).
+Binding a dozen NULLs and zeros as well cost a single trigger 5-9 µs of its
+~130, and a batch 4 µs of its ~11 µs of SQL per run (measured with
+``sqlite3`` on this schema). The :class:`~durably.models.Run` a trigger
+returns is built from these columns (:meth:`~durably.models.Run.created`).
 """
+_KEYS = ("idempotency_key", "concurrency_key")
 
 
 def _insert_run(columns: Sequence[str]) -> SQLiteInsert:
@@ -128,7 +115,7 @@ def cannot_conflict(requests: Sequence[EnqueueRequest]) -> bool:
 
 
 def new_runs(requests: Sequence[EnqueueRequest], now: int) -> tuple[list[dict[str, Any]], Batch]:
-    """The rows of new runs and the statements that insert them (and their labels).
+    """The columns written for new runs and the statements that insert them (and their labels).
 
     The rows are known before anything is written, so the statements can go
     to the database as one prebuilt batch (:meth:`Database.write_batch`: one
@@ -149,11 +136,11 @@ def new_runs(requests: Sequence[EnqueueRequest], now: int) -> tuple[list[dict[st
     batch: list[tuple[UpdateBase, Any]] = [(_INSERT_RUN, rows[0] if len(rows) == 1 else rows)]
     if labels:
         batch.append((_INSERT_LABEL, labels))
-    return [_stored(row) for row in rows], batch
+    return rows, batch
 
 
 def keyed_run(request: EnqueueRequest, now: int) -> tuple[dict[str, Any], Batch]:
-    """The row of a run with keys and the statements that insert it unless a key is taken."""
+    """The columns of a run with keys and the statements that insert it unless a key is taken."""
     row = _new_row(request, now, new_id())
     row["idempotency_key"] = request.idempotency_key
     row["concurrency_key"] = request.concurrency_key
@@ -161,7 +148,7 @@ def keyed_run(request: EnqueueRequest, now: int) -> tuple[dict[str, Any], Batch]
     labels = _label_rows(row["id"], request)
     if labels:
         batch.append((_INSERT_LABEL_IF_INSERTED, labels))
-    return _stored(row), batch
+    return row, batch
 
 
 def enqueue(
@@ -200,6 +187,10 @@ def enqueue_op(
     key was claimed, a run was deleted), the insert is tried again. Several
     runs with keys are resolved in order in one write transaction: a later
     request may coalesce onto an earlier one.
+
+    It returns each run with its disposition: a created run as the columns
+    the trigger wrote (:meth:`~durably.models.Run.created` builds it), any
+    other as the stored row it resolved to.
     """
     if cannot_conflict(requests):
         rows, batch = new_runs(requests, now)
@@ -272,11 +263,6 @@ def _new_row(request: EnqueueRequest, now: int, run_id: str) -> dict[str, Any]:
         "created_at": now,
         "updated_at": now,
     }
-
-
-def _stored(written: Mapping[str, Any]) -> dict[str, Any]:
-    """A new run's row as the database now holds it: what was written, the rest defaulted."""
-    return {**_UNWRITTEN, **written}
 
 
 def _label_rows(run_id: str, request: EnqueueRequest) -> list[dict[str, str]]:
