@@ -710,7 +710,7 @@ def _returned(results: Sequence[tuple[Mapping[Any, Any], Disposition]], now: int
     """The runs a trigger returns, from what :func:`durably.runs.enqueue_op` returned."""
     created_at = to_datetime(now)
     return [
-        Run.created(row, created_at)
+        Run.from_written(row, created_at)
         if disposition is Disposition.CREATED
         else Run.from_row(row, disposition)
         for row, disposition in results

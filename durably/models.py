@@ -112,7 +112,7 @@ class Run:
         return replace(self, disposition=disposition)
 
     @classmethod
-    def created(cls, written: Mapping[str, Any], created_at: datetime) -> Run:
+    def from_written(cls, written: Mapping[str, Any], created_at: datetime) -> Run:
         """The run a trigger has just inserted, from the columns it wrote.
 
         The columns a trigger leaves out hold the schema's defaults for a

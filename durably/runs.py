@@ -86,7 +86,7 @@ _WRITTEN = ("id", "job_name", "status", "input", "labels", "created_at", "update
 Binding a dozen NULLs and zeros as well cost a single trigger 5-9 µs of its
 ~130, and a batch 4 µs of its ~11 µs of SQL per run (measured with
 ``sqlite3`` on this schema). The :class:`~durably.models.Run` a trigger
-returns is built from these columns (:meth:`~durably.models.Run.created`).
+returns is built from these columns (:meth:`~durably.models.Run.from_written`).
 """
 _KEYS = ("idempotency_key", "concurrency_key")
 
@@ -189,7 +189,7 @@ def enqueue_op(
     request may coalesce onto an earlier one.
 
     It returns each run with its disposition: a created run as the columns
-    the trigger wrote (:meth:`~durably.models.Run.created` builds it), any
+    the trigger wrote (:meth:`~durably.models.Run.from_written` builds it), any
     other as the stored row it resolved to.
     """
     if cannot_conflict(requests):
