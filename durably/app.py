@@ -686,9 +686,8 @@ class Durably:
         if not self._schema_checked:
             await runtime.call(self._ensure_schema)
         now = now_ms()
-        runs = _returned(
-            await operation.run_async(run_store.enqueue_op(runtime.db, requests, now), runtime), now
-        )
+        enqueue = run_store.enqueue_op(runtime.db, requests, now)
+        runs = _returned(await operation.run_async(enqueue, runtime), now)
         self._announce(requests, runs)
         return runs
 
