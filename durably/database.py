@@ -687,18 +687,19 @@ class Database:
                     self._turns.release()
                 time.sleep(min(remaining, backoff * (0.5 + random.random())))
                 backoff = min(backoff * 2, _MAX_BACKOFF)
-                if turn_deadline is not None and not self._turns.acquire(deadline):
-                    raise self._still_locked() from exc
+                if turn_deadline is not None:
+                    self._turns.acquire(deadline)  # or, if it does not come in time, without
 
     def _take_turn(self, deadline: float) -> None:
         """This process's write lock, then its turn at the file (see :mod:`durably.write_turns`).
 
-        Raises :class:`DatabaseLockedError` if the turn has not come by ``deadline``.
+        A turn that does not come in time (``WriteTurns.acquire``) is done
+        without: SQLite's own lock still keeps the write apart from others,
+        and :meth:`_retrying` waits that out up to ``deadline``.
         """
         self._write_lock.acquire()
         try:
-            if not self._turns.acquire(deadline):
-                raise self._still_locked()
+            self._turns.acquire(deadline)
         except BaseException:
             self._write_lock.release()
             raise

@@ -160,10 +160,9 @@ class GroupCommit(Generic[S, R]):
         The leader takes the batches queued when it starts, and those that
         join while it waits at the gate: while this process waits for its
         turn at the file, its other threads' batches share this transaction
-        instead of each waiting for a turn of its own. If the gate refuses
-        (no turn within the lock timeout), the batches taken before the wait
-        fail with it, as they have waited as long; later ones wait for the
-        next leader.
+        instead of each waiting for a turn of its own. If the gate raises,
+        the batches taken before the wait fail with its error; later ones
+        wait for the next leader.
         """
         with self._lock:
             group, self._queue = self._queue, []

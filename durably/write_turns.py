@@ -19,7 +19,8 @@ lock is still what keeps writes apart, and where the lock file cannot be had
 (Windows, a directory durably may not write, a remote database) writes go on
 without turns, as before.
 
-A process waits for its turn no longer than its ``lock_timeout``. Linux has no
+A process waits for its turn for :data:`TURN_PATIENCE` at most (or its
+``lock_timeout``, if shorter), and then writes without one. Linux has no
 ``flock`` with a timeout, so a contended wait happens on a helper thread, and
 the writer waits for that thread with one; a turn that arrives after the
 writer gave up is handed straight back.
@@ -40,6 +41,18 @@ except ImportError:  # Windows: writers go on without turns
     fcntl = None  # type: ignore[assignment]
 
 LOCK_FILE_SUFFIX = "-durably.lock"
+
+TURN_PATIENCE = 0.5
+"""Seconds a writer waits for its turn before it writes without one.
+
+A turn comes within a millisecond or so, even with four busy processes on
+one file. One that has not come in half a second is held by a process that
+is stopped (SIGSTOP, a debugger, a frozen container) or stuck, and it must
+not hold up the others' writes: SQLite's lock, not the turn, keeps writes
+apart, so the writer goes on and meets that lock as durably's writes did
+before turns. Until the holder lets go, this process does not wait for it
+again (see :meth:`WriteTurns.acquire`).
+"""
 
 
 def lock_file_for(database: str | None) -> Path | None:
@@ -80,6 +93,12 @@ class _Request:
             self._abandoned = not self._granted
             return self._granted
 
+    @property
+    def abandoned(self) -> bool:
+        """The writer gave up on it before it came."""
+        with self._lock:
+            return self._abandoned
+
 
 class WriteTurns:
     """This process's place in the queue of durably processes writing one local file.
@@ -98,14 +117,20 @@ class WriteTurns:
         self._last_request: _Request | None = None
 
     def acquire(self, deadline: float) -> bool:
-        """Take the turn; False if ``deadline`` (``time.monotonic()``) passed first.
+        """Take the turn; False if it did not come in time, and the caller writes without it.
 
-        Without a lock file (see the module docstring) every call succeeds at once.
+        It waits until ``deadline`` (``time.monotonic()``) or for
+        :data:`TURN_PATIENCE`, whichever ends first. While the helper still
+        waits for a turn given up that way, the holder has kept it for that
+        long: this returns False at once, until the holder lets go. Without a
+        lock file (see the module docstring) every call succeeds at once.
         """
         fd = self._open()
         if fd is None:
             return True
         last = self._last_request
+        if last is not None and last.abandoned and not last.settled.is_set():
+            return False
         if last is None or last.settled.is_set():
             # (While the helper still waits for a turn given up, it may get
             # it at any moment on this same open file, where flock would then
@@ -123,7 +148,8 @@ class WriteTurns:
             self._waiter = _Waiter(fd)
         request = self._last_request = _Request()
         self._waiter.requests.put(request)
-        arrived = request.arrived.wait(max(0.0, deadline - time.monotonic()))
+        patience = min(deadline - time.monotonic(), TURN_PATIENCE)
+        arrived = request.arrived.wait(max(0.0, patience))
         if not arrived and not request.give_up():
             return False
         self._held = True

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from durably import DatabaseLockedError, Durably
+from durably import Durably, write_turns
 from durably.write_turns import LOCK_FILE_SUFFIX, WriteTurns, lock_file_for
 from tests.crash.harness import lock_held
 from tests.faults import held_by_another_process
@@ -68,7 +68,17 @@ def test_a_waiting_writer_gets_the_turn_when_the_holder_lets_go(
     # And now the first one waits for the second.
     assert not holder.acquire(time.monotonic() + 0.1)
     waiter.release()
-    assert holder.acquire(_soon())
+    assert _eventually(holder.acquire)
+
+
+def _eventually(acquire: Callable[[float], bool]) -> bool:
+    """``acquire`` tried until it succeeds, for up to WAIT seconds."""
+    deadline = _soon()
+    while not acquire(deadline):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def test_a_writer_waits_no_longer_than_its_deadline_and_its_late_turn_is_handed_back(
@@ -79,15 +89,44 @@ def test_a_writer_waits_no_longer_than_its_deadline_and_its_late_turn_is_handed_
     started = time.monotonic()
     assert not quitter.acquire(started + 0.2)
     assert time.monotonic() - started >= 0.2
-    # A second try, queued behind the first wait its helper still makes,
-    # gives up at its own deadline too.
-    assert not quitter.acquire(time.monotonic() + 0.1)
     holder.release()
-    # The quitter's helper gets the turns it gave up, and hands them back.
+    # The quitter's helper gets the turn it gave up, and hands it back.
     assert third.acquire(_soon())
     third.release()
-    assert quitter.acquire(_soon())
+    assert _eventually(quitter.acquire)
     quitter.release()
+
+
+def test_a_writer_waits_for_a_turn_no_longer_than_the_turn_patience(
+    turns: Callable[[], WriteTurns], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(write_turns, "TURN_PATIENCE", 0.2)
+    holder, waiter = turns(), turns()
+    assert holder.acquire(_soon())
+    started = time.monotonic()
+    assert not waiter.acquire(started + WAIT)
+    assert 0.2 <= time.monotonic() - started < WAIT / 2
+
+
+def test_once_it_gave_up_a_writer_does_not_wait_again_until_the_holder_lets_go(
+    turns: Callable[[], WriteTurns], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The holder has kept its turn past a whole wait: it is stopped or stuck.
+    # Every later write would otherwise wait out the patience again.
+    monkeypatch.setattr(write_turns, "TURN_PATIENCE", WAIT)
+    holder, waiter = turns(), turns()
+    assert holder.acquire(_soon())
+    assert not waiter.acquire(time.monotonic() + 0.1)
+    started = time.monotonic()
+    assert not waiter.acquire(_soon())
+    assert time.monotonic() - started < WAIT / 2  # at once, not after the patience
+    waiter.release()  # it holds nothing: this changes nothing
+    assert not turns().acquire(time.monotonic() + 0.1)  # the holder still has the turn
+    holder.release()
+    # Once the holder lets go, the waiter takes turns again.
+    assert _eventually(waiter.acquire)
+    assert not turns().acquire(time.monotonic() + 0.1)
+    waiter.release()
 
 
 def test_without_a_lock_file_writes_go_on(tmp_path: Path) -> None:
@@ -129,21 +168,24 @@ sys.stdin.readline()
 
 
 @pytest.mark.parametrize("driver", ["sqlite", "libsql"])
-def test_a_write_waits_for_another_process_turn_up_to_lock_timeout(
+def test_a_process_that_keeps_its_turn_does_not_stop_the_writes_of_others(
     make_durably: Callable[..., Durably], db_path: Path
 ) -> None:
-    durably = make_durably(lock_timeout=0.3)
+    # The holder takes its turn and never lets go, as a process stopped
+    # (SIGSTOP, a debugger) in the middle of a write would. SQLite's lock is
+    # free, so writes go on without turns: they must not wait out the lock
+    # timeout and fail with DatabaseLockedError.
+    durably = make_durably(lock_timeout=WAIT * 3)
 
     @durably.job("noop")
     def noop(step: object, input: dict[str, int]) -> dict[str, int]:
         return input
 
     with held_by_another_process(HOLDER, str(db_path), ready="holding", timeout=WAIT):
-        with pytest.raises(DatabaseLockedError, match="locked"):
-            noop.trigger({"n": 1})
-        assert durably.get_runs() == []
-    # The holder's exit ended its turn.
-    run = noop.trigger({"n": 2})
+        during = [noop.trigger({"n": n}) for n in range(3)]
+    assert [durably.get_run(run.id) is not None for run in during] == [True, True, True]
+    # The holder's exit ended its turn, and writes take turns again.
+    run = noop.trigger({"n": 3})
     assert durably.get_run(run.id) is not None
     assert (db_path.parent / (db_path.name + LOCK_FILE_SUFFIX)).exists()
 
