@@ -64,7 +64,7 @@ This is what your own transactions on ``durably.engine`` wait (libSQL's
 driver holds the GIL while it waits, freezing every thread of the process:
 10 ms at most there). durably's own writes retry on top, in ``_retrying``.
 """
-_WAL_AUTOCHECKPOINT_PAGES = 4000
+_WAL_AUTOCHECKPOINT_PAGES = {"pysqlite": 4000, "libsql": 1000}
 """Pages the write-ahead log may hold before a commit copies it into the file (SQLite: 1000).
 
 The commit that crosses the mark copies the log back and syncs the log and
@@ -76,6 +76,12 @@ between checkpoints (the idle maintenance truncates it). Measured: single
 triggers about 9% faster (median of six interleaved pairs), W2 on a young
 file about 10%, W2 on a file with 100,000 finished runs unchanged; a mark
 of 8,000 gained nothing more.
+
+libSQL keeps SQLite's mark. Its driver holds the GIL while a checkpoint
+copies the log and syncs, so every thread of the process stops meanwhile,
+an event loop included, for a time that grows with the log: the asyncio
+engine's loop (``tests/test_loop_lag.py``) was late by up to 52-78 ms at
+4,000 pages, 17-19 ms at 1,000.
 """
 _WRITER_BUSY_TIMEOUT_MS = 0
 """The same for the one connection durably's write batches share (``_on_writer``).
@@ -487,6 +493,7 @@ class Database:
         """The driver's busy timeout on a local file; the writer connection sets its own."""
         if not self.remote:
             busy_ms = self._busy_ms = _DRIVER_BUSY_TIMEOUT_MS[self.driver]
+            checkpoint_pages = _WAL_AUTOCHECKPOINT_PAGES[self.driver]
 
             @event.listens_for(self.engine, "connect")
             def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -495,7 +502,7 @@ class Database:
                     cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
                     cursor.execute("PRAGMA journal_mode = WAL")
                     cursor.execute(f"PRAGMA synchronous = {sync_mode}")
-                    cursor.execute(f"PRAGMA wal_autocheckpoint = {_WAL_AUTOCHECKPOINT_PAGES}")
+                    cursor.execute(f"PRAGMA wal_autocheckpoint = {checkpoint_pages}")
                 finally:
                     cursor.close()
 
