@@ -129,7 +129,7 @@ class WriteTurns:
         if fd is None:
             return True
         last = self._last_request
-        if last is not None and last.abandoned and not last.settled.is_set():
+        if last is not None and not last.settled.is_set() and last.abandoned:
             return False
         if last is None or last.settled.is_set():
             # (While the helper still waits for a turn given up, it may get

@@ -19,7 +19,7 @@ import pytest
 
 from durably import Durably, write_turns
 from durably.write_turns import LOCK_FILE_SUFFIX, WriteTurns, lock_file_for
-from tests.crash.harness import lock_held
+from tests.crash.harness import lock_held, wait_for
 from tests.faults import held_by_another_process
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="turns need flock")
@@ -68,17 +68,7 @@ def test_a_waiting_writer_gets_the_turn_when_the_holder_lets_go(
     # And now the first one waits for the second.
     assert not holder.acquire(time.monotonic() + 0.1)
     waiter.release()
-    assert _eventually(holder.acquire)
-
-
-def _eventually(acquire: Callable[[float], bool]) -> bool:
-    """``acquire`` tried until it succeeds, for up to WAIT seconds."""
-    deadline = _soon()
-    while not acquire(deadline):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
+    wait_for(lambda: holder.acquire(_soon()), "the first writer's turn", WAIT)
 
 
 def test_a_writer_waits_no_longer_than_its_deadline_and_its_late_turn_is_handed_back(
@@ -93,7 +83,7 @@ def test_a_writer_waits_no_longer_than_its_deadline_and_its_late_turn_is_handed_
     # The quitter's helper gets the turn it gave up, and hands it back.
     assert third.acquire(_soon())
     third.release()
-    assert _eventually(quitter.acquire)
+    wait_for(lambda: quitter.acquire(_soon()), "the quitter's turn", WAIT)
     quitter.release()
 
 
@@ -124,7 +114,7 @@ def test_once_it_gave_up_a_writer_does_not_wait_again_until_the_holder_lets_go(
     assert not turns().acquire(time.monotonic() + 0.1)  # the holder still has the turn
     holder.release()
     # Once the holder lets go, the waiter takes turns again.
-    assert _eventually(waiter.acquire)
+    wait_for(lambda: waiter.acquire(_soon()), "the waiter's turn", WAIT)
     assert not turns().acquire(time.monotonic() + 0.1)
     waiter.release()
 
