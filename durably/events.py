@@ -133,6 +133,19 @@ class EventBus:
 
         return unsubscribe
 
+    def listens_to(self, event_type: EventType) -> bool:
+        """Whether an event of ``event_type`` would reach a listener now."""
+        return bool(self._any or self._listeners.get(event_type))
+
+    def pass_over(self, count: int) -> None:
+        """What ``count`` calls of :meth:`emit` do when nobody listens: number the events.
+
+        For a caller that would emit many events and has checked
+        :meth:`listens_to`: it then need not gather their fields.
+        """
+        for _ in itertools.islice(self._sequence, count):
+            pass
+
     def emit(self, event_type: EventType, **fields: Any) -> None:
         sequence = next(self._sequence)
         listeners = self._listeners.get(event_type, ()) + self._any

@@ -139,6 +139,24 @@ def test_sequence_counts_events_nobody_listens_to(durably: Durably) -> None:
     assert second - first == 8  # one run's full sequence of events (see test above)
 
 
+def test_triggers_nobody_listens_to_are_numbered_as_if_heard(durably: Durably) -> None:
+    """With no trigger listener the events of a batch are not made; they are still counted."""
+    job = durably.job("two-steps")(two_steps)
+    cancels = recorder(durably, "run:cancel")
+    marker = job.trigger({"n": 0})
+    durably.cancel(marker.id)
+
+    pending = job.trigger({"n": 1}, concurrency_key="k")
+    job.batch_trigger([{"n": 2}, {"n": 3}, {"n": 4}])  # three run:trigger
+    job.trigger({"n": 5}, concurrency_key="k", coalesce="skip")  # one run:coalesced
+    job.trigger({"n": 6}, idempotency_key="i")  # one run:trigger
+    job.trigger({"n": 7}, idempotency_key="i")  # returns the run above: no event
+    durably.cancel(pending.id)
+
+    first, second = (e.sequence for e in cancels)
+    assert second - first == 7  # run:trigger of `pending`, 3 + 1 + 1 + 0, then the cancel
+
+
 # -- listeners ----------------------------------------------------------------
 
 
