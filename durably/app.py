@@ -423,8 +423,8 @@ class Durably:
                         run_id=run.id,
                         job_name=run.job_name,
                         labels=run.labels,
-                        skipped_input=serialization.loads(request.input_json),
-                        skipped_labels=dict(request.labels),
+                        skipped_input=serialization.loads(request["input_json"]),
+                        skipped_labels=dict(request["labels"] or {}),
                     )
         else:
             # The events are numbered all the same, but not made: for a batch

@@ -96,19 +96,28 @@ def build_request(
         if concurrency_key is None:
             raise ValidationError("coalesce requires concurrency_key")
     if labels is None and idempotency_key is None and concurrency_key is None:
-        # Most triggers, and every plain item of a batch: only the input to
-        # check. Built by position, this costs a trigger 1.3 µs, not 1.8.
-        return EnqueueRequest(job_name, serialization.dumps(input, what="The job input"), {}, "{}")
+        # Most triggers, and every plain item of a batch: only the input to check.
+        return {
+            "job_name": job_name,
+            "input_json": serialization.dumps(input, what="The job input"),
+            "labels": None,
+            "labels_json": "{}",
+            "idempotency_key": None,
+            "concurrency_key": None,
+            "coalesce": False,
+        }
     checked_labels = validate_labels(labels)
-    return EnqueueRequest(
-        job_name=job_name,
-        input_json=serialization.dumps(input, what="The job input"),
-        labels=checked_labels,
-        labels_json=serialization.dumps(checked_labels, what="labels") if checked_labels else "{}",
-        idempotency_key=_validate_key("idempotency_key", idempotency_key),
-        concurrency_key=_validate_key("concurrency_key", concurrency_key),
-        coalesce=coalesce == "skip",
-    )
+    return {
+        "job_name": job_name,
+        "input_json": serialization.dumps(input, what="The job input"),
+        "labels": checked_labels or None,
+        "labels_json": serialization.dumps(checked_labels, what="labels")
+        if checked_labels
+        else "{}",
+        "idempotency_key": _validate_key("idempotency_key", idempotency_key),
+        "concurrency_key": _validate_key("concurrency_key", concurrency_key),
+        "coalesce": coalesce == "skip",
+    }
 
 
 class Job(Generic[InputT, OutputT]):
