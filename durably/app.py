@@ -407,7 +407,8 @@ class Durably:
     def _announce(self, requests: Sequence[EnqueueRequest], runs: Sequence[Run]) -> None:
         """Emit trigger events for committed runs and wake the local workers."""
         events = self._runtime.events
-        if events.listens_to(EventType.RUN_TRIGGER) or events.listens_to(EventType.RUN_COALESCED):
+        dispositions = [run.disposition for run in runs]
+        if events.listens_to(EventType.RUN_TRIGGER, EventType.RUN_COALESCED):
             for request, run in zip(requests, runs, strict=True):
                 if run.disposition is Disposition.CREATED:
                     events.emit(
@@ -429,8 +430,8 @@ class Durably:
         else:
             # The events are numbered all the same, but not made: for a batch
             # of 5,000 runs that spares 3 ms.
-            events.pass_over(sum(run.disposition is not Disposition.IDEMPOTENT for run in runs))
-        if any(run.disposition is Disposition.CREATED for run in runs):
+            events.pass_over(len(dispositions) - dispositions.count(Disposition.IDEMPOTENT))
+        if Disposition.CREATED in dispositions:
             self._runtime.wake_workers()
 
     # -- reading ----------------------------------------------------------------
@@ -711,11 +712,12 @@ class Durably:
 def _returned(enqueued: Enqueued, now: int) -> list[Run]:
     """The runs a trigger returns, from what :func:`durably.runs.enqueue_op` returned."""
     created_at = to_datetime(now)
+    rows, dispositions = enqueued
     return [
         Run.from_written(row, created_at)
         if disposition is Disposition.CREATED
         else Run.from_row(row, disposition)
-        for row, disposition in zip(enqueued.rows, enqueued.dispositions, strict=True)
+        for row, disposition in zip(rows, dispositions, strict=False)  # made together
     ]
 
 

@@ -133,9 +133,9 @@ class EventBus:
 
         return unsubscribe
 
-    def listens_to(self, event_type: EventType) -> bool:
-        """Whether an event of ``event_type`` would reach a listener now."""
-        return bool(self._any or self._listeners.get(event_type))
+    def listens_to(self, *event_types: EventType) -> bool:
+        """Whether an event of any of ``event_types`` would reach a listener now."""
+        return bool(self._any) or any(map(self._listeners.get, event_types))
 
     def pass_over(self, count: int) -> None:
         """What ``count`` calls of :meth:`emit` do when nobody listens: number the events.
