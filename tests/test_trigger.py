@@ -3,6 +3,7 @@ transactional enqueue and the validation that stores nothing on bad input."""
 
 from __future__ import annotations
 
+import gc
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,7 @@ from durably import (
     ValidationError,
     runs,
 )
+from durably.jobs import build_request
 
 
 def echo(step: StepContext, input: Any) -> Any:
@@ -514,6 +516,21 @@ def test_batch_conflicting_with_existing_pending_run_creates_nothing(
         job.batch_trigger([{"n": 1}, TriggerItem({"n": 2}, concurrency_key="k")])
 
     assert [r.id for r in durably.get_runs()] == [existing.id]
+
+
+def test_a_batch_holds_its_requests_where_the_garbage_collector_does_not_look() -> None:
+    """A batch keeps one request per run alive while it is written. Untracked,
+    they do not grow the collector's oldest generation, whose growth sets off
+    full collections of the whole process (docs/performance.md, nineteenth
+    round); keys and labels are the exception, as they are rare in a batch."""
+    plain = build_request("job", {"n": 1, "tags": ["a", "b"], "note": None})
+    keyed = build_request("job", {"n": 1}, idempotency_key="k", concurrency_key="c")
+    labelled = build_request("job", {"n": 1}, labels={"tenant": "a"})
+
+    assert not gc.is_tracked(plain)
+    assert not gc.is_tracked(keyed)
+    assert gc.is_tracked(labelled)  # it holds its labels' dict
+    assert labelled["labels"] == {"tenant": "a"}
 
 
 # -- transactional enqueue -----------------------------------------------------------
