@@ -59,7 +59,7 @@ class EnqueueRequest(TypedDict):
     A dict rather than a class, because a batch holds one per run for as
     long as it takes, and the garbage collector tracks every instance of a
     class but no dict whose values are strings, numbers or None. Tracked,
-    the requests of a batch of 5,000 were two fifths of what it moved into
+    the requests of a batch of 5,000 were half of what it moved into
     the collector's oldest generation, whose growth sets off the full
     collections of the process that made a batch slow (docs/performance.md,
     the nineteenth round). ``labels`` is None, not ``{}``, for a trigger
