@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+import queue
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from durably import Durably, ValidationError
+from durably.checkpointer import CHECKPOINT_PAUSE, Checkpointer
 
 LOCAL = {"sqlite": "sqlite:///{path}", "libsql": "sqlite+libsql:///{path}"}
 CHECKPOINT_MARK = {"sqlite": 4000, "libsql": 1000}
@@ -44,3 +53,175 @@ def test_an_unknown_durability_level_is_refused_before_anything_is_opened(tmp_pa
     with pytest.raises(ValidationError, match="synchronous"):
         Durably(f"sqlite:///{tmp_path / 'd.db'}", synchronous="SOMETIMES")
     assert not (tmp_path / "d.db").exists()
+
+
+# -- checkpoints off the writers' path (durably/checkpointer.py) ---------------
+
+
+def _runs_in_the_file_alone(path: Path) -> int:
+    """Runs a copy of the database file holds without its write-ahead log (0 if it has no table)."""
+    copy = path.with_name("copy-" + path.name)
+    shutil.copyfile(path, copy)
+    try:
+        conn = sqlite3.connect(copy)
+        try:
+            return int(conn.execute("SELECT count(*) FROM durably_runs").fetchone()[0])
+        except sqlite3.DatabaseError:  # no table yet, or a page copied mid-checkpoint
+            return 0
+        finally:
+            conn.close()
+    finally:
+        for leftover in (
+            copy,
+            copy.with_name(copy.name + "-wal"),
+            copy.with_name(copy.name + "-shm"),
+        ):
+            leftover.unlink(missing_ok=True)
+
+
+def _trigger_three(durably: Durably) -> None:
+    @durably.job("noop")
+    def noop(step: object, input: dict[str, int]) -> dict[str, int]:
+        return input
+
+    for n in range(3):
+        noop.trigger({"n": n})
+
+
+def test_committed_runs_reach_the_database_file_soon_not_only_its_log(tmp_path: Path) -> None:
+    # Three triggers are far below the checkpoint mark: SQLite alone would
+    # leave them in the log until 4,000 pages had piled up, and the commit
+    # that crossed the mark would sync them all, a trigger or step waiting.
+    path = tmp_path / "d.db"
+    durably = Durably(f"sqlite:///{path}")
+    try:
+        durably.migrate()
+        _trigger_three(durably)
+        deadline = time.monotonic() + 10
+        while _runs_in_the_file_alone(path) < 3:
+            assert time.monotonic() < deadline, "the runs never left the log"
+            time.sleep(0.02)
+    finally:
+        durably.close()
+    assert not any(t.name == "durably-checkpoint" for t in threading.enumerate())
+
+
+@pytest.mark.parametrize(("driver", "synchronous"), [("sqlite", "FULL"), ("libsql", "NORMAL")])
+def test_sqlite_checkpoints_at_its_mark_at_full_durability_and_on_libsql(
+    tmp_path: Path, driver: str, synchronous: str
+) -> None:
+    # At FULL every commit syncs the log already: checkpoints on a thread
+    # only added syncs competing with the commits' (W2 9% slower). libSQL's
+    # driver holds the GIL while it checkpoints, stopping every thread.
+    path = tmp_path / "d.db"
+    durably = Durably(LOCAL[driver].format(path=path), synchronous=synchronous)
+    try:
+        durably.migrate()
+        _trigger_three(durably)
+        time.sleep(20 * CHECKPOINT_PAUSE)
+        assert _runs_in_the_file_alone(path) == 0
+        assert not any(t.name == "durably-checkpoint" for t in threading.enumerate())
+    finally:
+        durably.close()
+
+
+class _Connection:
+    """A driver connection that calls ``on_checkpoint`` for each ``wal_checkpoint`` it is sent."""
+
+    def __init__(self, on_checkpoint: Callable[[], object]) -> None:
+        self._on_checkpoint = on_checkpoint
+
+    def cursor(self) -> _Connection:
+        return self
+
+    def execute(self, sql: str) -> _Connection:
+        assert sql == "PRAGMA wal_checkpoint(PASSIVE)"
+        self._on_checkpoint()
+        return self
+
+    def fetchall(self) -> list[object]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_failed_checkpoint_is_logged_and_the_next_write_tries_again_on_a_new_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    checkpoints: queue.SimpleQueue[int] = queue.SimpleQueue()
+    connections = 0
+
+    def connect() -> _Connection:
+        nonlocal connections
+        connections += 1
+        made = connections
+
+        def checkpoint() -> None:
+            checkpoints.put(made)
+            if made == 1:
+                raise sqlite3.OperationalError("disk I/O error")
+
+        return _Connection(checkpoint)
+
+    checkpointer = Checkpointer(connect, pause=0.01)
+    try:
+        checkpointer.nudge()
+        assert checkpoints.get(timeout=10) == 1
+        deadline = time.monotonic() + 10
+        while "background WAL checkpoint failed" not in caplog.text:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        checkpointer.nudge()
+        assert checkpoints.get(timeout=10) == 2
+    finally:
+        checkpointer.close()
+
+
+def test_writes_in_a_row_share_a_checkpoint_per_pause() -> None:
+    calls: list[float] = []
+    checkpointer = Checkpointer(
+        lambda: _Connection(lambda: calls.append(time.monotonic())), pause=0.2
+    )
+    try:
+        until = time.monotonic() + 0.5
+        while time.monotonic() < until:
+            checkpointer.nudge()
+            time.sleep(0.001)
+    finally:
+        checkpointer.close()
+    assert 1 <= len(calls) <= 3  # about 500 nudges: one checkpoint per 0.2 s at most
+    assert all(b - a >= 0.2 for a, b in itertools.pairwise(calls))
+
+
+def test_a_forked_child_checkpoints_on_a_thread_of_its_own() -> None:
+    # The child has none of its parent's threads; the parent's had started
+    # and was waiting, so a child that kept its state would wait on a thread
+    # that does not exist, and never checkpoint.
+    read, write = os.pipe()
+    ran = threading.Event()
+
+    def checkpoint() -> None:
+        os.write(write, f"{os.getpid()}\n".encode())
+        ran.set()
+
+    checkpointer = Checkpointer(lambda: _Connection(checkpoint))
+    try:
+        checkpointer.nudge()
+        assert ran.wait(10)
+        ran.clear()
+        pid = os.fork()
+        if pid == 0:  # the child: one nudge must bring a checkpoint of its own
+            code = 1
+            try:
+                checkpointer.nudge()
+                code = 0 if ran.wait(10) else 1
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert os.read(read, 64).split() == [str(os.getpid()).encode(), str(pid).encode()]
+    finally:
+        checkpointer.close()
+        os.close(read)
+        os.close(write)
