@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, Concatenate, NamedTuple, TypeVar
 
 import sqlalchemy as sa
@@ -326,10 +327,20 @@ A list of parameter mappings runs its statement once for each (the driver's
 """
 
 
+_ROWS_PER_INSERT = 100
+"""Rows of values one ``INSERT`` carries when a batch inserts many (see :class:`_Prepared`)."""
+_MAX_PARAMETERS = 999
+"""Parameters one statement may have in every SQLite still around (3.32 raised it to 32,766)."""
+_ROW_OF_PARAMETERS = re.compile(r" VALUES (\(\?(?:, \?)*\))")
+
+
 class _Compiled(NamedTuple):
     sql: str
     args: list[tuple[Any, ...]]
     many: bool
+    rows_sql: str | None = None
+    """For many rows of an ``INSERT``: the statement with ``rows_per_insert`` rows of values."""
+    rows_per_insert: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +360,17 @@ class _Prepared:
     sql: str
     built_in: Mapping[str, Any]
     pick: Callable[[Mapping[str, Any]], tuple[Any, ...]]
+    rows_sql: str | None
+    """For ``INSERT … VALUES (?, …)``: the same with ``rows_per_insert`` rows of values.
+
+    A batch that inserts many rows (``batch_trigger``) sends them that way,
+    ``_ROWS_PER_INSERT`` at a time, and only the rest through the driver's
+    ``executemany``. ``sqlite3``'s ``executemany`` steps and resets the
+    statement for every row: with durably's schema, inserting 5,000 runs
+    took 4.5 µs per run that way and 2.3 µs a hundred rows at a time
+    (500: 2.4 µs; 2,000: 3.3 µs).
+    """
+    rows_per_insert: int
 
     @classmethod
     def compile(cls, statement: UpdateBase, dialect: sa.Dialect) -> _Prepared:
@@ -364,7 +386,14 @@ class _Prepared:
             keys.append(bind.key)
             if not bind.required:
                 built_in[bind.key] = bind.value
-        return cls(compiled.string, built_in, _tuple_getter(keys))
+        sql = compiled.string
+        rows_sql, rows_per_insert = None, 1
+        values = _ROW_OF_PARAMETERS.search(sql)
+        if values is not None and sql.count("?") == len(keys) == values[1].count("?"):
+            rows_per_insert = min(_ROWS_PER_INSERT, _MAX_PARAMETERS // len(keys))
+            rows = ", ".join([values[1]] * rows_per_insert)
+            rows_sql = sql[: values.start(1)] + rows + sql[values.end(1) :]
+        return cls(sql, built_in, _tuple_getter(keys), rows_sql, rows_per_insert)
 
     def args(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
         """The driver's positional parameters (a tuple: the libSQL driver takes no list)."""
@@ -385,16 +414,43 @@ def _execute(raw: Any, statement: _Compiled) -> Outcome:
     # statement the cursor has run. Closed at once, even on error: a libSQL
     # cursor kept alive by a traceback leaves its statement in progress, and
     # the connection, back in the pool, then cannot commit anything.
+    if statement.many:
+        return Outcome(_execute_many(raw, statement))
     cursor = raw.cursor()
     try:
-        if statement.many:
-            cursor.executemany(statement.sql, statement.args)
-            return Outcome(cursor.rowcount)
         cursor.execute(statement.sql, statement.args[0])
         rows = _fetch_named(cursor) if cursor.description else ()
         return Outcome(cursor.rowcount, rows)
     finally:
         cursor.close()
+
+
+def _execute_many(raw: Any, statement: _Compiled) -> int:
+    """Run a statement once per row of ``args``; the rows it changed in all.
+
+    An ``INSERT`` goes as few multi-row statements as it can (see
+    :attr:`_Prepared.rows_sql`), the rows left over through ``executemany``.
+    """
+    args, per = statement.args, statement.rows_per_insert
+    whole = 0 if statement.rows_sql is None else len(args) - len(args) % per
+    changed = 0
+    for start in range(0, whole, per):
+        cursor = raw.cursor()
+        try:
+            cursor.execute(
+                statement.rows_sql, tuple(chain.from_iterable(args[start : start + per]))
+            )
+            changed += cursor.rowcount
+        finally:
+            cursor.close()
+    if whole < len(args):
+        cursor = raw.cursor()
+        try:
+            cursor.executemany(statement.sql, args[whole:])
+            changed += cursor.rowcount
+        finally:
+            cursor.close()
+    return changed
 
 
 def _set_busy_timeout(pooled: PoolProxiedConnection, milliseconds: int) -> None:
@@ -582,7 +638,9 @@ class Database:
                 statements.append(_Compiled(prepared.sql, [prepared.args(params)], many=False))
             else:
                 args = [prepared.args(one) for one in params]
-                statements.append(_Compiled(prepared.sql, args, many=True))
+                statements.append(
+                    _Compiled(prepared.sql, args, True, prepared.rows_sql, prepared.rows_per_insert)
+                )
         return statements
 
     def _run_batch(self, pooled: PoolProxiedConnection, batch: Batch) -> list[Outcome]:

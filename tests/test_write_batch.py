@@ -77,3 +77,38 @@ def test_write_batches_share_one_connection_and_hand_it_back_after_an_error(
     db.write_batch(runs.new_runs([build_request("w", {"n": 1})], now_ms())[1])
     # The failed write gave its connection back to the pool; the next took one afresh.
     assert len(checkouts) == before + 1
+
+
+def test_many_rows_of_an_insert_are_all_stored_and_counted(durably: Durably) -> None:
+    """A big batch goes as multi-row INSERTs of 100 rows and the rest row by row (_Prepared)."""
+    db = durably._runtime.db
+    requests = [build_request("many", {"n": n}, labels={"n": str(n)}) for n in range(250)]
+    _rows, batch = runs.new_runs(requests, now_ms())
+
+    assert [outcome.rowcount for outcome in db.write_batch(batch)] == [250, 250]
+
+    stored = durably.get_runs(job_name="many")
+    assert sorted(run.input["n"] for run in stored) == list(range(250))
+    assert all(run.labels == {"n": str(run.input["n"])} for run in stored)
+    assert [run.id for run in durably.get_runs(labels={"n": "249"})] == [
+        run.id for run in stored if run.input["n"] == 249
+    ]
+
+
+def test_many_rows_that_may_be_taken_count_only_those_inserted(durably: Durably) -> None:
+    """``ON CONFLICT DO NOTHING`` over 100-row statements: the count is of the rows inserted."""
+    db = durably._runtime.db
+    now = now_ms()
+
+    def keyed(n: int) -> dict[str, Any]:
+        row, _batch = runs.keyed_run(build_request("keyed", {"n": n}, idempotency_key=f"k{n}"), now)
+        return row
+
+    db.write_batch([(runs._INSERT_RUN_UNLESS_TAKEN, [keyed(n) for n in range(0, 150, 3)])])
+    (outcome,) = db.write_batch([(runs._INSERT_RUN_UNLESS_TAKEN, [keyed(n) for n in range(150)])])
+
+    assert outcome.rowcount == 100  # 50 of the 150 keys were taken
+    stored = durably.get_runs(job_name="keyed")
+    assert sorted(run.idempotency_key or "" for run in stored) == sorted(
+        f"k{n}" for n in range(150)
+    )
