@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -23,14 +22,8 @@ from durably.errors import DatabaseError, DatabaseLockedError
 from durably.group_commit import GroupCommit
 from durably.hrana import dbapi as hrana_dbapi
 from durably.jobs import build_request
+from tests.crash.harness import wait_for
 from tests.faults import hold_write_lock
-
-
-def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.001)
 
 
 class Recorder:
@@ -101,7 +94,7 @@ def _queued_behind_a_commit(recorder: Recorder, batches: dict[str, list[str]]) -
     _leader_committing(recorder, callers)
     for queued, (name, statements) in enumerate(batches.items(), start=1):
         callers.submit(name, statements)
-        _until(lambda n=queued: _queued(group) == n)
+        wait_for(lambda n=queued: _queued(group) == n, f"{queued} queued batches", interval=0.001)
     recorder.release.set()
     callers.join()
     return callers
@@ -208,14 +201,14 @@ def test_a_caller_interrupted_while_queued_withdraws_its_batch_and_the_others_go
     _leader_committing(recorder, callers)
 
     def interrupt_once_queued() -> None:
-        _until(lambda: _queued(group) == 1)
+        wait_for(lambda: _queued(group) == 1, "a queued batch", interval=0.001)
         interrupt_main()
 
     threading.Thread(target=interrupt_once_queued, daemon=True).start()
     with pytest.raises(Interrupted):
         group.submit(["m1"])  # this (main) thread waits in the queue until the signal
     callers.submit("b", ["b1"])
-    _until(lambda: _queued(group) == 1)
+    wait_for(lambda: _queued(group) == 1, "a queued batch", interval=0.001)
 
     recorder.release.set()
     callers.join()
@@ -279,7 +272,7 @@ def test_batches_queued_while_the_leader_waits_at_the_gate_share_its_transaction
     assert gate.waiting.wait(10)
     callers.submit("b", ["b1", "b2"])
     callers.submit("c", ["c1"])
-    _until(lambda: _queued(group) == 2)
+    wait_for(lambda: _queued(group) == 2, "two queued batches", interval=0.001)
 
     gate.open.set()
     callers.join()
@@ -302,7 +295,7 @@ def test_a_refused_gate_fails_the_batches_taken_for_it_and_the_next_leader_tries
     _leader_committing(recorder, callers)  # "a" is inside the gate, committing
     callers.submit("b", ["b1"])
     callers.submit("c", ["c1"])
-    _until(lambda: _queued(group) == 2)
+    wait_for(lambda: _queued(group) == 2, "two queued batches", interval=0.001)
 
     recorder.release.set()  # "b" leads [b, c]; the gate refuses it
     callers.join()
@@ -345,11 +338,11 @@ def test_batches_handed_over_behind_a_commit_join_the_queue_as_one_group(
     _leader_committing(recorder, callers)
     if queued_first:
         callers.submit("b", queued_first)
-        _until(lambda: _queued(group) == 1)
+        wait_for(lambda: _queued(group) == 1, "a queued batch", interval=0.001)
     handed: list[Any] = []
     thread = threading.Thread(target=lambda: handed.extend(group.submit_all([["c1"], ["d1"]])))
     thread.start()
-    _until(lambda: _queued(group) == len(queued_first) + 2)
+    wait_for(lambda: _queued(group) == len(queued_first) + 2, "the batches queued", interval=0.001)
 
     recorder.release.set()
     callers.join()
@@ -373,10 +366,10 @@ def _queue_behind_a_commit(db: Database, batches: dict[str, Any]) -> Callers:
     group = db._group_commit
     callers = Callers(group)
     callers.submit("first", _new_run_batch(100))
-    _until(lambda: group._leading)  # its commit has begun
+    wait_for(lambda: group._leading, "a commit begun", interval=0.001)
     for count, (name, batch) in enumerate(batches.items(), start=1):
         callers.submit(name, batch)
-        _until(lambda c=count: _queued(group) == c)
+        wait_for(lambda c=count: _queued(group) == c, f"{count} queued", interval=0.001)
     return callers
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from durably import Durably, ValidationError
 from durably.checkpointer import CHECKPOINT_PAUSE, Checkpointer
+from tests.crash.harness import wait_for
 
 LOCAL = {"sqlite": "sqlite:///{path}", "libsql": "sqlite+libsql:///{path}"}
 CHECKPOINT_MARK = {"sqlite": 4000, "libsql": 1000}
@@ -97,10 +98,7 @@ def test_committed_runs_reach_the_database_file_soon_not_only_its_log(tmp_path: 
     try:
         durably.migrate()
         _trigger_three(durably)
-        deadline = time.monotonic() + 10
-        while _runs_in_the_file_alone(path) < 3:
-            assert time.monotonic() < deadline, "the runs never left the log"
-            time.sleep(0.02)
+        wait_for(lambda: _runs_in_the_file_alone(path) == 3, "the runs to reach the file")
     finally:
         durably.close()
     assert not any(t.name == "durably-checkpoint" for t in threading.enumerate())
@@ -168,10 +166,7 @@ def test_a_failed_checkpoint_is_logged_and_the_next_write_tries_again_on_a_new_c
     try:
         checkpointer.nudge()
         assert checkpoints.get(timeout=10) == 1
-        deadline = time.monotonic() + 10
-        while "background WAL checkpoint failed" not in caplog.text:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_for(lambda: "background WAL checkpoint failed" in caplog.text, "the warning")
         checkpointer.nudge()
         assert checkpoints.get(timeout=10) == 2
     finally:

@@ -61,13 +61,15 @@ def wait_for(
     what: str,
     timeout: float = WAIT,
     diagnostics: Callable[[], str] | None = None,
+    interval: float = 0.02,
 ) -> None:
+    """Poll ``predicate`` every ``interval`` seconds until it holds; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             details = diagnostics() if diagnostics is not None else ""
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}\n{details}")
-        time.sleep(0.02)
+        time.sleep(interval)
 
 
 # -- /proc --------------------------------------------------------------------------
