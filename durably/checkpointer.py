@@ -5,9 +5,10 @@ each byte of the log is synced once, later, when a checkpoint copies the
 log back into the database file. SQLite runs that checkpoint inside the
 commit that takes the log past ``wal_autocheckpoint`` pages: that commit
 syncs the whole log, several megabytes, and then the file, and the trigger
-or step that made it waits 10-30 ms. Measured on 5,000 single triggers,
-those syncs took 29 µs per trigger, a quarter of a trigger's time, all of
-it paid by one trigger in a thousand.
+or step that made it waits tens of milliseconds. Measured on 5,000 single
+triggers (``strace``, two runs), those syncs took 144-168 ms, about 30 µs
+per trigger and a quarter of a trigger's time, all of it paid by about one
+trigger in a thousand.
 
 So a durably process checkpoints on a thread of its own soon after it
 writes: ``PRAGMA wal_checkpoint(PASSIVE)``, which waits for no reader or
