@@ -334,15 +334,6 @@ _MAX_PARAMETERS = 999
 _ROW_OF_PARAMETERS = re.compile(r" VALUES (\(\?(?:, \?)*\))")
 
 
-class _Compiled(NamedTuple):
-    sql: str
-    args: list[tuple[Any, ...]]
-    many: bool
-    rows_sql: str | None = None
-    """For many rows of an ``INSERT``: the statement with ``rows_per_insert`` rows of values."""
-    rows_per_insert: int = 1
-
-
 @dataclass(frozen=True, slots=True)
 class _Prepared:
     """A :meth:`Database.write_batch` statement, compiled once.
@@ -402,6 +393,14 @@ class _Prepared:
         return self.pick(params)
 
 
+class _Compiled(NamedTuple):
+    """A statement of one write batch: its prepared form and the driver's parameters."""
+
+    prepared: _Prepared
+    args: list[tuple[Any, ...]]
+    many: bool
+
+
 def _tuple_getter(keys: Sequence[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
     """``params -> (params[key] for key in keys)`` as a tuple, in one C call when it can be."""
     if len(keys) > 1:
@@ -418,7 +417,7 @@ def _execute(raw: Any, statement: _Compiled) -> Outcome:
         return Outcome(_execute_many(raw, statement))
     cursor = raw.cursor()
     try:
-        cursor.execute(statement.sql, statement.args[0])
+        cursor.execute(statement.prepared.sql, statement.args[0])
         rows = _fetch_named(cursor) if cursor.description else ()
         return Outcome(cursor.rowcount, rows)
     finally:
@@ -431,22 +430,21 @@ def _execute_many(raw: Any, statement: _Compiled) -> int:
     An ``INSERT`` goes as few multi-row statements as it can (see
     :attr:`_Prepared.rows_sql`), the rows left over through ``executemany``.
     """
-    args, per = statement.args, statement.rows_per_insert
-    whole = 0 if statement.rows_sql is None else len(args) - len(args) % per
+    prepared, args = statement.prepared, statement.args
+    per = prepared.rows_per_insert
+    whole = 0 if prepared.rows_sql is None else len(args) - len(args) % per
     changed = 0
     for start in range(0, whole, per):
         cursor = raw.cursor()
         try:
-            cursor.execute(
-                statement.rows_sql, tuple(chain.from_iterable(args[start : start + per]))
-            )
+            cursor.execute(prepared.rows_sql, tuple(chain.from_iterable(args[start : start + per])))
             changed += cursor.rowcount
         finally:
             cursor.close()
     if whole < len(args):
         cursor = raw.cursor()
         try:
-            cursor.executemany(statement.sql, args[whole:])
+            cursor.executemany(prepared.sql, args[whole:])
             changed += cursor.rowcount
         finally:
             cursor.close()
@@ -635,12 +633,10 @@ class Database:
                 )
             # A dict is tested first: the ABC's isinstance costs half a microsecond.
             if type(params) is dict or isinstance(params, Mapping):
-                statements.append(_Compiled(prepared.sql, [prepared.args(params)], many=False))
+                statements.append(_Compiled(prepared, [prepared.args(params)], many=False))
             else:
                 args = [prepared.args(one) for one in params]
-                statements.append(
-                    _Compiled(prepared.sql, args, True, prepared.rows_sql, prepared.rows_per_insert)
-                )
+                statements.append(_Compiled(prepared, args, many=True))
         return statements
 
     def _run_batch(self, pooled: PoolProxiedConnection, batch: Batch) -> list[Outcome]:
@@ -672,7 +668,11 @@ class Database:
         try:
             results = iter(
                 raw.execute_transaction(
-                    [(statement.sql, args) for statement in statements for args in statement.args]
+                    [
+                        (statement.prepared.sql, args)
+                        for statement in statements
+                        for args in statement.args
+                    ]
                 )
             )
         except hrana_dbapi.Error as exc:

@@ -80,6 +80,10 @@ def _runs_in_the_file_alone(path: Path) -> int:
             leftover.unlink(missing_ok=True)
 
 
+def _checkpoint_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "durably-checkpoint" and t.is_alive()}
+
+
 def _trigger_three(durably: Durably) -> None:
     @durably.job("noop")
     def noop(step: object, input: dict[str, int]) -> dict[str, int]:
@@ -94,14 +98,16 @@ def test_committed_runs_reach_the_database_file_soon_not_only_its_log(tmp_path: 
     # leave them in the log until 4,000 pages had piled up, and the commit
     # that crossed the mark would sync them all, a trigger or step waiting.
     path = tmp_path / "d.db"
+    others = _checkpoint_threads()
     durably = Durably(f"sqlite:///{path}")
     try:
         durably.migrate()
         _trigger_three(durably)
         wait_for(lambda: _runs_in_the_file_alone(path) == 3, "the runs to reach the file")
+        assert len(_checkpoint_threads() - others) == 1
     finally:
         durably.close()
-    assert not any(t.name == "durably-checkpoint" for t in threading.enumerate())
+    assert not _checkpoint_threads() - others  # close() stops it
 
 
 @pytest.mark.parametrize(("driver", "synchronous"), [("sqlite", "FULL"), ("libsql", "NORMAL")])
@@ -112,13 +118,14 @@ def test_sqlite_checkpoints_at_its_mark_at_full_durability_and_on_libsql(
     # only added syncs competing with the commits' (W2 9% slower). libSQL's
     # driver holds the GIL while it checkpoints, stopping every thread.
     path = tmp_path / "d.db"
+    others = _checkpoint_threads()
     durably = Durably(LOCAL[driver].format(path=path), synchronous=synchronous)
     try:
         durably.migrate()
         _trigger_three(durably)
         time.sleep(20 * CHECKPOINT_PAUSE)
         assert _runs_in_the_file_alone(path) == 0
-        assert not any(t.name == "durably-checkpoint" for t in threading.enumerate())
+        assert not _checkpoint_threads() - others
     finally:
         durably.close()
 
