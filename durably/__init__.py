@@ -23,8 +23,8 @@ from .errors import (
 from .events import Event, EventType
 from .jobs import Job, TriggerItem
 from .models import LogEntry, Progress, QueueStats, Run, Step, WorkerInfo
-from .replica import Replica
 from .status import Disposition, LogLevel, RunStatus, StepStatus
+from .storage.replica import Replica
 
 __all__ = [
     "AsyncStepContext",

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from types import FrameType
 
 from .app import Durably
-from .database import ENV_URL, display_url, url_from_env
 from .errors import DurablyError, ValidationError
+from .storage.urls import ENV_URL, display_url, url_from_env
 
 
 def load_app(spec: str) -> Durably:

@@ -16,8 +16,8 @@ def now_ms() -> int:
 
 
 def to_datetime(ms: int) -> datetime:
-    # ``tz`` passed by position: as a keyword it costs 0.6 µs more, and every
-    # run a trigger returns or a listing reads has two or more times.
+    # ``tz`` passed by position: as a keyword it costs measurably more, and
+    # every run a trigger returns or a listing reads has two or more times.
     return datetime.fromtimestamp(ms / 1000, timezone.utc)
 
 

@@ -3,14 +3,38 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import Any, Protocol, TypeVar, overload
 
+from .core.leases import Lease
 from .status import LogLevel
 
-if TYPE_CHECKING:
-    from .execution import Execution
-
 T = TypeVar("T")
+
+
+class Execution(Protocol):
+    """What a step context asks of the run it belongs to (:mod:`durably.engines.execution`)."""
+
+    lease: Lease
+
+    def progress(self, current: float, total: float | None, message: str | None) -> None: ...
+
+    def log(self, level: LogLevel, message: str, data: Any) -> None: ...
+
+    def should_stop(self) -> bool: ...
+
+    def check_abort(self) -> None: ...
+
+    def run_step(self, name: str, fn: Callable[[], Any]) -> Any: ...
+
+    def wait(self, seconds: float) -> bool: ...
+
+
+class AsyncExecution(Execution, Protocol):
+    """What an async step context asks of its run (:mod:`durably.engines.async_execution`)."""
+
+    async def run_step_async(self, name: str, fn: Callable[[], Any]) -> Any: ...
+
+    async def wait_async(self, seconds: float) -> bool: ...
 
 
 class StepLogger:
@@ -85,7 +109,7 @@ class StepContext(_BaseStepContext):
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``, waking early on cancel; returns True if cancelled."""
-        return self._execution.lease.aborted.wait(seconds) or self._execution.should_stop()
+        return self._execution.wait(seconds)
 
 
 class AsyncStepContext(_BaseStepContext):
@@ -98,6 +122,10 @@ class AsyncStepContext(_BaseStepContext):
     queued and stored, in order, before the step's result.
     """
 
+    def __init__(self, execution: AsyncExecution) -> None:
+        super().__init__(execution)
+        self._async_execution = execution
+
     @overload
     async def run(self, name: str, fn: Callable[[], Awaitable[T]]) -> T: ...
 
@@ -106,8 +134,8 @@ class AsyncStepContext(_BaseStepContext):
 
     async def run(self, name: str, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` once per run and return its result, replayed from storage thereafter."""
-        return await self._execution.run_step_async(name, fn)
+        return await self._async_execution.run_step_async(name, fn)
 
     async def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``, waking early on cancel; returns True if cancelled."""
-        return await self._execution.wait_async(seconds)
+        return await self._async_execution.wait_async(seconds)

@@ -21,7 +21,7 @@ import time
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _PAIRS = [high + low for high in _ALPHABET for low in _ALPHABET]
-"""Every 10-bit value as its two characters: an id is 13 lookups, not 26 (4 → 2 µs)."""
+"""Every 10-bit value as its two characters: an id is 13 lookups, not 26."""
 _PAIR_SHIFTS = range(120, -1, -10)
 """Where each pair of characters sits in the 130 bits of an id (the top two are zero)."""
 _RANDOM_MAX = (1 << 80) - 1
@@ -75,7 +75,7 @@ class _UlidGenerator:
         Consecutive ids of one millisecond differ in their random part by
         one, so mostly in their last two characters only: the other 24 are
         kept from the previous id and encoded again once per 1,024 ids or
-        new millisecond (a single trigger's id: 2.9 -> 1.0 µs).
+        new millisecond.
         """
         if value >> 10 != self._prefix_bits:
             self._prefix_bits, self._prefix = value >> 10, _encode(value)[:-2]

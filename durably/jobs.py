@@ -11,12 +11,11 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
 from sqlalchemy.engine import Connection
 
 from . import serialization
+from .core.enqueue import EnqueueRequest
 from .errors import ValidationError
 from .models import Run
-from .runs import EnqueueRequest
 
 if TYPE_CHECKING:
-    from .app import Durably
     from .context import AsyncStepContext, StepContext
 
 InputT = TypeVar("InputT")
@@ -24,6 +23,44 @@ OutputT = TypeVar("OutputT")
 
 JobFunction = Callable[["StepContext", InputT], OutputT]
 AsyncJobFunction = Callable[["AsyncStepContext", InputT], Awaitable[OutputT]]
+
+
+class JobHost(Protocol):
+    """What a :class:`Job` asks of the ``Durably`` it is registered on."""
+
+    def enqueue(
+        self, requests: Sequence[EnqueueRequest], connection: Connection | None = None
+    ) -> list[Run]: ...
+
+    async def enqueue_async(self, requests: Sequence[EnqueueRequest]) -> list[Run]: ...
+
+    def wait_for_run(self, run_id: str, timeout: float | None = None) -> Run: ...
+
+    async def wait_for_run_async(self, run_id: str, timeout: float | None = None) -> Run: ...
+
+    def get_run(self, run_id: str) -> Run | None: ...
+
+    async def get_run_async(self, run_id: str) -> Run | None: ...
+
+    def get_runs(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        job_name: str | Sequence[str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Run]: ...
+
+    async def get_runs_async(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        job_name: str | Sequence[str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Run]: ...
 
 
 class JobDecorator(Protocol):
@@ -125,7 +162,7 @@ class Job(Generic[InputT, OutputT]):
 
     def __init__(
         self,
-        durably: Durably,
+        durably: JobHost,
         name: str,
         fn: JobFunction[InputT, OutputT] | AsyncJobFunction[InputT, OutputT],
     ) -> None:
@@ -162,7 +199,7 @@ class Job(Generic[InputT, OutputT]):
             coalesce=coalesce,
             labels=labels,
         )
-        return self._durably._enqueue([request], connection)[0]
+        return self._durably.enqueue([request], connection)[0]
 
     async def trigger_async(
         self,
@@ -182,7 +219,7 @@ class Job(Generic[InputT, OutputT]):
             coalesce=coalesce,
             labels=labels,
         )
-        return (await self._durably._enqueue_async([request]))[0]
+        return (await self._durably.enqueue_async([request]))[0]
 
     def batch_trigger(
         self,
@@ -198,14 +235,14 @@ class Job(Generic[InputT, OutputT]):
         requests = self._batch_requests(items)
         if not requests:
             return []
-        return self._durably._enqueue(requests, connection)
+        return self._durably.enqueue(requests, connection)
 
     async def batch_trigger_async(self, items: Sequence[InputT | TriggerItem[InputT]]) -> list[Run]:
         """:meth:`batch_trigger` without blocking the event loop."""
         requests = self._batch_requests(items)
         if not requests:
             return []
-        return await self._durably._enqueue_async(requests)
+        return await self._durably.enqueue_async(requests)
 
     def _batch_requests(
         self, items: Sequence[InputT | TriggerItem[InputT]]

@@ -21,9 +21,9 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
-from .database import Database
 from .errors import SchemaError
 from .schema import VERSION_TABLE
+from .storage import Database
 
 
 def script_location() -> str:

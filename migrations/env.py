@@ -20,9 +20,10 @@ import os
 from alembic import context
 from sqlalchemy import Connection
 
-from durably.database import ENV_URL, Database, make_engine_url, url_from_env
 from durably.errors import ValidationError
 from durably.schema import VERSION_TABLE, metadata
+from durably.storage import Database
+from durably.storage.urls import ENV_URL, make_engine_url, url_from_env
 
 config = context.config
 

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from durably import DatabaseLockedError
-from durably.database import Database
-from durably.leases import LeaseService
-from durably.operation import Operation
+from durably.core.lease_service import LeaseService
+from durably.core.operation import Operation
+from durably.storage import Database
 
 
 @contextmanager

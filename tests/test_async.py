@@ -27,10 +27,10 @@ from durably import (
     StepContext,
     StepStatus,
     ValidationError,
-    leases,
 )
-from durably.database import Batch, Outcome
+from durably.core import claim, lease_writes
 from durably.events import Event
+from durably.storage import Batch, Outcome
 from tests.faults import refuse_first_step_write
 
 T = TypeVar("T")
@@ -555,9 +555,9 @@ def test_a_busy_slot_claims_its_next_run_where_it_records_the_last_ones_end(
 def _what(batch: Batch) -> str:
     """A batch of the asyncio engine's, by what its first statement does."""
     statement = batch[0][0]
-    if statement is leases._CLAIM:
+    if statement is claim.CLAIM:
         return "claim"
-    if statement is leases._COMPLETE_RUN:
+    if statement is lease_writes._COMPLETE_RUN:
         return "complete"
     return str(statement.table)
 

@@ -9,11 +9,11 @@ import pytest
 import sqlalchemy as sa
 
 from durably import Durably
-from durably.leases import _CLAIM
+from durably.core.claim import CLAIM
 
 
 def test_every_table_access_of_the_claim_uses_an_index(durably: Durably) -> None:
-    compiled = _CLAIM.compile(dialect=durably.engine.dialect)
+    compiled = CLAIM.compile(dialect=durably.engine.dialect)
     params = compiled.construct_params(
         {"claim_now": 1, "claim_owner": "worker", "claim_expires": 2}
     )

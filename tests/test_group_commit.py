@@ -15,13 +15,15 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from durably import Durably, DurablyError, runs
+from durably import Durably, DurablyError
 from durably.clock import now_ms
-from durably.database import Database, _may_send_again, translate
+from durably.core import enqueue as runs
 from durably.errors import DatabaseError, DatabaseLockedError
-from durably.group_commit import GroupCommit
 from durably.hrana import dbapi as hrana_dbapi
 from durably.jobs import build_request
+from durably.storage import Database
+from durably.storage.commit.group import GroupCommit
+from durably.storage.driver_errors import may_send_again, translate
 from tests.crash.harness import wait_for
 from tests.faults import hold_write_lock
 
@@ -89,7 +91,7 @@ def _leader_committing(recorder: Recorder, callers: Callers) -> None:
 def _queued_behind_a_commit(recorder: Recorder, batches: dict[str, list[str]]) -> Callers:
     """Caller "a" commits ["a1"] and stays inside that commit until ``batches`` have
     queued behind it, in order; then every caller finishes."""
-    group: GroupCommit[str, str] = GroupCommit(recorder, _may_send_again)
+    group: GroupCommit[str, str] = GroupCommit(recorder, may_send_again)
     callers = Callers(group)
     _leader_committing(recorder, callers)
     for queued, (name, statements) in enumerate(batches.items(), start=1):
@@ -172,9 +174,9 @@ def test_after_an_unanswered_remote_commit_no_batch_of_the_group_is_sent_again()
 def test_only_errors_that_refused_the_statements_let_them_be_sent_again() -> None:
     refused = hrana_dbapi.IntegrityError("UNIQUE constraint failed: durably_runs.id")
     unanswered = hrana_dbapi.OperationalError("lost the connection", executed=None)
-    assert _may_send_again(_as_raised(refused)) is True
-    assert _may_send_again(_as_raised(unanswered)) is False
-    assert _may_send_again(DatabaseLockedError("The database stayed locked")) is False
+    assert may_send_again(_as_raised(refused)) is True
+    assert may_send_again(_as_raised(unanswered)) is False
+    assert may_send_again(DatabaseLockedError("The database stayed locked")) is False
 
 
 class Interrupted(BaseException):
@@ -196,7 +198,7 @@ def interrupt_main() -> Iterator[Callable[[], None]]:
 def test_a_caller_interrupted_while_queued_withdraws_its_batch_and_the_others_go_on(
     recorder: Recorder, interrupt_main: Callable[[], None]
 ) -> None:
-    group: GroupCommit[str, str] = GroupCommit(recorder, _may_send_again)
+    group: GroupCommit[str, str] = GroupCommit(recorder, may_send_again)
     callers = Callers(group)
     _leader_committing(recorder, callers)
 
@@ -266,7 +268,7 @@ def test_batches_queued_while_the_leader_waits_at_the_gate_share_its_transaction
     recorder = Recorder()
     recorder.first_entered.set()
     gate = Gate()
-    group: GroupCommit[str, str] = GroupCommit(recorder, _may_send_again, gate=gate)
+    group: GroupCommit[str, str] = GroupCommit(recorder, may_send_again, gate=gate)
     callers = Callers(group)
     callers.submit("a", ["a1"])
     assert gate.waiting.wait(10)
@@ -290,7 +292,7 @@ def test_a_refused_gate_fails_the_batches_taken_for_it_and_the_next_leader_tries
     gate = Gate(refuse=lambda entry: locked if entry == 2 else None)
     gate.open.set()
     recorder = Recorder()
-    group: GroupCommit[str, str] = GroupCommit(recorder, _may_send_again, gate=gate)
+    group: GroupCommit[str, str] = GroupCommit(recorder, may_send_again, gate=gate)
     callers = Callers(group)
     _leader_committing(recorder, callers)  # "a" is inside the gate, committing
     callers.submit("b", ["b1"])
@@ -316,7 +318,7 @@ def test_a_refused_gate_fails_the_batches_taken_for_it_and_the_next_leader_tries
 def test_batches_handed_over_together_share_one_transaction_and_keep_their_errors() -> None:
     recorder = Recorder(fail=lambda s: ValueError("bad statement") if "bad" in s else None)
     recorder.first_entered.set()  # nothing to hold up
-    group: GroupCommit[str, str] = GroupCommit(recorder, _may_send_again)
+    group: GroupCommit[str, str] = GroupCommit(recorder, may_send_again)
 
     assert group.submit_all([["a1"], ["b1", "b2"]]) == [["done a1"], ["done b1", "done b2"]]
     assert recorder.transactions == [["a1", "b1", "b2"]]
@@ -333,7 +335,7 @@ def test_batches_handed_over_together_share_one_transaction_and_keep_their_error
 def test_batches_handed_over_behind_a_commit_join_the_queue_as_one_group(
     recorder: Recorder, queued_first: list[str]
 ) -> None:
-    group: GroupCommit[str, str] = GroupCommit(recorder, _may_send_again)
+    group: GroupCommit[str, str] = GroupCommit(recorder, may_send_again)
     callers = Callers(group)
     _leader_committing(recorder, callers)
     if queued_first:

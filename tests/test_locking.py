@@ -134,7 +134,7 @@ def test_your_transactions_on_durably_engine_still_wait_for_a_held_lock(
     trigger = _job(durably)
     for conn in [durably.engine.connect() for _ in range(3)]:
         conn.close()  # idle in the pool, ahead of the writers to come
-    monkeypatch.setattr("durably.database._WRITER_TURNOVER", 0.0)
+    monkeypatch.setattr("durably.storage.connections.WRITER_TURNOVER", 0.0)
     for n in range(3):
         trigger({"n": n})  # each write hands the last writer back, and takes an older one
     with durably.engine.begin() as conn:

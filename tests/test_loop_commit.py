@@ -1,7 +1,7 @@
 """The writes an event loop's tasks make together travel to the database together.
 
 Driven on every driver (real files and the remote server) through the
-runtime's own :class:`~durably.loop_commit.LoopCommit`, with the trips
+runtime's own :class:`~durably.storage.commit.loop.LoopCommit`, with the trips
 counted where they reach :meth:`Database.write_batches`.
 """
 
@@ -13,10 +13,11 @@ from typing import Any, TypeVar
 
 import pytest
 
-from durably import ConflictError, Disposition, Durably, DurablyError, runs
+from durably import ConflictError, Disposition, Durably, DurablyError
 from durably.clock import now_ms
-from durably.database import Batch, Outcome
+from durably.core import enqueue as runs
 from durably.jobs import build_request
+from durably.storage import Batch, Outcome
 from tests.faults import hold_write_lock
 
 T = TypeVar("T")
@@ -53,10 +54,10 @@ def _stored(durably: Durably) -> list[int]:
 def test_batches_written_in_one_turn_of_the_loop_travel_together(
     durably: Durably, trips: list[int]
 ) -> None:
-    loop_commit = durably._runtime.loop_commit
+    loop_commit = durably._runtime.async_db
 
     async def main() -> list[list[Outcome]]:
-        return await asyncio.gather(*(loop_commit.write(_new_run(n)) for n in range(5)))
+        return await asyncio.gather(*(loop_commit.write_batch(_new_run(n)) for n in range(5)))
 
     results = run(main())
 
@@ -68,16 +69,16 @@ def test_batches_written_in_one_turn_of_the_loop_travel_together(
 def test_batches_written_while_a_trip_is_under_way_go_together_on_the_next(
     durably: Durably, trips: list[int]
 ) -> None:
-    loop_commit = durably._runtime.loop_commit
+    loop_commit = durably._runtime.async_db
     holder, release = hold_write_lock(durably._runtime.db)
 
     async def main() -> list[list[Outcome]]:
-        first = loop_commit.write(_new_run(0))
+        first = loop_commit.write_batch(_new_run(0))
         while not trips:  # the first trip has reached its thread, and waits for the lock
             await asyncio.sleep(0.001)
         later = []
         for n in range(1, 4):  # each in a turn of its own
-            later.append(loop_commit.write(_new_run(n)))
+            later.append(loop_commit.write_batch(_new_run(n)))
             await asyncio.sleep(0)
         release.set()
         return await asyncio.gather(first, *later)
@@ -93,14 +94,14 @@ def test_batches_written_while_a_trip_is_under_way_go_together_on_the_next(
 def test_a_failing_batch_gets_its_own_error_and_the_others_are_written(
     durably: Durably, trips: list[int]
 ) -> None:
-    loop_commit = durably._runtime.loop_commit
+    loop_commit = durably._runtime.async_db
     taken = _new_run(7)
     durably._runtime.db.write_batch(taken)
 
     async def main() -> list[list[Outcome] | BaseException]:
         batches = [_new_run(1), taken, _new_run(2)]
         return await asyncio.gather(
-            *(loop_commit.write(batch) for batch in batches), return_exceptions=True
+            *(loop_commit.write_batch(batch) for batch in batches), return_exceptions=True
         )
 
     one, duplicate, two = run(main())
@@ -116,11 +117,11 @@ def test_a_failing_batch_gets_its_own_error_and_the_others_are_written(
 def test_a_writer_that_stops_waiting_does_not_take_its_batch_back(
     durably: Durably, trips: list[int]
 ) -> None:
-    loop_commit = durably._runtime.loop_commit
+    loop_commit = durably._runtime.async_db
 
     async def main() -> list[Outcome]:
-        cancelled = asyncio.ensure_future(loop_commit.write(_new_run(1)))
-        other = loop_commit.write(_new_run(2))
+        cancelled = asyncio.ensure_future(loop_commit.write_batch(_new_run(1)))
+        other = loop_commit.write_batch(_new_run(2))
         await asyncio.sleep(0)
         cancelled.cancel()
         return await other
@@ -138,7 +139,7 @@ def test_a_write_after_the_database_threads_shut_down_is_refused(
     durably._runtime.db_threads.shutdown()
 
     async def main() -> None:
-        await durably._runtime.loop_commit.write(_new_run(1))
+        await durably._runtime.async_db.write_batch(_new_run(1))
 
     with pytest.raises(RuntimeError, match="shut down"):
         run(main())

@@ -28,8 +28,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from durably import Durably, DurablyError, SchemaError, StepContext, ValidationError, operation
+from durably import Durably, DurablyError, SchemaError, StepContext, ValidationError
 from durably.clock import now_ms
+from durably.core import operation
 from durably.ids import new_id
 from durably.migrate import alembic_config
 from durably.schema import metadata

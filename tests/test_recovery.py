@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 
-from durably import DatabaseError, Durably, LeaseLostError, StepContext, operation
+from durably import DatabaseError, Durably, LeaseLostError, StepContext, testing
 from durably.clock import now_ms, to_ms
+from durably.core import operation
+from durably.core.lease_service import LeaseService
+from durably.core.leases import AbortReason, ClaimedRun, Lease
 from durably.events import Event
-from durably.leases import AbortReason, ClaimedRun, Lease, LeaseService
 from durably.models import Run
 from durably.schema import runs as runs_table
 from durably.status import RunStatus, StepStatus
@@ -346,7 +348,7 @@ def test_a_claim_that_cannot_read_its_stored_steps_gives_the_lease_back(
     def unreadable(*_args: object) -> None:
         raise DatabaseError("the steps could not be read")
 
-    monkeypatch.setattr("durably.leases.completed_steps", unreadable)
+    monkeypatch.setattr("durably.core.claim.completed_steps", unreadable)
     with pytest.raises(DatabaseError, match="could not be read"):
         _service(durably).claim("worker-b")
     monkeypatch.undo()
@@ -365,7 +367,7 @@ def test_release_expired_returns_expired_runs_to_pending(durably: Durably) -> No
     _claim(durably, "worker-b")
     _expire(durably, expired.id)
 
-    assert _service(durably).release_expired() == 1
+    assert testing.release_expired(durably) == 1
 
     released = _get(durably, expired.id)
     assert released.status == RunStatus.PENDING
@@ -385,7 +387,7 @@ def test_release_expired_never_fails_a_run_with_a_pending_same_key_successor(
     newer = job.trigger("newer", concurrency_key="g")
     _expire(durably, older.id)
 
-    _service(durably).release_expired()
+    testing.release_expired(durably)
 
     kept = _get(durably, older.id)
     assert kept.status in (RunStatus.LEASED, RunStatus.PENDING)

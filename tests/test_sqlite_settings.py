@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from durably import Durably, ValidationError
-from durably.checkpointer import CHECKPOINT_PAUSE, Checkpointer
+from durably.storage.commit.checkpointer import CHECKPOINT_PAUSE, Checkpointer
 from tests.crash.harness import wait_for
 
 LOCAL = {"sqlite": "sqlite:///{path}", "libsql": "sqlite+libsql:///{path}"}

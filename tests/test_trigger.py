@@ -22,8 +22,8 @@ from durably import (
     StepContext,
     TriggerItem,
     ValidationError,
-    runs,
 )
+from durably.core import enqueue
 from durably.jobs import build_request
 
 
@@ -757,7 +757,7 @@ def test_a_key_freed_between_the_insert_and_the_lookup_is_taken_again(
     cancelled: list[str] = []
 
     def read_after_a_cancel(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if fn is runs.taken_by and not cancelled:
+        if fn is enqueue.taken_by and not cancelled:
             cancelled.append(durably.cancel(first.id).id)
         return read(fn, *args, **kwargs)
 

@@ -14,9 +14,9 @@ import pytest
 
 from durably import Durably, StepContext
 from durably.clock import now_ms
+from durably.core.leases import ClaimedRun
+from durably.core.operation import Operation
 from durably.events import Event
-from durably.leases import ClaimedRun
-from durably.operation import Operation
 from durably.schema import runs as runs_table
 from durably.status import RunStatus
 

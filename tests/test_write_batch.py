@@ -8,16 +8,18 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.sql.dml import UpdateBase
 
-from durably import Durably, DurablyError, leases, runs
+from durably import Durably, DurablyError
 from durably.clock import now_ms
-from durably.database import _Prepared
+from durably.core import claim, enqueue, lease_writes
+from durably.core import runs as run_changes
 from durably.jobs import build_request
+from durably.storage.statements import Prepared
 
 
 def _prebuilt() -> dict[str, UpdateBase]:
-    """Every module-level statement of leases and runs, alone or in a tuple of them."""
+    """Every module-level statement of the core modules that write, alone or in a tuple of them."""
     found = {}
-    for module in (leases, runs):
+    for module in (claim, lease_writes, enqueue, run_changes):
         for name, value in vars(module).items():
             if isinstance(value, UpdateBase):
                 found[f"{module.__name__}.{name}"] = value
@@ -33,11 +35,11 @@ PREBUILT = _prebuilt()
 
 def test_the_prebuilt_statements_are_found() -> None:
     assert {
-        "durably.leases._CLAIM",
-        "durably.leases._INSERT_STEP",
-        "durably.runs._INSERT_RUN",
-        "durably.runs._DELETE_RUN[3]",
-        "durably.runs._PURGE[0]",
+        "durably.core.claim.CLAIM",
+        "durably.core.lease_writes.INSERT_STEP",
+        "durably.core.enqueue._INSERT_RUN",
+        "durably.core.runs._DELETE_RUN[3]",
+        "durably.core.runs._PURGE[0]",
     } < set(PREBUILT)
 
 
@@ -49,7 +51,7 @@ def test_parameters_match_sqlalchemys_own(durably: Durably, name: str) -> None:
     params: dict[str, Any] = {key: f"value-of-{key}" for key in required}
     expected = compiled.construct_params(params)
 
-    prepared = _Prepared.compile(statement, durably.engine.dialect)
+    prepared = Prepared.compile(statement, durably.engine.dialect)
 
     assert prepared.sql == compiled.string
     assert prepared.args(params) == tuple(expected[n] for n in compiled.positiontup or ())
@@ -69,21 +71,21 @@ def test_write_batches_share_one_connection_and_hand_it_back_after_an_error(
         job.trigger({"n": n}, idempotency_key=f"k{n}")  # one write batch each
     assert len(checkouts) <= 1, checkouts  # at most a turnover, were a second to pass
 
-    _rows, batch = runs.new_runs([build_request("w", {"n": 0})], now_ms())
+    _rows, batch = enqueue.new_runs([build_request("w", {"n": 0})], now_ms())
     db.write_batch(batch)
     before = len(checkouts)
     with pytest.raises(DurablyError):
         db.write_batch(batch)  # the same run id again: the write fails
-    db.write_batch(runs.new_runs([build_request("w", {"n": 1})], now_ms())[1])
+    db.write_batch(enqueue.new_runs([build_request("w", {"n": 1})], now_ms())[1])
     # The failed write gave its connection back to the pool; the next took one afresh.
     assert len(checkouts) == before + 1
 
 
 def test_many_rows_of_an_insert_are_all_stored_and_counted(durably: Durably) -> None:
-    """A big batch goes as multi-row INSERTs of 100 rows and the rest row by row (_Prepared)."""
+    """A big batch goes as multi-row INSERTs of 100 rows and the rest row by row (Prepared)."""
     db = durably._runtime.db
     requests = [build_request("many", {"n": n}, labels={"n": str(n)}) for n in range(250)]
-    _rows, batch = runs.new_runs(requests, now_ms())
+    _rows, batch = enqueue.new_runs(requests, now_ms())
 
     assert [outcome.rowcount for outcome in db.write_batch(batch)] == [250, 250]
 
@@ -101,11 +103,15 @@ def test_many_rows_that_may_be_taken_count_only_those_inserted(durably: Durably)
     now = now_ms()
 
     def keyed(n: int) -> dict[str, Any]:
-        row, _batch = runs.keyed_run(build_request("keyed", {"n": n}, idempotency_key=f"k{n}"), now)
+        row, _batch = enqueue.keyed_run(
+            build_request("keyed", {"n": n}, idempotency_key=f"k{n}"), now
+        )
         return row
 
-    db.write_batch([(runs._INSERT_RUN_UNLESS_TAKEN, [keyed(n) for n in range(0, 150, 3)])])
-    (outcome,) = db.write_batch([(runs._INSERT_RUN_UNLESS_TAKEN, [keyed(n) for n in range(150)])])
+    db.write_batch([(enqueue._INSERT_RUN_UNLESS_TAKEN, [keyed(n) for n in range(0, 150, 3)])])
+    (outcome,) = db.write_batch(
+        [(enqueue._INSERT_RUN_UNLESS_TAKEN, [keyed(n) for n in range(150)])]
+    )
 
     assert outcome.rowcount == 100  # 50 of the 150 keys were taken
     stored = durably.get_runs(job_name="keyed")

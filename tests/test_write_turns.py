@@ -1,4 +1,4 @@
-"""durably's processes take turns at writing a local file (durably/write_turns.py).
+"""durably's processes take turns at writing a local file (durably/storage/commit/turns.py).
 
 Two ``WriteTurns`` on one lock file stand for two processes: ``flock`` locks
 belong to an open file, not to a process, so they exclude each other within
@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from durably import Durably, write_turns
-from durably.write_turns import LOCK_FILE_SUFFIX, WriteTurns, lock_file_for
+from durably import Durably
+from durably.storage.commit import turns as write_turns
+from durably.storage.commit.turns import LOCK_FILE_SUFFIX, WriteTurns, lock_file_for
 from tests.crash.harness import lock_held, wait_for
 from tests.faults import held_by_another_process
 
@@ -149,7 +150,7 @@ def test_a_forked_child_takes_turns_of_its_own(turns: Callable[[], WriteTurns]) 
 
 HOLDER = """
 import sys, time
-from durably.write_turns import WriteTurns, lock_file_for
+from durably.storage.commit.turns import WriteTurns, lock_file_for
 turns = WriteTurns(lock_file_for(sys.argv[1]))
 assert turns.acquire(time.monotonic() + 10)
 print("holding", flush=True)

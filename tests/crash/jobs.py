@@ -152,7 +152,7 @@ async def async_steps(step: AsyncStepContext, input: dict[str, Any]) -> dict[str
 
 # -- audit of the fenced writes (wrapping the lease service: test instrumentation) --
 #
-# The step and completion writes are operations (durably.operation): the sync
+# The step and completion writes are operations (durably.core.operation): the sync
 # wrappers and the asyncio engine both run the ``*_op`` methods, so wrapping
 # those audits every engine and every kind of job.
 

@@ -25,9 +25,9 @@ import pytest
 import sqlalchemy as sa
 
 from durably import Disposition, Durably, RunStatus
-from durably.database import make_engine_url, url_from_env
 from durably.errors import DatabaseError, ValidationError
 from durably.hrana import dbapi
+from durably.storage.urls import make_engine_url, url_from_env
 from tests.hrana.process import REPO, Server, start_server
 
 T = TypeVar("T")

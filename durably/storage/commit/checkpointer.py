@@ -5,10 +5,7 @@ each byte of the log is synced once, later, when a checkpoint copies the
 log back into the database file. SQLite runs that checkpoint inside the
 commit that takes the log past ``wal_autocheckpoint`` pages: that commit
 syncs the whole log, several megabytes, and then the file, and the trigger
-or step that made it waits tens of milliseconds. Measured on 5,000 single
-triggers (``strace``, two runs), those syncs took 144-168 ms, about 30 µs
-per trigger and a quarter of a trigger's time, all of it paid by about one
-trigger in a thousand.
+or step that made it waits tens of milliseconds for everyone's syncs.
 
 So a durably process checkpoints on a thread of its own soon after it
 writes: ``PRAGMA wal_checkpoint(PASSIVE)``, which waits for no reader or
@@ -21,8 +18,8 @@ one has, so without it the log file would grow without end.
 
 Only for the stdlib ``sqlite3`` driver at ``synchronous`` OFF or NORMAL
 (:class:`~durably.database.Database` decides). At FULL every commit syncs
-the log already, and checkpoints on a thread only added syncs of the file
-that competed with the commits' (the benchmark's W2: 9% slower). libSQL's
+the log already, and checkpoints on a thread only add syncs of the file
+that compete with the commits'. libSQL's
 driver holds the GIL while SQLite works, so there a checkpoint stops every
 thread of the process wherever it runs. A remote server checkpoints its own
 files. Those keep SQLite's own placement.
@@ -43,12 +40,10 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_PAUSE = 0.02
 """Seconds between two checkpoints while writes keep coming.
 
-Each checkpoint syncs the log and the file (two ``fdatasync`` calls), so
-this bounds that work at 50 checkpoints a second under a steady stream of
-writes. Measured on 5,000 single triggers in a row (the benchmark's W1),
-three interleaved runs each: 7,300-8,100 triggers/s with no checkpointer,
-9,200-9,500 with a 5 ms pause, 9,350-9,800 with 20 ms, 8,000-8,600 with
-50 ms, where each checkpoint has more of the log to sync.
+Each checkpoint syncs the log and the file, so this bounds that work under
+a steady stream of writes; a much longer pause leaves each checkpoint more
+of the log to sync (docs/contributing/performance-history.md has the
+measurements behind the figure).
 """
 
 

@@ -1,10 +1,11 @@
 """The thread worker engine, for WSGI apps and plain scripts.
 
 One loop thread claims runs while a slot is free and hands each to one of
-``max_concurrent_runs`` slot threads. A slot that finishes a run
-wakes the loop at once; a trigger in this process wakes it too; otherwise it
-polls every ``polling_interval``. Database errors in the loop are reported
-as ``worker:error`` and retried with jittered exponential backoff.
+``max_concurrent_runs`` slot threads; the policy is
+:class:`~durably.engines.claim_loop.ClaimPolicy`'s. A slot that finishes a
+run claims its next in the same write and runs it; a slot that finds none
+wakes the loop. A trigger in this process wakes the loop too; otherwise it
+polls every ``polling_interval``.
 
 The slot threads are daemon threads, unlike a ``ThreadPoolExecutor``'s: the
 interpreter joins executor threads at exit *before* it calls ``atexit``
@@ -14,47 +15,51 @@ app stops its engine) would only run after every in-flight run had ended.
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import time
 from collections.abc import Callable
 
-from ..execution import execute
-from ..leases import ClaimedRun
-from ..runtime import Runtime
-from .base import WorkerBase, error_backoff
+from ..core import operation
+from ..core.leases import ClaimedRun, WorkerIdentity
+from .claim_loop import ClaimPolicy
+from .run import execute
+from .runtime import Runtime
 
 
 def _nothing() -> None:
     pass
 
 
-class ThreadWorker(WorkerBase):
+class ThreadWorker:
     engine = "thread"
 
     def __init__(self, runtime: Runtime, worker_id: str) -> None:
-        super().__init__(runtime, worker_id)
+        self.runtime = runtime
+        self.policy = ClaimPolicy(runtime, WorkerIdentity(id=worker_id, engine=self.engine))
         self._queue: queue.SimpleQueue[ClaimedRun | None] = queue.SimpleQueue()
         self._slot_threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._active = 0
         self._wake = threading.Event()
-        self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._remove_waker: Callable[[], None] = _nothing
+
+    @property
+    def id(self) -> str:
+        return self.policy.worker_id
 
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
-        runtime = self.runtime
-        runtime.service.register_worker(self.identity)
-        runtime.heartbeat.worker_ids.add(self.id)
-        runtime.heartbeat.ensure_running()
-        self._remove_waker = runtime.add_waker(self._wake.set)
-        for number in range(self.slots):
+        operation.run(self.policy.register_op(), self.runtime.db)
+        self.policy.registered(True)
+        self._remove_waker = self.runtime.add_waker(self._wake.set)
+        for number in range(self.policy.slots):
             slot = threading.Thread(target=self._slot, name=f"durably-run-{number}", daemon=True)
             slot.start()
             self._slot_threads.append(slot)
@@ -70,23 +75,23 @@ class ThreadWorker(WorkerBase):
         step boundary; their leases are released so another worker resumes
         them at once from their completed steps.
         """
-        self._stopping.set()
+        self.policy.stopping = True
         self._wake.set()
         self._remove_waker()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
         if not self._wait_idle(timeout):
-            self._give_up_runs()
+            self.policy.give_up_runs()
         for _slot in self._slot_threads:
             self._queue.put(None)
         for slot in self._slot_threads:
             if slot is not threading.current_thread():
                 slot.join()
-        self.runtime.heartbeat.worker_ids.discard(self.id)
+        self.policy.registered(False)
         try:
-            self.runtime.service.deregister_worker(self.id)
+            operation.run(self.policy.deregister_op(), self.runtime.db)
         except Exception as exc:
-            self._report(exc, "worker-deregister")
+            self.policy.report(exc, "worker-deregister")
 
     def _wait_idle(self, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -101,43 +106,46 @@ class ThreadWorker(WorkerBase):
     # -- the loop ------------------------------------------------------------
 
     def _loop(self) -> None:
-        settings = self.runtime.settings
-        service = self.runtime.service
-        failures = 0
-        while not self._stopping.is_set():
+        policy = self.policy
+        while not policy.stopping:
             self._wake.clear()
-            if self._active >= self.slots:
+            if not policy.has_free_slot(self._active):
                 self._wake.wait()
                 continue
             try:
-                claimed = service.claim(self.id)
+                claimed = operation.run(policy.claim_op(), self.runtime.db)
             except Exception as exc:
-                failures += 1
-                self._report(exc, "claim")
-                self._wake.wait(error_backoff(failures, settings.polling_interval))
+                self._wake.wait(policy.claim_failed(exc))
                 continue
-            failures = 0
+            policy.claimed()
             if claimed is not None:
                 with self._lock:
                     self._active += 1
                 self._queue.put(claimed)
                 continue
-            if self._active == 0:
-                try:
-                    service.run_maintenance()
-                except Exception as exc:
-                    self._report(exc, "idle-maintenance")
-            self._wake.wait(settings.polling_interval)
+            if policy.should_maintain(self._active):
+                policy.maintain()
+            self._wake.wait(policy.polling_interval)
 
     def _slot(self) -> None:
         while (claimed := self._queue.get()) is not None:
             self._run(claimed)
 
     def _run(self, claimed: ClaimedRun) -> None:
+        """Execute a run, then each run claimed as the last one ended, in this slot."""
+        current: ClaimedRun | None = claimed
         try:
-            execute(self.runtime, claimed)
-        except Exception as exc:
-            self._report(exc, "run-execution", claimed.lease.run_id)
+            while current is not None:
+                follow_ups: list[ClaimedRun] = []
+                try:
+                    execute(
+                        self.runtime,
+                        current,
+                        then=functools.partial(self.policy.claim_next_op, follow_ups),
+                    )
+                except Exception as exc:
+                    self.policy.report(exc, "run-execution", current.lease.run_id)
+                current = follow_ups.pop() if follow_ups else None
         finally:
             with self._idle:
                 self._active -= 1

@@ -1,24 +1,10 @@
 """Group commit's event-loop half: the writes a loop's tasks make together travel together.
 
-:mod:`durably.group_commit` lets the write batches that *threads* send while
-a commit is under way share the next transaction. Tasks on an event loop
-reach the database through threads (:class:`durably.bridge.Threads`), and a
-task's write used to travel alone: the loop woke a thread, the thread found
-a commit under way and slept until the leading thread woke it, then it woke
-the loop. Three wake-ups per write, and the asyncio engine's tasks write
-all the time (four slots, each storing a step result every few hundred
-microseconds in a busy worker).
-
-Here, a batch leaves at the end of the turn of the loop in which it was
-written, with every other batch written in that turn; one written while a
-trip to the database is under way waits for that trip to come back and
-leaves with the others that waited. A trip is one call of
-:meth:`Database.write_batches <durably.database.Database.write_batches>` in
-one thread, one transaction, two wake-ups however many batches travel. Each
-task gets its own outcomes or its own error, as from ``write_batch``.
-
-Everything here runs on the loop's own thread, so it needs no lock; each
-loop has its own queue.
+A batch leaves at the end of the turn of the loop in which it was written,
+with every other batch written in that turn; one written while a trip to the
+database is under way waits for that trip to come back and leaves with the
+others that waited (see :mod:`durably.storage.commit`). Everything here runs
+on the loop's own thread, so it needs no lock; each loop has its own queue.
 """
 
 from __future__ import annotations
@@ -26,10 +12,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import weakref
+from typing import TYPE_CHECKING
 
-from .bridge import Threads, settle_future
-from .database import Batch, Database, Outcome
-from .group_commit import copy_error
+from ...bridge import Threads, settle_future
+from ..statements import Batch, Outcome
+from .group import copy_error
+
+if TYPE_CHECKING:
+    from ..database import Database
 
 _Waiting = list[tuple[Batch, "asyncio.Future[list[Outcome]]"]]
 

@@ -2,18 +2,16 @@
 
 SQLite keeps no queue for its write lock. A writer that finds it taken gets
 ``SQLITE_BUSY`` and has to try again later, and however it waits (SQLite's
-own busy handler sleeps 1, 2, 5, 10 ms and on; :meth:`Database._retrying`
-sleeps from 0.2 ms, doubling) the lock is often free while every waiter
-sleeps. Four worker processes on one file, gunicorn's workers each running a
-durably worker say, drained runs more slowly than one process did: on the
-benchmark's W5, about 2,700 failed attempts and 2-3.5 s of sleeping per 2,000
-runs, and half as much CPU again per run.
+own busy handler sleeps 1, 2, 5, 10 ms and on; durably's retry sleeps
+from 0.2 ms, doubling) the lock is often free while every waiter sleeps.
+Four worker processes on one file (gunicorn's workers each running a
+durably worker, say) drained runs more slowly than one process did.
 
 So durably's processes first take turns on a lock file beside the database,
 ``<database>-durably.lock``, with ``flock``. A process waiting for its turn
 sleeps in the kernel and is woken the moment the holder lets go, and its
 transaction then finds SQLite's lock free, unless a writer that is not
-durably's holds it, which the retry in :meth:`Database._retrying` still
+durably's holds it, which the retry in the retry policy of :class:`~durably.storage.database.Database` still
 waits out. Turns are only a courtesy between durably's processes: SQLite's
 lock is still what keeps writes apart, and where the lock file cannot be had
 (Windows, a directory durably may not write, a remote database) writes go on

@@ -32,8 +32,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.pool import StaticPool
 from typing_extensions import ParamSpec
 
-from .database import Database, is_driver_error, translate
-from .errors import ReplicaSyncError, ValidationError
+from ..errors import ReplicaSyncError, ValidationError
+from .database import Database
+from .driver_errors import is_driver_error, translate
 
 T = TypeVar("T")
 P = ParamSpec("P")

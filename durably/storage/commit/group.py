@@ -1,40 +1,9 @@
 """Group commit: the write batches that threads of one process send at the same time share a transaction.
 
-Every write durably makes (a claim, a step result, a completion, a trigger)
-is a small batch of statements, and the batches of a process are committed
-one at a time: SQLite has one writer, and durably's writes share one
-connection. Under load, threads used to queue on a lock and commit one
-small transaction each, every turn a wake-up of the next thread and a
-commit of its own. With four worker slots, four out of five writes found
-the lock taken.
-
-Here a thread that finds no commit in progress leads: it passes the gate
-(the process's write lock, then its turn at the file among durably's other
-processes), and commits its batch with every batch that queued up
-meanwhile, in queue order, as one transaction. Uncontended, that is its
-batch alone, at once. Batches that arrive during a commit queue up without
-touching the database. When a commit ends, the lead passes to the thread of
-the oldest queued batch, which does the same, hands each waiting thread the
-outcomes of its own statements, and passes the lead on in turn.
-
-The group is formed after the gate, not before: with four worker processes
-on one file, a process waits for its turn about as long as a commit takes,
-and the batches its threads send during that wait used to wait for a turn
-of their own. Taken along, they cut the transactions of a run from 2.3 to
-1.55 there, and the four processes drained runs 7-14% faster (the
-benchmark's W5).
-
-Nothing a caller can observe changes: its statements are committed, in
-order and atomically, before :meth:`GroupCommit.submit` returns, and it
-gets the outcomes of its own statements only. Fencing lives inside each
-statement (``WHERE`` the lease still holds), so one batch's refused write
-does not touch the others. When the shared transaction fails, the batches
-are committed again one by one, so each caller gets its own error; unless
-the error says that would be wrong (the caller's ``retry_alone``): after
-the lock timeout, each batch would only wait it out again, and after a
-request to a remote server broke off unanswered, nobody knows whether the
-transaction committed, so nothing of it may be sent again. Then every
-caller of the group gets the error.
+The design and its rules are in :mod:`durably.storage.commit`. A thread that
+finds no commit in progress leads: it passes the gate, commits its batch with
+every batch queued meanwhile as one transaction, hands each waiting thread
+the outcomes of its own statements, and passes the lead on.
 """
 
 from __future__ import annotations
@@ -46,7 +15,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Generic, TypeVar
 
-from .errors import DatabaseError
+from ...errors import DatabaseError
 
 S = TypeVar("S")
 R = TypeVar("R")

@@ -1,0 +1,253 @@
+"""The writes a lease holder makes: step results, progress, logs, renewal, the run's end.
+
+Each statement is built once and carries the fence (:data:`~durably.core.leases.FENCE`)
+as parameters, so a write of a worker that lost its lease matches no row.
+Each write is an operation (:mod:`durably.core.operation`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.dml import UpdateBase
+
+from ..schema import COUNTED_STEP_COUNTERS, logs, runs, sql_status, steps, workers
+from ..status import RunStatus, StepStatus
+from .leases import FENCE, NOW, AbortReason, Lease, fence
+from .operation import Operation, Read, Write
+
+_ENDED = (RunStatus.COMPLETED.value, RunStatus.FAILED.value)
+
+INSERT_STEP = steps.insert().from_select(
+    [
+        "run_id",
+        "name",
+        "step_index",
+        "status",
+        "output",
+        "error",
+        "lease_generation",
+        "started_at",
+        "completed_at",
+    ],
+    sa.select(
+        sa.bindparam("fence_run", type_=sa.String),
+        sa.bindparam("step_name", type_=sa.String),
+        sa.bindparam("step_index", type_=sa.Integer),
+        sa.bindparam("step_status", type_=sa.String),
+        sa.bindparam("step_output", type_=sa.Text),
+        sa.bindparam("step_error", type_=sa.Text),
+        sa.bindparam("fence_generation", type_=sa.Integer),
+        sa.bindparam("step_started", type_=sa.BigInteger),
+        NOW,
+    ).where(sa.exists().where(FENCE)),
+)
+"""A step row, inserted only if the lease still holds (INSERT … SELECT … WHERE EXISTS)."""
+
+_SET_PROGRESS = (
+    runs.update()
+    .where(FENCE)
+    .values(progress=sa.bindparam("run_progress", type_=sa.Text), updated_at=NOW)
+)
+_INSERT_LOG = logs.insert().values(
+    run_id=sa.bindparam("run_id", type_=sa.String),
+    step_name=sa.bindparam("step_name", type_=sa.String),
+    level=sa.bindparam("level", type_=sa.String),
+    message=sa.bindparam("message", type_=sa.Text),
+    data=sa.bindparam("data", type_=sa.Text),
+    created_at=NOW,
+)
+
+
+def _ended_as(status: RunStatus, **values: Any) -> sa.Update:
+    """The fenced update that ends a run: its step counters stored, its lease cleared."""
+    return (
+        runs.update()
+        .where(FENCE)
+        .values(
+            status=sql_status(status),
+            **COUNTED_STEP_COUNTERS,
+            **values,
+            lease_owner=sa.null(),
+            lease_expires_at=sa.null(),
+            completed_at=NOW,
+            updated_at=NOW,
+        )
+    )
+
+
+_COMPLETE_RUN = _ended_as(
+    RunStatus.COMPLETED, output=sa.bindparam("run_output", type_=sa.Text), error=sa.null()
+)
+_FAIL_RUN = _ended_as(RunStatus.FAILED, error=sa.bindparam("run_error", type_=sa.Text))
+_COMPLETED_BY_US = sa.exists().where(
+    runs.c.id == sa.bindparam("fence_run", type_=sa.String),
+    runs.c.status == sql_status(RunStatus.COMPLETED),
+    runs.c.lease_generation == sa.bindparam("fence_generation", type_=sa.Integer),
+)
+"""After ``_COMPLETE_RUN`` in the same transaction: true only if that completion was ours."""
+_DELETE_STEPS = steps.delete().where(
+    steps.c.run_id == sa.bindparam("fence_run", type_=sa.String), _COMPLETED_BY_US
+)
+_DELETE_LOGS = logs.delete().where(
+    logs.c.run_id == sa.bindparam("fence_run", type_=sa.String), _COMPLETED_BY_US
+)
+_RELEASE = runs.update().where(FENCE).values(lease_expires_at=NOW, updated_at=NOW)
+"""The lease expires now, so any worker may claim the run at once."""
+_TOUCH_WORKER = (
+    workers.update()
+    .where(workers.c.id == sa.bindparam("worker_id", type_=sa.String))
+    .values(last_heartbeat_at=NOW)
+)
+_RENEW = (
+    runs.update()
+    .where(FENCE, runs.c.lease_expires_at > NOW)
+    .values(lease_expires_at=sa.bindparam("expires", type_=sa.BigInteger), updated_at=NOW)
+)
+"""A lease that has already expired is not renewed: the run is then anyone's to claim."""
+
+
+def persist_step_op(
+    lease: Lease,
+    now: int,
+    *,
+    name: str,
+    index: int,
+    status: StepStatus,
+    output_json: str | None,
+    error: str | None,
+    started_at: int,
+) -> Operation[bool]:
+    """Record one step execution; False when the lease is no longer ours.
+
+    The run's step counters are counted from these rows when it is read
+    (``schema.RUN_COLUMNS``): the run's own row is not written here.
+    """
+    row = {
+        **fence(lease, now),
+        "step_name": name,
+        "step_index": index,
+        "step_status": status.value,
+        "step_output": output_json,
+        "step_error": error,
+        "step_started": started_at,
+    }
+    (outcome,) = yield Write([(INSERT_STEP, row)])
+    return bool(outcome.rowcount == 1)
+
+
+def set_progress_op(lease: Lease, now: int, progress_json: str | None) -> Operation[bool]:
+    params = {**fence(lease, now), "run_progress": progress_json}
+    (outcome,) = yield Write([(_SET_PROGRESS, params)])
+    return bool(outcome.rowcount == 1)
+
+
+def append_log_op(
+    run_id: str, now: int, *, step_name: str | None, level: str, message: str, data_json: str | None
+) -> Operation[None]:
+    params = {
+        "run_id": run_id,
+        "step_name": step_name,
+        "level": level,
+        "message": message,
+        "data": data_json,
+        "now": now,
+    }
+    yield Write([(_INSERT_LOG, params)])
+
+
+def complete_op(
+    lease: Lease, now: int, output_json: str | None, *, keep_steps: bool
+) -> Operation[bool]:
+    """Mark the run completed (fenced); drop its steps and logs unless ``keep_steps``.
+
+    The deletes only match if the completion in front of them was ours.
+    """
+    params = fence(lease, now)
+    batch: list[tuple[UpdateBase, dict[str, Any]]] = [
+        (_COMPLETE_RUN, {**params, "run_output": output_json})
+    ]
+    if not keep_steps:
+        batch += [(_DELETE_STEPS, params), (_DELETE_LOGS, params)]
+    outcomes = yield Write(batch)
+    return bool(outcomes[0].rowcount == 1)
+
+
+def fail_op(lease: Lease, now: int, error: str) -> Operation[tuple[bool, str | None]]:
+    """Mark the run failed (fenced). Steps are kept so ``retry`` can resume it.
+
+    Returns whether the write was accepted and the name of the failed step.
+    """
+    (outcome,) = yield Write([(_FAIL_RUN, {**fence(lease, now), "run_error": error})])
+    if outcome.rowcount != 1:
+        return False, None
+    failed_step: str | None = yield Read(failed_step_name, (lease.run_id,))
+    return True, failed_step
+
+
+def release_op(lease: Lease, now: int) -> Operation[bool]:
+    """Give a lease up early (interrupted, shutting down): the run is reclaimable now.
+
+    The lease is expired rather than the run reset to pending, so no
+    uniqueness rule can refuse it; the next claim takes it in FIFO order.
+    """
+    (outcome,) = yield Write([(_RELEASE, fence(lease, now))])
+    return bool(outcome.rowcount == 1)
+
+
+def renew_op(
+    worker_ids: Sequence[str], leases: Sequence[Lease], now: int, expires: int
+) -> Operation[tuple[list[Lease], list[tuple[Lease, str]]]]:
+    """Renew every lease held and mark the workers alive, in one transaction.
+
+    Returns the leases renewed and the leases lost, each with its
+    :class:`~durably.core.leases.AbortReason`.
+    """
+    batch: list[tuple[UpdateBase, dict[str, Any]]] = [
+        (_TOUCH_WORKER, {"worker_id": worker_id, "now": now}) for worker_id in worker_ids
+    ]
+    batch += [(_RENEW, {**fence(lease, now), "expires": expires}) for lease in leases]
+    outcomes = (yield Write(batch))[len(worker_ids) :] if batch else []
+    renewed = [lease for lease, o in zip(leases, outcomes, strict=True) if o.rowcount == 1]
+    refused = [lease for lease, o in zip(leases, outcomes, strict=True) if o.rowcount != 1]
+    lost: list[tuple[Lease, str]] = (yield Read(_why_not_renewed, (refused,))) if refused else []
+    return renewed, lost
+
+
+def run_status_op(run_id: str) -> Operation[str | None]:
+    status: str | None = yield Read(run_status, (run_id,))
+    return status
+
+
+def run_status(conn: Connection, run_id: str) -> str | None:
+    return conn.execute(sa.select(runs.c.status).where(runs.c.id == run_id)).scalar()
+
+
+def failed_step_name(conn: Connection, run_id: str) -> str | None:
+    return conn.execute(
+        sa.select(steps.c.name)
+        .where(steps.c.run_id == run_id, steps.c.status == StepStatus.FAILED.value)
+        .order_by(steps.c.id.desc())
+        .limit(1)
+    ).scalar()
+
+
+def _why_not_renewed(conn: Connection, refused: Sequence[Lease]) -> list[tuple[Lease, str]]:
+    """Why each of these leases could not be renewed; a lease that ended its own run lost nothing."""
+    lost: list[tuple[Lease, str]] = []
+    for lease in refused:
+        current = conn.execute(
+            sa.select(runs.c.status, runs.c.lease_generation).where(runs.c.id == lease.run_id)
+        ).first()
+        if current is None:
+            lost.append((lease, AbortReason.LEASE_LOST))
+        elif current.status == RunStatus.CANCELLED.value:
+            lost.append((lease, AbortReason.CANCELLED))
+        elif current.lease_generation == lease.generation and current.status in _ENDED:
+            pass  # this lease itself just completed or failed the run: nothing lost
+        else:
+            lost.append((lease, AbortReason.LEASE_LOST))
+    return lost

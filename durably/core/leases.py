@@ -1,0 +1,130 @@
+"""What a worker holds while it runs a run: its lease, and the fence every write carries.
+
+Fencing: a claim increments ``lease_generation``. Every write a lease holder
+makes (step rows, progress, renewal, completion, failure) is guarded by
+``status = 'leased' AND lease_generation = <the generation it claimed>``. A
+worker that was paused or partitioned past its lease can therefore never
+overwrite the work of the worker that reclaimed the run: its writes match no
+row and it learns it has lost the lease.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from .. import serialization
+from ..schema import runs, sql_status
+from ..status import RunStatus
+
+
+class AbortReason:
+    CANCELLED = "cancelled"
+    LEASE_LOST = "lease-lost"
+    SHUTDOWN = "shutdown"
+    """The worker is stopping and gave up waiting: hand the run to another worker."""
+
+
+@dataclass(eq=False)
+class Lease:
+    """This process's hold on one claimed run.
+
+    ``deadline`` is the local (monotonic) time at which the lease must be
+    assumed lost even if the database cannot be reached to find out: the
+    watchdog that keeps a partitioned worker from starting more steps.
+    """
+
+    run_id: str
+    job_name: str
+    generation: int
+    owner: str
+    labels: Mapping[str, str]
+    expires_at: int
+    deadline: float
+    aborted: threading.Event = field(default_factory=threading.Event)
+    abort_reason: str | None = None
+    _abort_callbacks: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    _abort_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def abort(self, reason: str) -> None:
+        """Tell the run to stop (first reason wins); may be called from any thread."""
+        with self._abort_lock:
+            if self.abort_reason is None:
+                self.abort_reason = reason
+            first = not self.aborted.is_set()
+            self.aborted.set()
+            callbacks = list(self._abort_callbacks) if first else []
+        for callback in callbacks:
+            callback()
+
+    def on_abort(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from the aborting thread) when the lease is aborted.
+
+        Called at once if it already was. The asyncio engine uses this to
+        wake an awaiting step, since a ``threading.Event`` cannot be awaited.
+        """
+        with self._abort_lock:
+            if not self.aborted.is_set():
+                self._abort_callbacks.append(callback)
+                return
+        callback()
+
+    def extend(self, expires_at: int, deadline: float) -> None:
+        self.expires_at = expires_at
+        self.deadline = deadline
+
+    @property
+    def expired_locally(self) -> bool:
+        return time.monotonic() >= self.deadline
+
+
+@dataclass(frozen=True)
+class ClaimedRun:
+    """A run this worker now holds, with the outputs of its completed steps."""
+
+    row: Mapping[str, Any]
+    lease: Lease
+    completed_steps: Mapping[str, str | None]
+    """Step name -> stored JSON output, for replay without touching the database."""
+
+
+@dataclass(frozen=True)
+class RenewOutcome:
+    renewed: list[Lease]
+    lost: list[tuple[Lease, str]]
+    """Leases this worker no longer holds, with the reason (``AbortReason``)."""
+
+
+@dataclass(frozen=True)
+class WorkerIdentity:
+    id: str
+    engine: str
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+
+
+FENCE = sa.and_(
+    runs.c.id == sa.bindparam("fence_run", type_=sa.String),
+    runs.c.status == sql_status(RunStatus.LEASED),
+    runs.c.lease_generation == sa.bindparam("fence_generation", type_=sa.Integer),
+)
+"""Matches the run only while this lease holds it: parameters ``fence_run``, ``fence_generation``."""
+NOW = sa.bindparam("now", type_=sa.BigInteger)
+
+
+def fence(lease: Lease, now: int) -> dict[str, Any]:
+    """The parameters of :data:`FENCE` (and :data:`NOW`) for ``lease``."""
+    return {"fence_run": lease.run_id, "fence_generation": lease.generation, "now": now}
+
+
+def labels_of(row: Mapping[str, Any]) -> dict[str, str]:
+    """The run's labels; {} if the stored JSON is damaged (the run then fails, see execution)."""
+    value = serialization.loads_or_text(row["labels"])
+    return dict(value) if isinstance(value, dict) else {}

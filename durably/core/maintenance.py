@@ -1,0 +1,108 @@
+"""The worker registry and idle maintenance: the reaper, worker reaping, retention.
+
+None of this is on a run's path. A worker engine registers itself when it
+starts, and an idle worker runs :func:`maintenance_op` at most once per
+``MAINTENANCE_INTERVAL`` (see :class:`durably.engines.maintenance.Maintenance`).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, RowMapping
+
+from ..config import AUTO_PURGE_BATCH, WORKER_DEAD_AFTER_STALE_THRESHOLDS, Settings
+from ..schema import runs, workers
+from ..status import RunStatus
+from ..storage.driver_errors import unique_violation
+from ..storage.statements import Outcome
+from .leases import NOW, WorkerIdentity
+from .operation import Operation, Transaction, Write
+from .runs import purge_op
+
+_LEASED = RunStatus.LEASED.value
+_PENDING = RunStatus.PENDING.value
+
+_DELETE_WORKER = workers.delete().where(workers.c.id == sa.bindparam("worker_id", type_=sa.String))
+_INSERT_WORKER = workers.insert().values(
+    id=sa.bindparam("worker_id", type_=sa.String),
+    host=sa.bindparam("host", type_=sa.String),
+    pid=sa.bindparam("pid", type_=sa.Integer),
+    engine=sa.bindparam("engine", type_=sa.String),
+    started_at=NOW,
+    last_heartbeat_at=NOW,
+)
+_REAP_WORKERS = workers.delete().where(
+    workers.c.last_heartbeat_at < sa.bindparam("dead_before", type_=sa.BigInteger)
+)
+
+
+def register_worker_op(identity: WorkerIdentity, now: int) -> Operation[None]:
+    params = {
+        "worker_id": identity.id,
+        "host": identity.host,
+        "pid": identity.pid,
+        "engine": identity.engine,
+        "now": now,
+    }
+    yield Write([(_DELETE_WORKER, params), (_INSERT_WORKER, params)])
+
+
+def deregister_worker_op(worker_id: str) -> Operation[None]:
+    yield Write([(_DELETE_WORKER, {"worker_id": worker_id})])
+
+
+def list_workers(conn: Connection) -> list[RowMapping]:
+    return list(conn.execute(sa.select(*workers.c).order_by(workers.c.started_at)).mappings())
+
+
+def maintenance_op(now: int, settings: Settings) -> Operation[None]:
+    """The reaper, worker reaping and the retention purge, one after the other."""
+    yield Transaction(release_expired, (now,))
+    yield from reap_workers_op(now, settings)
+    if settings.retain_runs is not None:
+        yield from purge_op(now - _ms(settings.retain_runs), AUTO_PURGE_BATCH)
+
+
+def reap_workers_op(now: int, settings: Settings) -> Operation[int]:
+    """Delete worker rows whose heartbeat stopped long ago (dead processes)."""
+    dead_for = settings.stale_threshold * WORKER_DEAD_AFTER_STALE_THRESHOLDS
+    outcome: Outcome
+    (outcome,) = yield Write([(_REAP_WORKERS, {"dead_before": now - int(dead_for * 1000)})])
+    return outcome.rowcount
+
+
+def release_expired(conn: Connection, now: int) -> int:
+    """Turn expired leases back into pending runs, so status tells the truth.
+
+    Claiming does not depend on this (a claim takes expired leases
+    directly). A run whose job already has a pending run with the same
+    concurrency key stays leased-and-expired: the claim still picks it up
+    first, because it is older. No run is ever failed for being stale.
+    """
+    expired = list(
+        conn.execute(
+            sa.select(runs.c.id).where(runs.c.status == _LEASED, runs.c.lease_expires_at <= now)
+        ).scalars()
+    )
+    released = 0
+    for run_id in expired:
+        try:
+            result = conn.execute(
+                runs.update()
+                .where(
+                    runs.c.id == run_id, runs.c.status == _LEASED, runs.c.lease_expires_at <= now
+                )
+                .values(status=_PENDING, lease_owner=None, lease_expires_at=None, updated_at=now)
+            )
+        except Exception as exc:
+            if unique_violation(exc) is None:
+                raise
+            continue
+        released += result.rowcount
+    return released
+
+
+def _ms(duration: timedelta) -> int:
+    return int(duration.total_seconds() * 1000)

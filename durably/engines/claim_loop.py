@@ -1,0 +1,126 @@
+"""The claim loop's policy, shared by both worker engines.
+
+A worker engine runs one loop that claims runs while a slot is free and
+hands each to a slot (a thread, or a task). The decisions are the same for
+both engines, and made here:
+
+* **slots**: at most ``max_concurrent_runs`` runs at once; a full worker
+  waits to be woken by a slot that frees up;
+* **claim next in the same write**: a slot that finishes a run claims its
+  next run in the write that records the end of the last one
+  (:meth:`ClaimPolicy.claim_next_op`) and runs it itself, so a busy worker
+  neither wakes its loop nor pays a transaction per claim;
+* **polling**: with nothing claimable the loop waits ``polling_interval``,
+  or less if a trigger in this process wakes it;
+* **maintenance**: an idle worker (no run in any slot) runs the idle
+  maintenance, at most once per interval;
+* **errors**: a failed claim is reported as ``worker:error`` and retried
+  after a jittered exponential backoff.
+
+Each engine's loop (:mod:`durably.engines.threads`,
+:mod:`durably.engines.asyncio`) is these decisions spelled in its own kind
+of waiting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+
+from ..core.leases import AbortReason, ClaimedRun, WorkerIdentity
+from ..core.maintenance import deregister_worker_op, register_worker_op
+from ..core.operation import Operation
+from ..events import EventType
+from .runtime import Runtime
+
+MAX_ERROR_BACKOFF = 30.0
+
+
+def error_backoff(failures: int, base: float) -> float:
+    """Seconds to wait after ``failures`` consecutive loop errors (jittered, capped)."""
+    delay: float = min(MAX_ERROR_BACKOFF, base * 2.0 ** min(failures - 1, 16))
+    return delay * (0.5 + random.random() / 2)
+
+
+class ClaimPolicy:
+    """One worker's claim decisions and the operations they need (see the module)."""
+
+    def __init__(self, runtime: Runtime, identity: WorkerIdentity) -> None:
+        self.runtime = runtime
+        self.identity = identity
+        self.slots = runtime.settings.max_concurrent_runs
+        self.polling_interval = runtime.settings.polling_interval
+        self.stopping = False
+        self._failures = 0
+
+    @property
+    def worker_id(self) -> str:
+        return self.identity.id
+
+    def has_free_slot(self, active: int) -> bool:
+        return active < self.slots
+
+    def claim_op(self) -> Operation[ClaimedRun | None]:
+        return self.runtime.service.claim_op(self.worker_id)
+
+    def claimed(self) -> None:
+        """A claim went through (whether or not it found a run)."""
+        self._failures = 0
+
+    def claim_failed(self, exc: Exception) -> float:
+        """Report a failed claim; the seconds to wait before the next."""
+        self._failures += 1
+        self.report(exc, "claim")
+        return error_backoff(self._failures, self.polling_interval)
+
+    def claim_next_op(self, into: list[ClaimedRun]) -> Operation[None]:
+        """Claim a slot's next run beside its last write; what it claims goes ``into`` the list.
+
+        It never raises: a failed claim is left to the loop, which polls,
+        backs off and reports.
+        """
+        if self.stopping:
+            return
+        with contextlib.suppress(Exception):
+            found = yield from self.claim_op()
+            if found is not None:
+                into.append(found)
+
+    def should_maintain(self, active: int) -> bool:
+        """Idle maintenance runs only when nothing runs here, and when it is due."""
+        return active == 0 and self.runtime.maintenance.due()
+
+    def maintain(self) -> None:
+        """The idle maintenance (blocking); a failure is reported, not raised."""
+        try:
+            self.runtime.maintenance.run()
+        except Exception as exc:
+            self.report(exc, "idle-maintenance")
+
+    # -- registration and shutdown ----------------------------------------------
+
+    def register_op(self) -> Operation[None]:
+        return register_worker_op(self.identity, self.runtime.service.clock())
+
+    def registered(self, add: bool) -> None:
+        """Renew this worker's row with the process's heartbeat (or stop renewing it)."""
+        heartbeat = self.runtime.heartbeat
+        if add:
+            heartbeat.worker_ids.add(self.worker_id)
+            heartbeat.ensure_running()
+        else:
+            heartbeat.worker_ids.discard(self.worker_id)
+
+    def deregister_op(self) -> Operation[None]:
+        return deregister_worker_op(self.worker_id)
+
+    def give_up_runs(self) -> None:
+        """Ask this worker's runs to stop at their next step; their leases are then released."""
+        for lease in self.runtime.leases.snapshot():
+            if lease.owner == self.worker_id:
+                lease.abort(AbortReason.SHUTDOWN)
+
+    def report(self, exc: BaseException, context: str, run_id: str | None = None) -> None:
+        self.runtime.events.emit(
+            EventType.WORKER_ERROR, run_id=run_id, error=str(exc), exception=exc, context=context
+        )

@@ -1,0 +1,377 @@
+"""Driving one claimed run: the replay/step algorithm and the outcome writes.
+
+The job function runs with no database transaction open. Each step's result
+is written in its own short, fenced transaction after the step returns, so
+a crash loses at most the step in progress (which then runs again: steps
+are at-least-once, step *results* are recorded exactly once).
+
+A step goes through three phases: :meth:`Execution.begin_step` (replay or
+start; no I/O), the user's function, then :meth:`Execution.step_returned_op`
+or :meth:`Execution.step_raised_op` (the fenced write). The writing phases
+and the run's end are operations (:mod:`durably.core.operation`), written
+once here; :class:`Execution` runs them in the calling thread (``def``
+jobs), :class:`~durably.engines.async_execution.AsyncExecution` from the
+event loop (``async def`` jobs).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from .. import serialization
+from ..clock import now_ms, to_datetime
+from ..core import operation
+from ..core.leases import AbortReason, ClaimedRun, Lease
+from ..core.operation import Operation
+from ..errors import CancelledError, DatabaseError, DurablyError, LeaseLostError, ValidationError
+from ..events import EventType
+from ..models import Progress
+from ..status import LogLevel, RunStatus, StepStatus
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+Outcome = Literal["completed", "failed", "cancelled", "lease-lost"]
+
+
+def describe(exc: BaseException) -> str:
+    """The error text stored on a failed run or step: ``"ValueError: bad input"``."""
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+@dataclass(frozen=True)
+class StepAttempt:
+    name: str
+    index: int
+    """Position in the job's code order (replayed steps count)."""
+    replayed: bool
+    output: Any = None
+    """The stored output, when ``replayed``."""
+    started_at: int = 0
+    started: float = 0.0
+
+
+class Execution:
+    """The state of one run while this worker executes it, and its ``def`` steps."""
+
+    def __init__(self, runtime: Runtime, claimed: ClaimedRun) -> None:
+        self.runtime = runtime
+        self.claimed = claimed
+        self.lease: Lease = claimed.lease
+        self.completed: dict[str, str | None] = dict(claimed.completed_steps)
+        self.position = 0
+        self.current_step: str | None = None
+
+    # -- aborting -----------------------------------------------------------
+
+    def should_stop(self) -> bool:
+        lease = self.lease
+        if lease.aborted.is_set():
+            return True
+        if lease.expired_locally:
+            # No successful heartbeat within the lease: another worker may own
+            # the run now, whether or not we can reach the database to ask.
+            lease.abort(AbortReason.LEASE_LOST)
+            return True
+        return False
+
+    def check_abort(self) -> None:
+        if self.should_stop():
+            raise self._abort_error()
+
+    def _abort_error(self) -> DurablyError:
+        if self.lease.abort_reason == AbortReason.CANCELLED:
+            return CancelledError(self.lease.run_id)
+        return LeaseLostError(self.lease.run_id)
+
+    def interrupted(self, attempt: StepAttempt) -> DurablyError:
+        """The step ran (or was awaiting) when the run was told to stop: do not record it."""
+        if self.lease.abort_reason == AbortReason.CANCELLED:
+            self._emit(EventType.STEP_CANCEL, step_name=attempt.name, step_index=attempt.index)
+        return self._abort_error()
+
+    def _refused_op(self, attempt: StepAttempt) -> Operation[DurablyError]:
+        """A fenced write matched nothing: find out whether we were cancelled or replaced."""
+        status = yield from self.runtime.service.run_status_op(self.lease.run_id)
+        if status == RunStatus.CANCELLED.value:
+            self.lease.abort(AbortReason.CANCELLED)
+            self._emit(EventType.STEP_CANCEL, step_name=attempt.name, step_index=attempt.index)
+            return CancelledError(self.lease.run_id)
+        self.lease.abort(AbortReason.LEASE_LOST)
+        return LeaseLostError(self.lease.run_id)
+
+    # -- the step phases ----------------------------------------------------
+
+    def begin_step(self, name: str) -> StepAttempt:
+        """Replay a completed step, or announce a new one. No database access."""
+        if not isinstance(name, str) or not name:
+            raise ValidationError("A step name must be a non-empty string")
+        self.check_abort()
+        index = self.position
+        self.position += 1
+        if name in self.completed:
+            try:
+                output = serialization.loads(self.completed[name])
+            except ValueError:
+                raise DurablyError(
+                    f"The stored output of step {name!r} cannot be decoded; the run cannot resume"
+                ) from None
+            return StepAttempt(name, index, replayed=True, output=output)
+        attempt = StepAttempt(
+            name, index, replayed=False, started_at=now_ms(), started=time.monotonic()
+        )
+        self._emit(EventType.STEP_START, step_name=name, step_index=index)
+        self.current_step = name
+        return attempt
+
+    def step_raised_op(self, attempt: StepAttempt, exc: Exception) -> Operation[BaseException]:
+        """Record a step that raised; returns the exception the job should see."""
+        self.current_step = None
+        if isinstance(exc, (CancelledError, LeaseLostError)):
+            return exc
+        if self.lease.abort_reason in (AbortReason.LEASE_LOST, AbortReason.SHUTDOWN):
+            return LeaseLostError(self.lease.run_id)
+        cancelled = self.lease.abort_reason == AbortReason.CANCELLED
+        error = describe(exc)
+        status = StepStatus.CANCELLED if cancelled else StepStatus.FAILED
+        if not (yield from self._persist_op(attempt, status, None, error)):
+            return (yield from self._refused_op(attempt))
+        if cancelled:
+            self._emit(EventType.STEP_CANCEL, step_name=attempt.name, step_index=attempt.index)
+        else:
+            self._emit(
+                EventType.STEP_FAIL, step_name=attempt.name, step_index=attempt.index, error=error
+            )
+        return exc
+
+    def step_returned_op(self, attempt: StepAttempt, result: Any) -> Operation[Any]:
+        """Record a step's result (fenced) and return its JSON round-trip."""
+        self.current_step = None
+        # Told to stop while the step ran (cancel, lost lease, shutdown): the
+        # step may have cut its work short on seeing it, so its result is not
+        # recorded. The next worker runs the step again.
+        if self.should_stop():
+            raise self.interrupted(attempt)
+        try:
+            output_json = serialization.dumps(result, what=f"The output of step {attempt.name!r}")
+        except ValidationError as exc:
+            if (yield from self._persist_op(attempt, StepStatus.FAILED, None, str(exc))):
+                self._emit(
+                    EventType.STEP_FAIL,
+                    step_name=attempt.name,
+                    step_index=attempt.index,
+                    error=str(exc),
+                )
+            raise
+        if not (yield from self._persist_op(attempt, StepStatus.COMPLETED, output_json, None)):
+            raise (yield from self._refused_op(attempt))
+        self.completed[attempt.name] = output_json
+        output = serialization.loads(output_json)
+        self._emit(
+            EventType.STEP_COMPLETE,
+            step_name=attempt.name,
+            step_index=attempt.index,
+            output=output,
+            duration=time.monotonic() - attempt.started,
+        )
+        return output
+
+    def _persist_op(
+        self, attempt: StepAttempt, status: StepStatus, output_json: str | None, error: str | None
+    ) -> Operation[bool]:
+        """The fenced step write. A database that refuses it stops the run, never fails it.
+
+        The job did nothing wrong when the file stays locked past
+        ``lock_timeout`` or cannot be written: the run is left to its lease,
+        which expires, and a worker resumes it from its stored steps.
+        """
+        try:
+            return (
+                yield from self.runtime.service.persist_step_op(
+                    self.lease,
+                    name=attempt.name,
+                    index=attempt.index,
+                    status=status,
+                    output_json=output_json,
+                    error=error,
+                    started_at=attempt.started_at,
+                )
+            )
+        except DatabaseError as exc:
+            self._worker_error(exc, "step-persist")
+            self.lease.abort(AbortReason.LEASE_LOST)
+            raise LeaseLostError(self.lease.run_id) from exc
+
+    # -- a def step -----------------------------------------------------------
+
+    def run_step(self, name: str, fn: Callable[[], Any]) -> Any:
+        attempt = self.begin_step(name)
+        if attempt.replayed:
+            return attempt.output
+        return self.call_step(attempt, fn)
+
+    def call_step(self, attempt: StepAttempt, fn: Callable[[], Any]) -> Any:
+        """Call a ``def`` step function here and record how it ended (the fenced write)."""
+        db = self.runtime.db
+        try:
+            result = fn()
+        except Exception as exc:
+            error = operation.run(self.step_raised_op(attempt, exc), db)
+            if error is exc:
+                raise
+            raise error from exc
+        return operation.run(self.step_returned_op(attempt, result), db)
+
+    def wait(self, seconds: float) -> bool:
+        return self.lease.aborted.wait(seconds) or self.should_stop()
+
+    # -- progress and logs ----------------------------------------------------
+
+    def progress(self, current: float, total: float | None, message: str | None) -> None:
+        for label, value in (("current", current), ("total", total)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float))
+            ):
+                raise ValidationError(f"progress {label} must be a number")
+        if message is not None and not isinstance(message, str):
+            raise ValidationError("progress message must be a string")
+        progress = Progress(current, total, message)
+        progress_json = serialization.dumps(progress.to_json(), what="progress")
+        self.store("progress", self.runtime.service.set_progress_op(self.lease, progress_json))
+        self._emit(EventType.RUN_PROGRESS, progress=progress)
+
+    def log(self, level: LogLevel, message: str, data: Any) -> None:
+        if not isinstance(message, str):
+            raise ValidationError("A log message must be a string")
+        data_json = None if data is None else serialization.dumps(data, what="Log data")
+        write = self.runtime.service.append_log_op(
+            self.lease.run_id,
+            step_name=self.current_step,
+            level=level.value,
+            message=message,
+            data_json=data_json,
+        )
+        self.store("log", write)
+        self._emit(
+            EventType.LOG_WRITE,
+            step_name=self.current_step,
+            level=level.value,
+            message=message,
+            data=data,
+        )
+
+    def store(self, context: str, write: Operation[Any]) -> None:
+        """A progress/log write: best effort (a failure is a ``worker:error``, not a job error)."""
+        try:
+            operation.run(write, self.runtime.db)
+        except DurablyError as exc:
+            self._worker_error(exc, context)
+
+    # -- the run --------------------------------------------------------------
+
+    def find_job(self) -> tuple[Any, Any] | str:
+        """Announce the lease; the job and its input, or why the run cannot run. No I/O."""
+        self._emit(
+            EventType.RUN_LEASED,
+            input=serialization.loads_or_text(self.claimed.row["input"]),
+            lease_owner=self.lease.owner,
+            lease_expires_at=to_datetime(self.lease.expires_at),
+        )
+        job = self.runtime.registry.get(self.lease.job_name)
+        if job is None:
+            return f"Unknown job: {self.lease.job_name}"
+        try:
+            job_input = serialization.loads(self.claimed.row["input"])
+        except ValueError:
+            return "The run's stored input is not valid JSON"
+        try:
+            serialization.loads(self.claimed.row["labels"])
+        except ValueError:
+            return "The run's stored labels are not valid JSON"
+        return job, job_input
+
+    def settle_error_op(self, exc: BaseException) -> Operation[Outcome]:
+        """Record how a job that raised ended.
+
+        ``KeyboardInterrupt``, ``SystemExit`` or a cancelled task are not the
+        job's fault: the run is handed back, so another worker resumes it at
+        once, and the exception goes on.
+        """
+        lease = self.lease
+        if isinstance(exc, (CancelledError, LeaseLostError)):
+            if lease.abort_reason is None:  # raised by the job itself, not by durably
+                return (yield from self.fail_op(describe(exc)))
+            return (yield from self._stopped_op())
+        if isinstance(exc, Exception):
+            if lease.abort_reason in (AbortReason.LEASE_LOST, AbortReason.SHUTDOWN):
+                return (yield from self._stopped_op())
+            return (yield from self.fail_op(describe(exc)))
+        try:
+            yield from self.runtime.service.release_op(lease)
+        finally:
+            raise exc
+
+    def settle_output_op(self, output: Any, started: float) -> Operation[Outcome]:
+        """Record a job's return value as the run's output (fenced by the lease)."""
+        try:
+            output_json = serialization.dumps(output, what="The job's output")
+        except ValidationError as exc:
+            return (yield from self.fail_op(str(exc)))
+        service = self.runtime.service
+        if (yield from service.complete_op(self.lease, output_json)):
+            self._emit(
+                EventType.RUN_COMPLETE,
+                output=serialization.loads(output_json),
+                duration=time.monotonic() - started,
+            )
+            return "completed"
+        return (yield from self._not_ours_op("run-completion"))
+
+    def fail_op(self, error: str) -> Operation[Outcome]:
+        accepted, failed_step = yield from self.runtime.service.fail_op(self.lease, error)
+        if accepted:
+            self._emit(EventType.RUN_FAIL, error=error, failed_step_name=failed_step)
+            return "failed"
+        return (yield from self._not_ours_op("run-failure"))
+
+    def _not_ours_op(self, context: str) -> Operation[Outcome]:
+        """The run's end was refused by the fence: cancelled meanwhile, or the lease is lost."""
+        status = yield from self.runtime.service.run_status_op(self.lease.run_id)
+        if status == RunStatus.CANCELLED.value:
+            return "cancelled"
+        self._worker_error(LeaseLostError(self.lease.run_id), context)
+        return "lease-lost"
+
+    def _stopped_op(self) -> Operation[Outcome]:
+        if self.lease.abort_reason == AbortReason.CANCELLED:
+            return "cancelled"
+        if self.lease.abort_reason == AbortReason.SHUTDOWN:
+            # Completed steps are stored; the next worker resumes from them now
+            # instead of waiting for the lease to expire.
+            yield from self.runtime.service.release_op(self.lease)
+        return "lease-lost"
+
+    # -- events -------------------------------------------------------------
+
+    def _emit(self, event_type: EventType, **fields: Any) -> None:
+        self.runtime.events.emit(
+            event_type,
+            run_id=self.lease.run_id,
+            job_name=self.lease.job_name,
+            labels=self.lease.labels,
+            **fields,
+        )
+
+    def _worker_error(self, exc: BaseException, context: str) -> None:
+        self.runtime.events.emit(
+            EventType.WORKER_ERROR,
+            run_id=self.lease.run_id,
+            job_name=self.lease.job_name,
+            error=str(exc),
+            exception=exc,
+            context=context,
+        )

@@ -1,0 +1,42 @@
+"""Idle maintenance: what a worker does when it has nothing to run, at most once a minute.
+
+The reaper (expired leases back to pending, so status tells the truth),
+deleting the rows of long-dead workers, the retention purge
+(``retain_runs``), and a ``TRUNCATE`` checkpoint that keeps the WAL file
+from growing without end.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from ..clock import now_ms
+from ..config import MAINTENANCE_INTERVAL, Settings
+from ..core import operation
+from ..core.maintenance import maintenance_op
+from ..storage import Database
+
+
+class Maintenance:
+    """Runs the maintenance pass when it is due (or forced); safe from any thread."""
+
+    def __init__(self, db: Database, settings: Settings, clock: Callable[[], int] = now_ms) -> None:
+        self._db = db
+        self._settings = settings
+        self.clock = clock
+        self._last = 0.0
+        self._wal_mode: bool | None = None
+
+    def due(self) -> bool:
+        return time.monotonic() - self._last >= MAINTENANCE_INTERVAL
+
+    def run(self, *, force: bool = False) -> None:
+        if not force and not self.due():
+            return
+        self._last = time.monotonic()
+        operation.run(maintenance_op(self.clock(), self._settings), self._db)
+        if self._wal_mode is None:
+            self._wal_mode = self._db.journal_mode() == "wal"
+        if self._wal_mode:
+            self._db.checkpoint_wal()

@@ -1,0 +1,122 @@
+"""The shared insides of one ``Durably`` instance, handed to every worker engine."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from typing_extensions import ParamSpec
+
+from ..bridge import LoopThread, Threads
+from ..config import Settings
+from ..core.lease_service import LeaseService
+from ..core.leases import Lease
+from ..events import EventBus
+from ..storage import Database
+from ..storage.async_database import AsyncDatabase
+from .heartbeat import Heartbeat
+from .maintenance import Maintenance
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+class RegisteredJob(Protocol):
+    """What an engine needs of a job: its function, and whether it is ``async def``."""
+
+    @property
+    def fn(self) -> Callable[..., Any]: ...
+
+    @property
+    def is_async(self) -> bool: ...
+
+
+class ActiveLeases:
+    """The leases this process holds right now, by run id."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_run: dict[str, Lease] = {}
+
+    def add(self, lease: Lease) -> None:
+        with self._lock:
+            self._by_run[lease.run_id] = lease
+
+    def remove(self, lease: Lease) -> None:
+        with self._lock:
+            if self._by_run.get(lease.run_id) is lease:
+                del self._by_run[lease.run_id]
+
+    def get(self, run_id: str) -> Lease | None:
+        return self._by_run.get(run_id)
+
+    def snapshot(self) -> list[Lease]:
+        with self._lock:
+            return list(self._by_run.values())
+
+    def __len__(self) -> int:
+        return len(self._by_run)
+
+
+@dataclass(eq=False)
+class Runtime:
+    settings: Settings
+    db: Database
+    events: EventBus
+    registry: Mapping[str, RegisteredJob]
+    """The jobs this process can run, by name (the ``Durably``'s own registry)."""
+    service: LeaseService = field(init=False)
+    maintenance: Maintenance = field(init=False)
+    leases: ActiveLeases = field(default_factory=ActiveLeases)
+    heartbeat: Heartbeat = field(init=False)
+    loop_thread: LoopThread = field(default_factory=LoopThread)
+    """Where ``async def`` jobs run when sync code (the thread engine) executes them."""
+    db_threads: Threads = field(init=False)
+    """Where async code runs blocking database work, so none of it blocks an event loop."""
+    async_db: AsyncDatabase = field(init=False)
+    """The database as coroutines reach it: the async driver's storage."""
+    _wakers: list[Callable[[], None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.service = LeaseService(self.db, self.settings)
+        self.maintenance = Maintenance(self.db, self.settings)
+        self.heartbeat = Heartbeat(self.service, self.leases.snapshot, self.events)
+        self.db_threads = Threads(self.settings.max_concurrent_runs + 4, "durably-db")
+        self.async_db = AsyncDatabase(self.db, self.db_threads)
+
+    async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Await a blocking call (an API method, a migration) run in a database thread."""
+        return await self.db_threads.run(fn, *args, **kwargs)
+
+    @contextmanager
+    def holding(self, lease: Lease) -> Iterator[None]:
+        """While a run executes: its lease is renewed by the heartbeat, and can be looked up."""
+        self.leases.add(lease)
+        self.heartbeat.ensure_running()
+        try:
+            yield
+        finally:
+            self.leases.remove(lease)
+
+    def close(self) -> None:
+        self.heartbeat.stop()
+        self.loop_thread.stop()
+        self.db_threads.shutdown(wait=True)
+        self.db.dispose()
+
+    def add_waker(self, waker: Callable[[], None]) -> Callable[[], None]:
+        """Register a local worker's wake-up call (new work was just committed here)."""
+        self._wakers.append(waker)
+
+        def remove() -> None:
+            if waker in self._wakers:
+                self._wakers.remove(waker)
+
+        return remove
+
+    def wake_workers(self) -> None:
+        for waker in list(self._wakers):
+            waker()

@@ -1,0 +1,101 @@
+"""Changing runs from outside a lease: cancel, retry, retrigger, delete, purge."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from .. import config
+from ..clock import now_ms, to_ms
+from ..core import operation
+from ..core import runs as run_store
+from ..core.leases import AbortReason
+from ..errors import ConflictError, NotFoundError, ValidationError
+from ..events import EventType
+from ..jobs import build_request
+from ..models import Run
+from .triggering import Triggering
+
+
+class Changing(Triggering):
+    def cancel(self, run_id: str) -> Run:
+        """Cancel a pending or leased run. A running run stops at its next step boundary."""
+        self._ensure_schema()
+        row = operation.run(run_store.cancel_op(run_id, now_ms()), self._runtime.db)
+        run = Run.from_row(row)
+        lease = self._runtime.leases.get(run_id)
+        if lease is not None:
+            lease.abort(AbortReason.CANCELLED)
+        self._runtime.events.emit(
+            EventType.RUN_CANCEL, run_id=run.id, job_name=run.job_name, labels=run.labels
+        )
+        return run
+
+    def delete_run(self, run_id: str) -> None:
+        """Delete a terminal run with its steps, logs and labels."""
+        self._ensure_schema()
+        row = operation.run(run_store.delete_op(run_id), self._runtime.db)
+        run = Run.from_row(row)
+        self._runtime.events.emit(
+            EventType.RUN_DELETE, run_id=run.id, job_name=run.job_name, labels=run.labels
+        )
+
+    def retry(self, run_id: str) -> Run:
+        """Resume a failed or cancelled run: back to pending, completed steps kept.
+
+        The next worker replays the completed steps from storage and re-runs
+        from the first step that did not complete. Compare :meth:`retrigger`.
+        """
+        self._ensure_schema()
+        row = operation.run(run_store.retry_op(run_id, now_ms()), self._runtime.db)
+        run = Run.from_row(row)
+        self._runtime.events.emit(
+            EventType.RUN_TRIGGER,
+            run_id=run.id,
+            job_name=run.job_name,
+            labels=run.labels,
+            input=run.input,
+        )
+        self._runtime.wake_workers()
+        return run
+
+    def retrigger(self, run_id: str) -> Run:
+        """A fresh run (new id) with the same job, input, labels and concurrency key."""
+        run = self._current_run(run_id)
+        if run is None:
+            raise NotFoundError(f"Run not found: {run_id}")
+        if run.is_active:
+            raise ConflictError(f"Cannot retrigger {run.status} run: {run_id}")
+        if run.job_name not in self._registry:
+            raise NotFoundError(f"Unknown job: {run.job_name}")
+        request = build_request(
+            run.job_name, run.input, concurrency_key=run.concurrency_key, labels=run.labels
+        )
+        return self.enqueue([request])[0]
+
+    def purge_runs(self, older_than: datetime, limit: int = config.DEFAULT_PURGE_LIMIT) -> int:
+        """Delete up to ``limit`` terminal runs completed before ``older_than``; returns how many."""
+        if not isinstance(older_than, datetime):
+            raise ValidationError("older_than must be a datetime")
+        if not isinstance(limit, int) or limit < 1:
+            raise ValidationError("limit must be a positive integer")
+        self._ensure_schema()
+        return operation.run(run_store.purge_op(to_ms(older_than), limit), self._runtime.db)
+
+    # -- async twins: the same changes, run in a database thread
+
+    async def cancel_async(self, run_id: str) -> Run:
+        return await self._runtime.call(self.cancel, run_id)
+
+    async def delete_run_async(self, run_id: str) -> None:
+        await self._runtime.call(self.delete_run, run_id)
+
+    async def retry_async(self, run_id: str) -> Run:
+        return await self._runtime.call(self.retry, run_id)
+
+    async def retrigger_async(self, run_id: str) -> Run:
+        return await self._runtime.call(self.retrigger, run_id)
+
+    async def purge_runs_async(
+        self, older_than: datetime, limit: int = config.DEFAULT_PURGE_LIMIT
+    ) -> int:
+        return await self._runtime.call(self.purge_runs, older_than, limit)

@@ -1,0 +1,101 @@
+"""Creating runs: what ``Job.trigger`` and ``Job.batch_trigger`` (and their twins) call."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy.engine import Connection
+
+from .. import serialization
+from ..after_commit import call_after_commit
+from ..clock import now_ms, to_datetime
+from ..core import operation
+from ..core.enqueue import Enqueued, EnqueueRequest, enqueue_many, enqueue_op
+from ..events import EventType
+from ..models import Run
+from ..status import Disposition
+from .base import FacadeBase
+
+
+class Triggering(FacadeBase):
+    def enqueue(
+        self, requests: Sequence[EnqueueRequest], connection: Connection | None = None
+    ) -> list[Run]:
+        """Write validated trigger requests (``jobs.build_request``); the runs they resolve to.
+
+        With ``connection``, on the caller's connection and transaction: the
+        runs are announced once the caller's ``COMMIT`` has returned.
+        """
+        self._ensure_schema()
+        now = now_ms()
+        if connection is None:
+            runs = _returned(operation.run(enqueue_op(requests, now), self._runtime.db), now)
+            self._announce(requests, runs)
+            return runs
+        self._runtime.db.check_caller_connection(connection)
+        runs = _returned(enqueue_many(connection, requests, now), now)
+
+        def committed() -> None:
+            self._runtime.db.count_write()
+            self._announce(requests, runs)
+
+        call_after_commit(connection, committed)
+        return runs
+
+    async def enqueue_async(self, requests: Sequence[EnqueueRequest]) -> list[Run]:
+        """:meth:`enqueue` from the event loop: the write travels with the loop's other writes."""
+        runtime = self._runtime
+        if not self._schema_checked:
+            await runtime.call(self._ensure_schema)
+        now = now_ms()
+        runs = _returned(
+            await operation.run_async(enqueue_op(requests, now), runtime.async_db), now
+        )
+        self._announce(requests, runs)
+        return runs
+
+    def _announce(self, requests: Sequence[EnqueueRequest], runs: Sequence[Run]) -> None:
+        """Emit trigger events for committed runs and wake the local workers."""
+        events = self._runtime.events
+        dispositions = [run.disposition for run in runs]
+        if events.listens_to(EventType.RUN_TRIGGER, EventType.RUN_COALESCED):
+            self._emit_trigger_events(requests, runs)
+        else:
+            # Numbered all the same, but not made: a big batch makes many.
+            events.pass_over(len(dispositions) - dispositions.count(Disposition.IDEMPOTENT))
+        if Disposition.CREATED in dispositions:
+            self._runtime.wake_workers()
+
+    def _emit_trigger_events(self, requests: Sequence[EnqueueRequest], runs: Sequence[Run]) -> None:
+        """``run:trigger`` for each created run, ``run:coalesced`` for each coalesced one."""
+        events = self._runtime.events
+        for request, run in zip(requests, runs, strict=True):
+            if run.disposition is Disposition.CREATED:
+                events.emit(
+                    EventType.RUN_TRIGGER,
+                    run_id=run.id,
+                    job_name=run.job_name,
+                    labels=run.labels,
+                    input=run.input,
+                )
+            elif run.disposition is Disposition.COALESCED:
+                events.emit(
+                    EventType.RUN_COALESCED,
+                    run_id=run.id,
+                    job_name=run.job_name,
+                    labels=run.labels,
+                    skipped_input=serialization.loads(request["input_json"]),
+                    skipped_labels=dict(request["labels"] or {}),
+                )
+
+
+def _returned(enqueued: Enqueued, now: int) -> list[Run]:
+    """The runs a trigger returns, from what :func:`~durably.core.enqueue.enqueue_op` returned."""
+    created_at = to_datetime(now)
+    rows, dispositions = enqueued
+    return [
+        Run.from_written(row, created_at)
+        if disposition is Disposition.CREATED
+        else Run.from_row(row, disposition)
+        for row, disposition in zip(rows, dispositions, strict=True)
+    ]

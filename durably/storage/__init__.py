@@ -1,0 +1,18 @@
+"""The storage layer: the only part of durably that talks to the database.
+
+* :mod:`~durably.storage.database`: :class:`Database`, with the three ways in
+  (``write_batch``, ``write``, ``read``) and the retry policy;
+* :mod:`~durably.storage.statements`: prebuilt statements, compiled once;
+* :mod:`~durably.storage.commit`: how concurrent writes share transactions
+  (group commit, loop commit, write turns, checkpoints);
+* :mod:`~durably.storage.connections`, :mod:`~durably.storage.urls`,
+  :mod:`~durably.storage.driver_errors`, :mod:`~durably.storage.remote`:
+  the engine and its settings, URLs, what driver errors mean, the Hrana
+  batch sender;
+* :mod:`~durably.storage.replica`: reads from an embedded libSQL replica.
+"""
+
+from .database import Database
+from .statements import Batch, Outcome, Statement
+
+__all__ = ["Batch", "Database", "Outcome", "Statement"]
