@@ -22,6 +22,7 @@ from .errors import (
 )
 from .events import Event, EventType
 from .jobs import Job, TriggerItem
+from .migrate import alembic_version_location
 from .models import LogEntry, Progress, QueueStats, Run, Step, WorkerInfo
 from .status import Disposition, LogLevel, RunStatus, StepStatus
 from .storage.replica import Replica
@@ -57,6 +58,7 @@ __all__ = [
     "TriggerItem",
     "ValidationError",
     "WorkerInfo",
+    "alembic_version_location",
 ]
 
 __version__ = "0.1.0"

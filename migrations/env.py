@@ -10,7 +10,11 @@ Used two ways:
   ``TURSO_DATABASE_URL`` (``TURSO_AUTH_TOKEN``), or ``-x url=...``.
 
 Either way durably keeps its history in its own version table, so it never
-collides with the host application's Alembic history.
+collides with the host application's Alembic history. (A host that puts
+durably's revisions into its own history runs its own env.py instead; see
+``durably.alembic_version_location()``.) A revision id recorded before ids
+became unique (``0003``) is renamed first (``durably_0003``), because Alembic
+refuses an id its scripts do not define.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from durably.errors import ValidationError
+from durably.migrate import rename_legacy_revisions
 from durably.schema import VERSION_TABLE, metadata
 from durably.storage import Database
 from durably.storage.urls import ENV_URL, make_engine_url, url_from_env
@@ -62,20 +67,30 @@ def run_offline() -> None:
         context.run_migrations()
 
 
+def _run(connection: Connection) -> None:
+    _configure(connection)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
 def run_online() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
-        _configure(connection)
-        with context.begin_transaction():
-            context.run_migrations()
+        # durably.migrate(): inside its transaction, so the rename and the
+        # upgrade commit together.
+        rename_legacy_revisions(connection)
+        _run(connection)
         return
     url, token = _url()
     engine = Database(url, auth_token=token).engine
     try:
         with engine.connect() as conn:
-            _configure(conn)
-            with context.begin_transaction():
-                context.run_migrations()
+            # Committed on its own: SQLite's DDL runs in a transaction per
+            # revision, and with no revision to run nothing else would commit
+            # it. The renamed id is as correct as the old one if an upgrade fails.
+            with conn.begin():
+                rename_legacy_revisions(conn)
+            _run(conn)
     finally:
         engine.dispose()
 

@@ -1,6 +1,6 @@
 """durably tables
 
-Revision ID: 0001
+Revision ID: durably_0001
 Revises: 
 Create Date: 2026-11-22
 """
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision: str = '0001'
+revision: str = "durably_0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = ("durably",)
 depends_on: str | Sequence[str] | None = None

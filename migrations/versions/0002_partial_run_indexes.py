@@ -7,8 +7,8 @@ expire) and the retention index (only ended runs are purged). Each entry is
 a B-tree write on every insert and status change; as partial indexes they
 make a trigger write five B-trees instead of nine.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: durably_0002
+Revises: durably_0001
 Create Date: 2026-11-22
 """
 
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002"
-down_revision: str | None = "0001"
+revision: str = "durably_0002"
+down_revision: str | None = "durably_0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -5,8 +5,8 @@ step insert and an ``UPDATE`` of the run's ``current_step_index``,
 ``completed_step_count`` and ``updated_at``. The trigger makes the update
 part of the insert, so storing a step is one statement.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: durably_0003
+Revises: durably_0002
 Create Date: 2026-11-22
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0003"
-down_revision: str | None = "0002"
+revision: str = "durably_0003"
+down_revision: str | None = "durably_0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -9,8 +9,8 @@ key's own index then serves the unfiltered listing, and the other two lose a
 column. A trigger writes four B-trees instead of five (measured with
 ``sqlite3``: 54 µs → 43 µs per single-run insert).
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: durably_0004
+Revises: durably_0003
 Create Date: 2026-11-23
 """
 
@@ -20,8 +20,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0004"
-down_revision: str | None = "0003"
+revision: str = "durably_0004"
+down_revision: str | None = "durably_0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

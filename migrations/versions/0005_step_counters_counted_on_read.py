@@ -12,8 +12,8 @@ this revision have theirs stored already; active ones need nothing.
 Downgrading stores the active runs' counters before it brings the trigger
 back, as the trigger only moves them forward.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: durably_0005
+Revises: durably_0004
 Create Date: 2026-11-23
 """
 
@@ -23,8 +23,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0005"
-down_revision: str | None = "0004"
+revision: str = "durably_0005"
+down_revision: str | None = "durably_0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

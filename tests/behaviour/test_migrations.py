@@ -28,16 +28,15 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from durably import Durably, DurablyError, SchemaError, StepContext, ValidationError
+from durably import Durably, DurablyError, SchemaError, StepContext, ValidationError, testing
 from durably.clock import now_ms
-from durably.core import operation
 from durably.ids import new_id
 from durably.migrate import alembic_config
 from durably.schema import metadata
 from durably.schema import runs as runs_table
 from durably.status import StepStatus
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DRIVERS = {"sqlite": "sqlite:///{path}", "libsql": "sqlite+libsql:///{path}"}
 VERSION_TABLE = "durably_alembic_version"
 HEAD = ScriptDirectory(str(ROOT / "migrations")).get_current_head()
@@ -315,8 +314,8 @@ def test_a_database_of_an_earlier_revision_upgrades_with_its_runs_in_order(
 def test_downgrading_below_counted_step_counters_stores_those_of_active_runs(
     db_url: str,
 ) -> None:
-    # Revision 0005 counts an active run's step counters when it is read; the
-    # trigger that 0004 brings back only moves stored ones forward.
+    # Revision durably_0005 counts an active run's step counters when it is read; the
+    # trigger that durably_0004 brings back only moves stored ones forward.
     with Durably(db_url) as instance:
         instance.migrate()
 
@@ -325,8 +324,8 @@ def test_downgrading_below_counted_step_counters_stores_those_of_active_runs(
             pass
 
         run = two.trigger(None)
-        service = instance._runtime.service
-        claimed = service.claim("worker-a")
+        service = testing.lease_service(instance)
+        claimed = testing.claim(instance, "worker-a")
         assert claimed is not None
 
         def persist(name: str, index: int) -> bool:
@@ -339,7 +338,7 @@ def test_downgrading_below_counted_step_counters_stores_those_of_active_runs(
                 error=None,
                 started_at=now_ms(),
             )
-            return operation.run(step, service.db)
+            return testing.run_operation(instance, step)
 
         for index, name in enumerate(["first", "second"]):
             assert persist(name, index)
@@ -353,7 +352,7 @@ def test_downgrading_below_counted_step_counters_stores_those_of_active_runs(
                 ).one()
             return row[0], row[1]
 
-        _alembic(instance, "downgrade", "0004")
+        _alembic(instance, "downgrade", "durably_0004")
         assert stored() == (2, 2)
 
         # The trigger is back: a third step moves them on.
@@ -597,6 +596,7 @@ def test_installed_package_migrates_from_an_empty_directory(tmp_path: Path) -> N
         from durably import Durably
         Durably('sqlite:///x.db').migrate()
         print(durably.__file__)
+        print(durably.alembic_version_location())
         """
     )
     result = subprocess.run(
@@ -609,9 +609,15 @@ def test_installed_package_migrates_from_an_empty_directory(tmp_path: Path) -> N
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    package_dir = Path(result.stdout.strip()).parent
+    module_file, version_location = result.stdout.split()
+    package_dir = Path(module_file).parent
     assert package_dir.is_relative_to(venv), "the test must exercise the installed copy"
     assert (package_dir / "_migrations" / "env.py").is_file()
+    # What a host puts into its version_locations (tests/behaviour/test_host_alembic.py).
+    assert Path(version_location) == package_dir / "_migrations" / "versions"
+    assert {p.name for p in Path(version_location).glob("*.py")} == {
+        p.name for p in (ROOT / "migrations" / "versions").glob("*.py")
+    }
     assert versions_of(workdir / "x.db") == [HEAD]
     assert schema_of(workdir / "x.db") == reference_schema(tmp_path)
     shutil.rmtree(venv, ignore_errors=True)
