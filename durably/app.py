@@ -12,7 +12,7 @@ import asyncio
 import os
 import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar, overload
 
@@ -28,6 +28,7 @@ from .engines.runtime import Runtime
 from .engines.threads import ThreadWorker
 from .errors import ConflictError, ValidationError
 from .events import ErrorHandler, EventBus, EventType, Listener
+from .facade import signals as signal_handlers
 from .facade.changing import Changing
 from .facade.reading import Reading
 from .ids import new_id
@@ -132,6 +133,8 @@ class Durably(Changing, Reading):
             self._reads = ReplicaReader(replica, db)
         self.worker_id = worker_id or default_worker_id()
         self._worker: ThreadWorker | AsyncioWorker | None = None
+        self._engine_loop: asyncio.AbstractEventLoop | None = None
+        """The loop the asyncio engine runs on, while it runs."""
         self._schema_checked = False
         self._lock = threading.Lock()
 
@@ -235,6 +238,7 @@ class Durably(Changing, Reading):
                 if self._worker is worker:
                     self._worker = None
             raise
+        self._engine_loop = asyncio.get_running_loop()
 
     def _claim_engine(self, engine: str) -> bool:
         """True if this engine already runs; ConflictError if the other one does."""
@@ -270,7 +274,44 @@ class Durably(Changing, Reading):
                 raise ConflictError("The thread engine is running: use stop()")
             self._worker = None
         if worker is not None:
-            await worker.stop(timeout)
+            try:
+                await worker.stop(timeout)
+            finally:
+                self._engine_loop = None
+
+    def install_signal_handlers(
+        self,
+        timeout: float = config.DEFAULT_SIGNAL_STOP_TIMEOUT,
+        *,
+        signals: Iterable[int] = signal_handlers.STOP_SIGNALS,
+    ) -> Callable[[], None]:
+        """On SIGTERM or SIGINT, stop the engine gracefully, then let the signal end the process.
+
+        For ``flask run`` and plain scripts, where nothing handles SIGTERM and
+        the process would die with its runs still leased. The engine running
+        when the signal comes is stopped as by ``stop(timeout)`` (or
+        ``stop_async``): in-flight runs get ``timeout`` seconds, the rest are
+        handed back, the worker deregisters. Then the handler installed
+        before is called, or the process ends as the signal would have ended
+        it: ``SystemExit(128 + signum)`` (``KeyboardInterrupt`` for SIGINT),
+        so ``finally:`` blocks and ``atexit`` handlers run. A second signal
+        during the stop ends the process without waiting any longer.
+
+        Call it from the main thread (:class:`NotMainThreadError` otherwise).
+        Returns a function that puts the previous handlers back.
+        """
+        return signal_handlers.install(self._stop_for_signal, timeout, signals)
+
+    def _stop_for_signal(self, timeout: float, then: Callable[[], None]) -> None:
+        """Stop whichever engine runs, then ``then()``; called by a signal handler."""
+        loop = self._engine_loop
+        if loop is not None:
+            signal_handlers.stop_on_loop(loop, self.stop_async(timeout), timeout, then)
+            return
+        try:
+            self.stop(timeout)
+        finally:
+            then()
 
     @property
     def is_running(self) -> bool:

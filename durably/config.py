@@ -25,6 +25,9 @@ MAINTENANCE_INTERVAL = 60.0
 AUTO_PURGE_BATCH = 100
 WORKER_DEAD_AFTER_STALE_THRESHOLDS = 10
 """A worker row whose heartbeat is this many stale thresholds old is deleted by the reaper."""
+DEFAULT_SIGNAL_STOP_TIMEOUT = 20.0
+"""Seconds ``install_signal_handlers`` gives in-flight runs: under the 30 s that gunicorn
+and Kubernetes wait after SIGTERM before they kill the process."""
 
 _DURATION = re.compile(r"^(\d+)([dhm])$")
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60}

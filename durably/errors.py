@@ -91,3 +91,11 @@ class ReplicaSyncError(DatabaseError):
 
 class SchemaError(DatabaseError):
     """The database schema is missing, too old or newer than this version of durably."""
+
+
+class NotMainThreadError(DurablyError, RuntimeError):
+    """Signal handlers can only be installed (or removed) from the main thread.
+
+    Python runs signal handlers in the main thread only, and refuses to
+    install them from any other.
+    """
