@@ -8,6 +8,7 @@ worker once its lease expires and resumes at its first unfinished step.
 from .app import Durably
 from .context import AsyncStepContext, StepContext, StepLogger
 from .errors import (
+    BlockingCallError,
     CancelledError,
     ConflictError,
     DatabaseError,
@@ -30,6 +31,7 @@ from .storage.replica import Replica
 
 __all__ = [
     "AsyncStepContext",
+    "BlockingCallError",
     "CancelledError",
     "ConflictError",
     "DatabaseError",

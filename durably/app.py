@@ -21,6 +21,7 @@ from sqlalchemy.engine import URL
 
 from . import config
 from . import migrate as migrations
+from .bridge import blocking, job_loops, refuse_blocking
 from .core import operation
 from .engines.asyncio import AsyncioWorker
 from .engines.run import execute, execute_async
@@ -197,6 +198,7 @@ class Durably(Changing, Reading):
 
     # -- schema -----------------------------------------------------------------
 
+    @blocking
     def migrate(self) -> None:
         """Create or upgrade durably's tables (Alembic ``upgrade head``). Idempotent."""
         migrations.upgrade(self._runtime.db)
@@ -238,7 +240,15 @@ class Durably(Changing, Reading):
                 if self._worker is worker:
                     self._worker = None
             raise
-        self._engine_loop = asyncio.get_running_loop()
+        self._set_engine_loop(asyncio.get_running_loop())
+
+    def _set_engine_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """Record the asyncio engine's loop; blocking calls made on it raise (``blocking``)."""
+        old, self._engine_loop = self._engine_loop, loop
+        if old is not None:  # an engine that ended without stop_async()
+            job_loops.discard(old)
+        if loop is not None:
+            job_loops.add(loop)
 
     def _claim_engine(self, engine: str) -> bool:
         """True if this engine already runs; ConflictError if the other one does."""
@@ -262,6 +272,10 @@ class Durably(Changing, Reading):
             worker = self._worker
             if isinstance(worker, AsyncioWorker):
                 raise ConflictError("The asyncio engine is running: use await stop_async()")
+            if worker is not None:
+                # Only waiting for the thread engine blocks (and, from an async
+                # job's loop, waits for that job): the other cases answer at once.
+                refuse_blocking(self, "stop")
             self._worker = None
         if worker is not None:
             worker.stop(timeout)
@@ -277,7 +291,7 @@ class Durably(Changing, Reading):
             try:
                 await worker.stop(timeout)
             finally:
-                self._engine_loop = None
+                self._set_engine_loop(None)
 
     def install_signal_handlers(
         self,
@@ -324,7 +338,8 @@ class Durably(Changing, Reading):
 
     def close(self) -> None:
         """Stop the thread engine and the heartbeat, and close the database connections."""
-        self.stop()
+        self.stop()  # first: while the asyncio engine runs, the documented ConflictError
+        refuse_blocking(self, "close")
         self._close_connections()
 
     def _close_connections(self) -> None:
@@ -351,6 +366,7 @@ class Durably(Changing, Reading):
 
     # -- serverless processing ------------------------------------------------------
 
+    @blocking
     def process_one(self) -> bool:
         """Claim one run and execute it in this thread. False if nothing was claimable.
 
@@ -376,6 +392,7 @@ class Durably(Changing, Reading):
         await execute_async(runtime, claimed)
         return True
 
+    @blocking
     def process_until_idle(self, max_runs: int | None = None) -> int:
         """Process runs until none is claimable (or ``max_runs``); returns how many ran.
 

@@ -12,6 +12,10 @@ executed by different worker threads share it like tasks of an ASGI app do.
 
 :class:`Threads` goes the other way: event-loop code awaits a blocking call
 (a database operation, a ``def`` step) run in a thread.
+
+:data:`job_loops` and :func:`blocking` keep blocking API calls off the loops
+that run durably's jobs, where they would stall every job on the loop and a
+wait for a run would wait for that very loop: a deadlock.
 """
 
 from __future__ import annotations
@@ -21,20 +25,91 @@ import contextlib
 import functools
 import queue
 import threading
+from asyncio import _get_running_loop
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from typing_extensions import ParamSpec
 
+from .errors import BlockingCallError
+
 T = TypeVar("T")
 P = ParamSpec("P")
 
 
-class LoopThread:
-    """Starts on first use; :meth:`stop` ends the loop and joins the thread."""
+class JobLoops:
+    """The event loops durably's jobs run on, each counted once per user of it.
 
-    def __init__(self, name: str = "durably-loop") -> None:
+    The loop an asyncio engine was started on (two ``Durably`` instances may
+    share one), and durably's own loop thread where ``async def`` jobs run for
+    the thread engine and ``process_one``. Loops are held until removed: an
+    engine's loop until its stop, the loop thread's until it stops.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[asyncio.AbstractEventLoop, int] = {}
+
+    def add(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            self._counts[loop] = self._counts.get(loop, 0) + 1
+
+    def discard(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            count = self._counts.pop(loop, 0) - 1
+            if count > 0:
+                self._counts[loop] = count
+
+    def __contains__(self, loop: object) -> bool:
+        return loop in self._counts
+
+
+job_loops = JobLoops()
+
+
+def blocking(method: Callable[P, T]) -> Callable[P, T]:
+    """Mark an API method that blocks: on a loop of :data:`job_loops` it raises at once.
+
+    :class:`~durably.errors.BlockingCallError` names the method's ``_async``
+    twin. Any other caller pays one C call (is a loop running in this
+    thread?): triggers are on the hot path.
+    """
+    name = method.__name__
+
+    @functools.wraps(method)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
+        refuse_blocking(args[0], name)
+        return method(*args, **kwargs)
+
+    return guarded
+
+
+def refuse_blocking(receiver: object, name: str) -> None:
+    """Raise :class:`~durably.errors.BlockingCallError` if this thread runs a loop of
+    :data:`job_loops`: ``receiver.name()`` is about to block."""
+    loop = _get_running_loop()
+    if loop is not None and loop in job_loops:
+        raise BlockingCallError(_blocked(f"{type(receiver).__name__}.{name}()", name))
+
+
+def _blocked(called: str, name: str) -> str:
+    return (
+        f"{called} blocks, and was called on an event loop that runs durably's jobs (the "
+        "asyncio engine's loop, or durably's own, where async def jobs run for the thread "
+        "engine): it would stall every job on that loop, and a wait for a run there can wait forever. Use "
+        f"`await {name}_async(...)` instead, or make the call in a thread (asyncio.to_thread)."
+    )
+
+
+class LoopThread:
+    """Starts on first use; :meth:`stop` ends the loop and joins the thread.
+
+    ``runs_jobs``: durably's jobs run on this loop, so it joins :data:`job_loops`.
+    """
+
+    def __init__(self, name: str = "durably-loop", *, runs_jobs: bool = False) -> None:
         self._name = name
+        self._runs_jobs = runs_jobs
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -76,6 +151,8 @@ class LoopThread:
             self._thread.start()
             started.wait()
             self._loop = loop
+            if self._runs_jobs:
+                job_loops.add(loop)
             return loop
 
     def stop(self) -> None:
@@ -84,6 +161,8 @@ class LoopThread:
             thread, self._thread = self._thread, None
         if loop is None or thread is None:
             return
+        if self._runs_jobs:
+            job_loops.discard(loop)
         loop.call_soon_threadsafe(loop.stop)
         if thread is not threading.current_thread():
             thread.join()

@@ -99,3 +99,14 @@ class NotMainThreadError(DurablyError, RuntimeError):
     Python runs signal handlers in the main thread only, and refuses to
     install them from any other.
     """
+
+
+class BlockingCallError(DurablyError, RuntimeError):
+    """A blocking method was called on an event loop that runs durably's jobs.
+
+    That loop is the one the asyncio engine was started on, or durably's own
+    loop where the thread engine runs ``async def`` jobs. Blocking it stalls
+    every job on it, and a call that waits for a run (``trigger_and_wait``,
+    ``wait_for_run``, ``stop``) waits for work only that loop can do: it
+    would never return. The message names the ``_async`` twin to await.
+    """

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
 from sqlalchemy.engine import Connection
 
 from . import serialization
+from .bridge import blocking
 from .core.enqueue import EnqueueRequest
 from .errors import ValidationError
 from .models import Run
@@ -176,6 +177,7 @@ class Job(Generic[InputT, OutputT]):
     def __repr__(self) -> str:
         return f"<Job {self.name!r}>"
 
+    @blocking
     def trigger(
         self,
         input: InputT,
@@ -221,6 +223,7 @@ class Job(Generic[InputT, OutputT]):
         )
         return (await self._durably.enqueue_async([request]))[0]
 
+    @blocking
     def batch_trigger(
         self,
         items: Sequence[InputT | TriggerItem[InputT]],
@@ -266,6 +269,7 @@ class Job(Generic[InputT, OutputT]):
             requests.append(request)
         return requests
 
+    @blocking
     def trigger_and_wait(
         self,
         input: InputT,
@@ -315,11 +319,13 @@ class Job(Generic[InputT, OutputT]):
         done = await self._durably.wait_for_run_async(run.id, timeout=timeout)
         return done.with_disposition(run.disposition)
 
+    @blocking
     def get_run(self, run_id: str) -> Run | None:
         """The run, or None if it does not exist or belongs to another job."""
         run = self._durably.get_run(run_id)
         return run if run is not None and run.job_name == self.name else None
 
+    @blocking
     def get_runs(
         self,
         *,

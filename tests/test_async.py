@@ -579,7 +579,7 @@ def test_a_slot_claims_nothing_more_once_the_worker_is_stopping(
     async def main() -> None:
         await durably.start_async()
         deadline = asyncio.get_running_loop().time() + WAIT
-        while durably.get_run(first.id).status is not RunStatus.LEASED:  # type: ignore[union-attr]
+        while (await durably.get_run_async(first.id)).status is not RunStatus.LEASED:  # type: ignore[union-attr]
             assert asyncio.get_running_loop().time() < deadline
             await asyncio.sleep(0.01)
         stopping = asyncio.create_task(durably.stop_async())

@@ -72,7 +72,7 @@ class Runtime:
     maintenance: Maintenance = field(init=False)
     leases: ActiveLeases = field(default_factory=ActiveLeases)
     heartbeat: Heartbeat = field(init=False)
-    loop_thread: LoopThread = field(default_factory=LoopThread)
+    loop_thread: LoopThread = field(default_factory=lambda: LoopThread(runs_jobs=True))
     """Where ``async def`` jobs run when sync code (the thread engine) executes them."""
     db_threads: Threads = field(init=False)
     """Where async code runs blocking database work, so none of it blocks an event loop."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from .. import config
+from ..bridge import blocking
 from ..clock import now_ms, to_ms
 from ..core import operation
 from ..core import runs as run_store
@@ -17,6 +18,7 @@ from .triggering import Triggering
 
 
 class Changing(Triggering):
+    @blocking
     def cancel(self, run_id: str) -> Run:
         """Cancel a pending or leased run. A running run stops at its next step boundary."""
         self._ensure_schema()
@@ -30,6 +32,7 @@ class Changing(Triggering):
         )
         return run
 
+    @blocking
     def delete_run(self, run_id: str) -> None:
         """Delete a terminal run with its steps, logs and labels."""
         self._ensure_schema()
@@ -39,6 +42,7 @@ class Changing(Triggering):
             EventType.RUN_DELETE, run_id=run.id, job_name=run.job_name, labels=run.labels
         )
 
+    @blocking
     def retry(self, run_id: str) -> Run:
         """Resume a failed or cancelled run: back to pending, completed steps kept.
 
@@ -58,6 +62,7 @@ class Changing(Triggering):
         self._runtime.wake_workers()
         return run
 
+    @blocking
     def retrigger(self, run_id: str) -> Run:
         """A fresh run (new id) with the same job, input, labels and concurrency key."""
         run = self._current_run(run_id)
@@ -72,6 +77,7 @@ class Changing(Triggering):
         )
         return self.enqueue([request])[0]
 
+    @blocking
     def purge_runs(self, older_than: datetime, limit: int = config.DEFAULT_PURGE_LIMIT) -> int:
         """Delete up to ``limit`` terminal runs completed before ``older_than``; returns how many."""
         if not isinstance(older_than, datetime):

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 
-from ..bridge import threadsafe_setter, wait_event
+from ..bridge import blocking, threadsafe_setter, wait_event
 from ..clock import now_ms
 from ..core import runs as run_store
 from ..core.maintenance import list_workers
@@ -27,10 +27,12 @@ from .base import FacadeBase
 
 
 class Reading(FacadeBase):
+    @blocking
     def get_run(self, run_id: str) -> Run | None:
         row = self._reads.read(run_store.get_run, run_id)
         return None if row is None else Run.from_row(row)
 
+    @blocking
     def get_runs(
         self,
         *,
@@ -51,15 +53,19 @@ class Reading(FacadeBase):
         rows = self._reads.read(run_store.list_runs, run_filter)
         return [Run.from_row(row) for row in rows]
 
+    @blocking
     def get_failed_runs(self, limit: int | None = None) -> list[Run]:
         return self.get_runs(status=RunStatus.FAILED, limit=limit)
 
+    @blocking
     def get_steps(self, run_id: str) -> list[Step]:
         return [Step.from_row(row) for row in self._reads.read(run_store.get_steps, run_id)]
 
+    @blocking
     def get_logs(self, run_id: str) -> list[LogEntry]:
         return [LogEntry.from_row(row) for row in self._reads.read(run_store.get_logs, run_id)]
 
+    @blocking
     def get_queue_stats(self) -> QueueStats:
         """Pending and running run counts and the age of the oldest pending run."""
         counts, oldest = self._reads.read(run_store.queue_stats)
@@ -70,6 +76,7 @@ class Reading(FacadeBase):
             oldest_pending_age=age,
         )
 
+    @blocking
     def get_workers(self) -> list[WorkerInfo]:
         """Registered worker engines, live and stale (no heartbeat within ``stale_threshold``)."""
         stale_before = now_ms() - self._runtime.settings.lease_ms
@@ -78,6 +85,7 @@ class Reading(FacadeBase):
 
     # -- waiting ----------------------------------------------------------------
 
+    @blocking
     def wait_for_run(
         self, run_id: str, timeout: float | None = None, *, polling_interval: float | None = None
     ) -> Run:
