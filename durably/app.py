@@ -98,6 +98,7 @@ class Durably(Changing, Reading):
         preserve_steps: bool = False,
         retain_runs: timedelta | str | None = None,
         lock_timeout: float = config.DEFAULT_LOCK_TIMEOUT,
+        max_recoveries: int | None = config.DEFAULT_MAX_RECOVERIES,
         synchronous: str = "NORMAL",
         worker_id: str | None = None,
         auth_token: str | None = None,
@@ -111,6 +112,7 @@ class Durably(Changing, Reading):
             preserve_steps=preserve_steps,
             retain_runs=retain_runs,
             lock_timeout=lock_timeout,
+            max_recoveries=max_recoveries,
         )
         db = Database(
             url,
@@ -154,7 +156,9 @@ class Durably(Changing, Reading):
     # -- jobs -----------------------------------------------------------------
 
     @overload
-    def job(self, name: str) -> JobDecorator: ...
+    def job(
+        self, name: str, *, max_recoveries: int | config.Inherit | None = config.INHERIT
+    ) -> JobDecorator: ...
 
     @overload
     def job(self, name: AsyncJobFunction[InputT, OutputT]) -> Job[InputT, OutputT]: ...
@@ -162,21 +166,27 @@ class Durably(Changing, Reading):
     @overload
     def job(self, name: JobFunction[InputT, OutputT]) -> Job[InputT, OutputT]: ...
 
-    def job(self, name: Any) -> Any:
+    def job(
+        self, name: Any, *, max_recoveries: int | config.Inherit | None = config.INHERIT
+    ) -> Any:
         """Register a job: ``@durably.job("name")`` (or bare ``@durably.job``: the function name).
 
         The function may be ``def job(step, input)`` or ``async def job(step,
-        input)``; either engine runs either kind.
+        input)``; either engine runs either kind. ``max_recoveries`` overrides
+        the instance's setting for this job's runs.
         """
+        if max_recoveries is config.INHERIT:
+            max_recoveries = self.settings.max_recoveries
+        max_recoveries = config.check_max_recoveries(max_recoveries)
         if callable(name):
-            return self._register(name.__name__, name)
+            return self._register(name.__name__, name, max_recoveries)
 
         def decorator(fn: Any) -> Any:
-            return self._register(name, fn)
+            return self._register(name, fn, max_recoveries)
 
         return decorator
 
-    def _register(self, name: str, fn: Any) -> Job[Any, Any]:
+    def _register(self, name: str, fn: Any, max_recoveries: int | None) -> Job[Any, Any]:
         if not isinstance(name, str) or not name or len(name) > 255:
             raise ValidationError("A job name must be a non-empty string of at most 255 characters")
         registry = self._registry
@@ -185,7 +195,7 @@ class Durably(Changing, Reading):
             if existing.fn is fn:
                 return existing
             raise ValidationError(f'Job "{name}" is already registered with a different function')
-        job: Job[Any, Any] = Job(self, name, fn)
+        job: Job[Any, Any] = Job(self, name, fn, max_recoveries=max_recoveries)
         registry[name] = job
         return job
 
@@ -374,7 +384,7 @@ class Durably(Changing, Reading):
         def`` job runs on durably's event-loop thread while this one waits.
         """
         self._ensure_schema()
-        claimed = self._runtime.service.claim(self.worker_id)
+        claimed = self._runtime.service.claim(self.worker_id, self._registry)
         if claimed is None:
             return False
         execute(self._runtime, claimed)
@@ -385,7 +395,7 @@ class Durably(Changing, Reading):
         runtime = self._runtime
         await runtime.call(self._ensure_schema)
         claimed = await operation.run_async(
-            runtime.service.claim_op(self.worker_id), runtime.async_db
+            runtime.service.claim_op(self.worker_id, self._registry), runtime.async_db
         )
         if claimed is None:
             return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import math
 import re
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ DEFAULT_LOCK_TIMEOUT = 30.0
 DEFAULT_PURGE_LIMIT = 500
 MAINTENANCE_INTERVAL = 60.0
 """Seconds between idle maintenance passes (retention purge, worker reaping, WAL checkpoint)."""
+DEFAULT_MAX_RECOVERIES = 5
+"""Times a run is taken over after its worker died before it is failed as a poison run."""
 AUTO_PURGE_BATCH = 100
 WORKER_DEAD_AFTER_STALE_THRESHOLDS = 10
 """A worker row whose heartbeat is this many stale thresholds old is deleted by the reaper."""
@@ -50,6 +53,27 @@ def parse_duration(value: timedelta | str) -> timedelta:
     return timedelta(seconds=amount * _UNIT_SECONDS[match.group(2)])
 
 
+class Inherit(enum.Enum):
+    """The type of :data:`INHERIT`."""
+
+    INHERIT = "inherit"
+
+
+INHERIT = Inherit.INHERIT
+"""A job option left unset: the job uses the ``Durably`` instance's setting."""
+
+
+def check_max_recoveries(value: int | None) -> int | None:
+    """A validated ``max_recoveries``: a count of recoveries, or None for no limit."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError(
+            f"max_recoveries must be a non-negative integer or None, got {value!r}"
+        )
+    return value
+
+
 def _positive(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError(f"{name} must be a number of seconds")
@@ -69,6 +93,7 @@ class Settings:
     preserve_steps: bool = False
     retain_runs: timedelta | None = None
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    max_recoveries: int | None = DEFAULT_MAX_RECOVERIES
 
     @classmethod
     def build(
@@ -81,6 +106,7 @@ class Settings:
         preserve_steps: bool,
         retain_runs: timedelta | str | None,
         lock_timeout: float,
+        max_recoveries: int | None = DEFAULT_MAX_RECOVERIES,
     ) -> Settings:
         polling_interval = _positive("polling_interval", polling_interval)
         heartbeat_interval = _positive("heartbeat_interval", heartbeat_interval)
@@ -107,6 +133,7 @@ class Settings:
             preserve_steps=bool(preserve_steps),
             retain_runs=None if retain_runs is None else parse_duration(retain_runs),
             lock_timeout=lock_timeout,
+            max_recoveries=check_max_recoveries(max_recoveries),
         )
 
     @property

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection
 
 from . import serialization
 from .bridge import blocking
+from .config import DEFAULT_MAX_RECOVERIES
 from .core.enqueue import EnqueueRequest
 from .errors import ValidationError
 from .models import Run
@@ -166,9 +167,13 @@ class Job(Generic[InputT, OutputT]):
         durably: JobHost,
         name: str,
         fn: JobFunction[InputT, OutputT] | AsyncJobFunction[InputT, OutputT],
+        *,
+        max_recoveries: int | None = DEFAULT_MAX_RECOVERIES,
     ) -> None:
         self.name = name
         self.fn = fn
+        self.max_recoveries = max_recoveries
+        """Recoveries after which a run of this job is failed as a poison run (None: never)."""
         self.is_async = inspect.iscoroutinefunction(fn)
         self._durably = durably
         self.__doc__ = fn.__doc__

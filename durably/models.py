@@ -62,6 +62,8 @@ class Run:
     completed_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    recovery_count: int = 0
+    """Times the run was taken over after its worker stopped renewing its lease."""
     disposition: Disposition | None = field(default=None, compare=False)
 
     @property
@@ -105,6 +107,7 @@ class Run:
             completed_at=None,
             created_at=created_at,
             updated_at=created_at,
+            recovery_count=0,
             disposition=Disposition.CREATED,
         )
 
@@ -135,6 +138,7 @@ class Run:
             completed_at=maybe_datetime(row["completed_at"]),
             created_at=to_datetime(row["created_at"]),
             updated_at=to_datetime(row["updated_at"]),
+            recovery_count=row["recovery_count"],
             disposition=disposition,
         )
 

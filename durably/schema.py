@@ -88,6 +88,10 @@ runs = Table(
     Column("completed_at", BigInteger),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    # Claims of this run after a lease expired (its worker died or lost
+    # touch): a run that keeps killing its worker stops after max_recoveries.
+    # Last, where the revision that added it put it.
+    Column("recovery_count", Integer, nullable=False, server_default="0"),
     # One idempotency key per job, for the life of the run row.
     Index(
         "ux_durably_runs_job_idempotency",

@@ -82,8 +82,12 @@ def fake_clock(durably: Durably, clock: FakeClock | None = None) -> Iterator[Fak
 
 
 def claim(durably: Durably, worker_id: str = "test-worker") -> ClaimedRun | None:
-    """Lease the next claimable run as worker ``worker_id`` would, without running it."""
-    return durably._runtime.service.claim(worker_id)
+    """Lease the next claimable run as worker ``worker_id`` would, without running it.
+
+    Like a worker of ``durably``, it claims only runs of the jobs ``durably``
+    has registered.
+    """
+    return durably._runtime.service.claim(worker_id, durably._runtime.registry)
 
 
 def expire_lease(durably: Durably, run_id: str) -> None:

@@ -11,7 +11,7 @@ thread.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from ..clock import now_ms
 from ..config import Settings
@@ -33,12 +33,12 @@ class LeaseService:
 
     # -- claim ----------------------------------------------------------------
 
-    def claim_op(self, worker_id: str) -> Operation[ClaimedRun | None]:
-        """Lease the next claimable run (see :mod:`durably.core.claim`)."""
-        return claim_op(worker_id, self.clock(), self.settings)
+    def claim_op(self, worker_id: str, job_names: Collection[str]) -> Operation[ClaimedRun | None]:
+        """Lease the next claimable run of ``job_names`` (see :mod:`durably.core.claim`)."""
+        return claim_op(worker_id, self.clock(), self.settings, job_names)
 
-    def claim(self, worker_id: str) -> ClaimedRun | None:
-        return run(self.claim_op(worker_id), self.db)
+    def claim(self, worker_id: str, job_names: Collection[str]) -> ClaimedRun | None:
+        return run(self.claim_op(worker_id, job_names), self.db)
 
     # -- heartbeat ------------------------------------------------------------
 
@@ -47,9 +47,10 @@ class LeaseService:
     ) -> Operation[RenewOutcome]:
         """Renew every lease held and mark the workers alive, in one transaction.
 
-        A lease that has already expired cannot be renewed: once expired, the
-        run belongs to whoever claims it next. A renewed lease's local
-        deadline is counted from before the write.
+        A lease is renewed while its holder holds it, expired or not: it is
+        lost once another worker claims the run (or it ends, or is
+        cancelled). A renewed lease's local deadline is counted from before
+        the write.
         """
         started = time.monotonic()
         now = self.clock()
@@ -93,10 +94,16 @@ class LeaseService:
         return lease_writes.set_progress_op(lease, self.clock(), progress_json)
 
     def append_log_op(
-        self, run_id: str, *, step_name: str | None, level: str, message: str, data_json: str | None
-    ) -> Operation[None]:
+        self,
+        lease: Lease,
+        *,
+        step_name: str | None,
+        level: str,
+        message: str,
+        data_json: str | None,
+    ) -> Operation[bool]:
         return lease_writes.append_log_op(
-            run_id,
+            lease,
             self.clock(),
             step_name=step_name,
             level=level,

@@ -52,14 +52,18 @@ _SET_PROGRESS = (
     .where(FENCE)
     .values(progress=sa.bindparam("run_progress", type_=sa.Text), updated_at=NOW)
 )
-_INSERT_LOG = logs.insert().values(
-    run_id=sa.bindparam("run_id", type_=sa.String),
-    step_name=sa.bindparam("step_name", type_=sa.String),
-    level=sa.bindparam("level", type_=sa.String),
-    message=sa.bindparam("message", type_=sa.Text),
-    data=sa.bindparam("data", type_=sa.Text),
-    created_at=NOW,
+_INSERT_LOG = logs.insert().from_select(
+    ["run_id", "step_name", "level", "message", "data", "created_at"],
+    sa.select(
+        sa.bindparam("fence_run", type_=sa.String),
+        sa.bindparam("step_name", type_=sa.String),
+        sa.bindparam("level", type_=sa.String),
+        sa.bindparam("message", type_=sa.Text),
+        sa.bindparam("data", type_=sa.Text),
+        NOW,
+    ).where(sa.exists().where(FENCE)),
 )
+"""A log line, inserted only if the lease still holds: a stale worker's lines are dropped."""
 
 
 def _ended_as(status: RunStatus, **values: Any) -> sa.Update:
@@ -95,8 +99,30 @@ _DELETE_STEPS = steps.delete().where(
 _DELETE_LOGS = logs.delete().where(
     logs.c.run_id == sa.bindparam("fence_run", type_=sa.String), _COMPLETED_BY_US
 )
-_RELEASE = runs.update().where(FENCE).values(lease_expires_at=NOW, updated_at=NOW)
-"""The lease expires now, so any worker may claim the run at once."""
+_SAME_KEY = runs.alias("same_key")
+_CAN_WAIT_AS_PENDING = sa.or_(
+    runs.c.concurrency_key.is_(None),
+    ~sa.exists().where(
+        _SAME_KEY.c.job_name == runs.c.job_name,
+        _SAME_KEY.c.concurrency_key == runs.c.concurrency_key,
+        _SAME_KEY.c.status == sql_status(RunStatus.PENDING),
+    ),
+)
+"""The run may be pending again: no other pending run of its job has its concurrency key."""
+_RELEASE = (
+    runs.update()
+    .where(FENCE)
+    .values(
+        status=sa.case((_CAN_WAIT_AS_PENDING, sql_status(RunStatus.PENDING)), else_=runs.c.status),
+        lease_expires_at=sa.case((_CAN_WAIT_AS_PENDING, sa.null()), else_=NOW),
+        lease_owner=sa.null(),
+        updated_at=NOW,
+    )
+)
+"""The run is pending again (or, beside a pending run of its key, its lease expires now).
+
+Either way any worker may claim it at once, in its place in the queue, and
+no recovery is counted: ``lease_owner`` is cleared (see ``WAS_ABANDONED``)."""
 _TOUCH_WORKER = (
     workers.update()
     .where(workers.c.id == sa.bindparam("worker_id", type_=sa.String))
@@ -104,10 +130,14 @@ _TOUCH_WORKER = (
 )
 _RENEW = (
     runs.update()
-    .where(FENCE, runs.c.lease_expires_at > NOW)
+    .where(FENCE)
     .values(lease_expires_at=sa.bindparam("expires", type_=sa.BigInteger), updated_at=NOW)
 )
-"""A lease that has already expired is not renewed: the run is then anyone's to claim."""
+"""The lease lasts longer, if its holder still holds it.
+
+A lease that expired but that nobody claimed since (the generation is
+unchanged: a claim increments it) is renewed too: a renewal the database
+kept waiting for its lock must not throw away the run's work."""
 
 
 def persist_step_op(
@@ -146,17 +176,24 @@ def set_progress_op(lease: Lease, now: int, progress_json: str | None) -> Operat
 
 
 def append_log_op(
-    run_id: str, now: int, *, step_name: str | None, level: str, message: str, data_json: str | None
-) -> Operation[None]:
+    lease: Lease,
+    now: int,
+    *,
+    step_name: str | None,
+    level: str,
+    message: str,
+    data_json: str | None,
+) -> Operation[bool]:
+    """Store one log line of the run (fenced); False when the lease is no longer ours."""
     params = {
-        "run_id": run_id,
+        **fence(lease, now),
         "step_name": step_name,
         "level": level,
         "message": message,
         "data": data_json,
-        "now": now,
     }
-    yield Write([(_INSERT_LOG, params)])
+    (outcome,) = yield Write([(_INSERT_LOG, params)])
+    return bool(outcome.rowcount == 1)
 
 
 def complete_op(
@@ -189,11 +226,7 @@ def fail_op(lease: Lease, now: int, error: str) -> Operation[tuple[bool, str | N
 
 
 def release_op(lease: Lease, now: int) -> Operation[bool]:
-    """Give a lease up early (interrupted, shutting down): the run is reclaimable now.
-
-    The lease is expired rather than the run reset to pending, so no
-    uniqueness rule can refuse it; the next claim takes it in FIFO order.
-    """
+    """Hand a run back early (interrupted, shutting down): it is claimable now, and shows so."""
     (outcome,) = yield Write([(_RELEASE, fence(lease, now))])
     return bool(outcome.rowcount == 1)
 

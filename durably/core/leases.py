@@ -36,9 +36,10 @@ class AbortReason:
 class Lease:
     """This process's hold on one claimed run.
 
-    ``deadline`` is the local (monotonic) time at which the lease must be
-    assumed lost even if the database cannot be reached to find out: the
-    watchdog that keeps a partitioned worker from starting more steps.
+    ``deadline`` is the local (monotonic) time after which the lease may
+    have expired in the database: past it, the run starts no step before a
+    renewal confirms the lease (``Execution.confirm_lease_op``), so a worker
+    cut off from the database starts no more work.
     """
 
     run_id: str
@@ -117,6 +118,13 @@ FENCE = sa.and_(
 )
 """Matches the run only while this lease holds it: parameters ``fence_run``, ``fence_generation``."""
 NOW = sa.bindparam("now", type_=sa.BigInteger)
+WAS_ABANDONED = sa.and_(
+    runs.c.status == sql_status(RunStatus.LEASED), runs.c.lease_owner.is_not(None)
+)
+"""The run's lease was left to expire by its holder (not given back): taking it is a recovery.
+
+A worker that hands a run back clears ``lease_owner``; one that crashed,
+was killed or lost touch with the database leaves it set."""
 
 
 def fence(lease: Lease, now: int) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from ..schema import runs, workers
 from ..status import RunStatus
 from ..storage.driver_errors import unique_violation
 from ..storage.statements import Outcome
-from .leases import NOW, WorkerIdentity
+from .leases import NOW, WAS_ABANDONED, WorkerIdentity
 from .operation import Operation, Transaction, Write
 from .runs import purge_op
 
@@ -79,7 +79,8 @@ def release_expired(conn: Connection, now: int) -> int:
     Claiming does not depend on this (a claim takes expired leases
     directly). A run whose job already has a pending run with the same
     concurrency key stays leased-and-expired: the claim still picks it up
-    first, because it is older. No run is ever failed for being stale.
+    first, because it is older. An expired lease its holder did not give
+    back counts as a recovery, as when a claim takes it directly.
     """
     expired = list(
         conn.execute(
@@ -94,7 +95,13 @@ def release_expired(conn: Connection, now: int) -> int:
                 .where(
                     runs.c.id == run_id, runs.c.status == _LEASED, runs.c.lease_expires_at <= now
                 )
-                .values(status=_PENDING, lease_owner=None, lease_expires_at=None, updated_at=now)
+                .values(
+                    status=_PENDING,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    recovery_count=runs.c.recovery_count + sa.case((WAS_ABANDONED, 1), else_=0),
+                    updated_at=now,
+                )
             )
         except Exception as exc:
             if unique_violation(exc) is None:

@@ -155,6 +155,7 @@ _RETRY = (
         completed_at=sa.null(),
         lease_owner=sa.null(),
         lease_expires_at=sa.null(),
+        recovery_count=0,  # a retry starts a fresh count towards max_recoveries
         updated_at=_NOW,
     )
     .returning(*runs.c)

@@ -61,6 +61,8 @@ class AsyncExecution(Execution):
 
     async def run_step_async(self, name: str, fn: Callable[[], Any]) -> Any:
         """Run a step: a coroutine function on the loop, a ``def`` function in a thread."""
+        if self.lease.expired_locally:
+            await operation.run_async(self.confirm_lease_op(), self.runtime.async_db)
         attempt = self.begin_step(name)
         if attempt.replayed:
             return attempt.output

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from ..bridge import Threads, threadsafe_setter, wait_event
 from ..core import operation
 from ..core.leases import ClaimedRun, WorkerIdentity
-from .claim_loop import ClaimPolicy
+from .claim_loop import GIVE_UP_GRACE, ClaimPolicy
 from .run import execute_async
 from .runtime import Runtime
 
@@ -62,8 +62,11 @@ class AsyncioWorker:
         """Stop claiming; wait for in-flight runs (at most ``timeout`` seconds).
 
         Runs still going after ``timeout`` are asked to stop at their next
-        step boundary; their leases are released so another worker resumes
-        them at once from their completed steps.
+        step boundary (an awaiting ``async def`` step is cancelled); their
+        leases are released so another worker resumes them at once from
+        their completed steps. A run inside a ``def`` step that goes on is
+        handed back all the same and its task cancelled (the step's thread
+        finishes the step): this returns about ``timeout`` seconds in.
         """
         self.policy.stopping = True
         self._wake.set()
@@ -72,7 +75,11 @@ class AsyncioWorker:
             await self._task
         if not await wait_event(self._idle, timeout):
             self.policy.give_up_runs()
-            await self._idle.wait()
+            if not await wait_event(self._idle, GIVE_UP_GRACE):
+                await operation.run_async(self.policy.hand_back_op(), self.runtime.async_db)
+                for task in self._runs:
+                    task.cancel()
+                await wait_event(self._idle, GIVE_UP_GRACE)
         self._step_threads.shutdown(wait=False)
         self.policy.registered(False)
         try:

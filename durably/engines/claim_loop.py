@@ -15,7 +15,10 @@ both engines, and made here:
 * **maintenance**: an idle worker (no run in any slot) runs the idle
   maintenance, at most once per interval;
 * **errors**: a failed claim is reported as ``worker:error`` and retried
-  after a jittered exponential backoff.
+  after a jittered exponential backoff;
+* **stopping**: no more claims; in-flight runs get the stop's timeout, then
+  are told to stop at their next step, and those still inside a step a
+  moment later are handed back (:meth:`ClaimPolicy.hand_back_op`).
 
 Each engine's loop (:mod:`durably.engines.threads`,
 :mod:`durably.engines.asyncio`) is these decisions spelled in its own kind
@@ -34,6 +37,11 @@ from ..events import EventType
 from .runtime import Runtime
 
 MAX_ERROR_BACKOFF = 30.0
+GIVE_UP_GRACE = 0.3
+"""Seconds a stopping worker waits, once it told its runs to stop, for those between steps.
+
+A run still inside a step after that is handed back at once (its step
+cannot be interrupted), so ``stop(timeout)`` returns soon after ``timeout``."""
 
 
 def error_backoff(failures: int, base: float) -> float:
@@ -61,7 +69,7 @@ class ClaimPolicy:
         return active < self.slots
 
     def claim_op(self) -> Operation[ClaimedRun | None]:
-        return self.runtime.service.claim_op(self.worker_id)
+        return self.runtime.service.claim_op(self.worker_id, self.runtime.registry)
 
     def claimed(self) -> None:
         """A claim went through (whether or not it found a run)."""
@@ -119,6 +127,21 @@ class ClaimPolicy:
         for lease in self.runtime.leases.snapshot():
             if lease.owner == self.worker_id:
                 lease.abort(AbortReason.SHUTDOWN)
+
+    def hand_back_op(self) -> Operation[None]:
+        """Hand back the runs this worker still holds, each inside a step that outlived the stop.
+
+        They are pending again at once, for another worker to resume from
+        their completed steps; a step that returns later has its result
+        refused by the fence. A failure is reported: the lease then expires.
+        """
+        for lease in self.runtime.leases.snapshot():
+            if lease.owner != self.worker_id:
+                continue
+            try:
+                yield from self.runtime.service.release_op(lease)
+            except Exception as exc:
+                self.report(exc, "shutdown-hand-back", lease.run_id)
 
     def report(self, exc: BaseException, context: str, run_id: str | None = None) -> None:
         self.runtime.events.emit(

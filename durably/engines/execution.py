@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .. import serialization
 from ..clock import now_ms, to_datetime
 from ..core import operation
+from ..core.claim import recovery_limit_error
 from ..core.leases import AbortReason, ClaimedRun, Lease
 from ..core.operation import Operation
 from ..errors import CancelledError, DatabaseError, DurablyError, LeaseLostError, ValidationError
@@ -65,19 +66,35 @@ class Execution:
         self.completed: dict[str, str | None] = dict(claimed.completed_steps)
         self.position = 0
         self.current_step: str | None = None
+        self.stop_seen = False
+        """The job was told to stop since its current step began (it may have cut it short)."""
 
     # -- aborting -----------------------------------------------------------
 
     def should_stop(self) -> bool:
-        lease = self.lease
-        if lease.aborted.is_set():
-            return True
-        if lease.expired_locally:
-            # No successful heartbeat within the lease: another worker may own
-            # the run now, whether or not we can reach the database to ask.
-            lease.abort(AbortReason.LEASE_LOST)
+        if self.lease.aborted.is_set():
+            self.stop_seen = True
             return True
         return False
+
+    def confirm_lease_op(self) -> Operation[None]:
+        """Renew a lease past its local deadline before the run starts another step.
+
+        No renewal landed within the lease (the database was busy or out of
+        reach): another worker may have taken the run. Time alone does not
+        say so; the fenced renewal does. It lands if nobody claimed the run
+        since (the generation is unchanged), and the run goes on; refused,
+        or failed, the run stops and is left to its lease.
+        """
+        lease = self.lease
+        try:
+            outcome = yield from self.runtime.service.heartbeat_op([], [lease])
+        except Exception as exc:
+            self._worker_error(exc, "lease-confirmation")
+            lease.abort(AbortReason.LEASE_LOST)
+            return
+        for lost, reason in outcome.lost:
+            lost.abort(reason)
 
     def check_abort(self) -> None:
         if self.should_stop():
@@ -121,6 +138,7 @@ class Execution:
                     f"The stored output of step {name!r} cannot be decoded; the run cannot resume"
                 ) from None
             return StepAttempt(name, index, replayed=True, output=output)
+        self.stop_seen = False
         attempt = StepAttempt(
             name, index, replayed=False, started_at=now_ms(), started=time.monotonic()
         )
@@ -151,10 +169,15 @@ class Execution:
     def step_returned_op(self, attempt: StepAttempt, result: Any) -> Operation[Any]:
         """Record a step's result (fenced) and return its JSON round-trip."""
         self.current_step = None
-        # Told to stop while the step ran (cancel, lost lease, shutdown): the
-        # step may have cut its work short on seeing it, so its result is not
-        # recorded. The next worker runs the step again.
-        if self.should_stop():
+        # Told to stop while the step ran: a cancelled run records nothing
+        # more, and a step that saw the stop (``step.cancelled``,
+        # ``step.wait``) may have cut its work short. Otherwise the step did
+        # all its work: the fenced write keeps it if the lease still holds
+        # (a shutdown, a lease that outlived its local deadline), and the
+        # run then stops at its next step.
+        if self.lease.aborted.is_set() and (
+            self.stop_seen or self.lease.abort_reason == AbortReason.CANCELLED
+        ):
             raise self.interrupted(attempt)
         try:
             output_json = serialization.dumps(result, what=f"The output of step {attempt.name!r}")
@@ -209,6 +232,8 @@ class Execution:
     # -- a def step -----------------------------------------------------------
 
     def run_step(self, name: str, fn: Callable[[], Any]) -> Any:
+        if self.lease.expired_locally:
+            operation.run(self.confirm_lease_op(), self.runtime.db)
         attempt = self.begin_step(name)
         if attempt.replayed:
             return attempt.output
@@ -227,7 +252,8 @@ class Execution:
         return operation.run(self.step_returned_op(attempt, result), db)
 
     def wait(self, seconds: float) -> bool:
-        return self.lease.aborted.wait(seconds) or self.should_stop()
+        self.lease.aborted.wait(seconds)
+        return self.should_stop()
 
     # -- progress and logs ----------------------------------------------------
 
@@ -249,7 +275,7 @@ class Execution:
             raise ValidationError("A log message must be a string")
         data_json = None if data is None else serialization.dumps(data, what="Log data")
         write = self.runtime.service.append_log_op(
-            self.lease.run_id,
+            self.lease,
             step_name=self.current_step,
             level=level.value,
             message=message,
@@ -265,7 +291,11 @@ class Execution:
         )
 
     def store(self, context: str, write: Operation[Any]) -> None:
-        """A progress/log write: best effort (a failure is a ``worker:error``, not a job error)."""
+        """A progress/log write: best effort (a failure is a ``worker:error``, not a job error).
+
+        Both are fenced: a worker that lost its lease has them refused, and
+        learns that it lost it at its next step write.
+        """
         try:
             operation.run(write, self.runtime.db)
         except DurablyError as exc:
@@ -284,6 +314,9 @@ class Execution:
         job = self.runtime.registry.get(self.lease.job_name)
         if job is None:
             return f"Unknown job: {self.lease.job_name}"
+        too_many = recovery_limit_error(self.claimed.row["recovery_count"], job.max_recoveries)
+        if too_many is not None:
+            return too_many
         try:
             job_input = serialization.loads(self.claimed.row["input"])
         except ValueError:

@@ -1,8 +1,8 @@
 """The heartbeat: one thread per process that renews every held lease.
 
 All leases (and worker rows) are renewed in one write transaction per tick.
-A failed renewal is reported as ``worker:error``; the lease's local deadline
-still stops the run from starting new steps. A thread of its own, shared by
+A failed renewal is reported as ``worker:error``; past the lease's local
+deadline, the run confirms its lease itself before it starts another step. A thread of its own, shared by
 both engines, so that a busy event loop cannot delay it.
 """
 

@@ -25,13 +25,16 @@ P = ParamSpec("P")
 
 
 class RegisteredJob(Protocol):
-    """What an engine needs of a job: its function, and whether it is ``async def``."""
+    """What an engine needs of a job: its function, whether it is ``async def``, its limits."""
 
     @property
     def fn(self) -> Callable[..., Any]: ...
 
     @property
     def is_async(self) -> bool: ...
+
+    @property
+    def max_recoveries(self) -> int | None: ...
 
 
 class ActiveLeases:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from ..core import operation
 from ..core.leases import ClaimedRun, WorkerIdentity
-from .claim_loop import ClaimPolicy
+from .claim_loop import GIVE_UP_GRACE, ClaimPolicy
 from .run import execute
 from .runtime import Runtime
 
@@ -73,19 +73,25 @@ class ThreadWorker:
 
         Runs still going after ``timeout`` are asked to stop at their next
         step boundary; their leases are released so another worker resumes
-        them at once from their completed steps.
+        them at once from their completed steps. A run inside a step that
+        goes on is handed back all the same, and its slot thread (a daemon)
+        left to finish the step: this returns about ``timeout`` seconds in.
         """
         self.policy.stopping = True
         self._wake.set()
         self._remove_waker()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
-        if not self._wait_idle(timeout):
+        idle = self._wait_idle(timeout)
+        if not idle:
             self.policy.give_up_runs()
+            idle = self._wait_idle(GIVE_UP_GRACE)
+            if not idle:
+                operation.run(self.policy.hand_back_op(), self.runtime.db)
         for _slot in self._slot_threads:
             self._queue.put(None)
         for slot in self._slot_threads:
-            if slot is not threading.current_thread():
+            if idle and slot is not threading.current_thread():
                 slot.join()
         self.policy.registered(False)
         try:

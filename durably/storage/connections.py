@@ -152,7 +152,7 @@ class SharedWriter:
 
     def __init__(self, engine: Engine, busy_ms: int | None) -> None:
         self._engine = engine
-        self._busy_ms = busy_ms
+        self.busy_ms = busy_ms
         """The driver's busy timeout on a local file; None for a remote server."""
         self._driver_error = driver_error_of(engine)
         self._connection: PoolProxiedConnection | None = None
@@ -165,7 +165,7 @@ class SharedWriter:
             writer = None
         if writer is None:
             writer = checkout(self._engine)
-            if self._busy_ms is not None:
+            if self.busy_ms is not None:
                 try:
                     set_busy_timeout(writer, WRITER_BUSY_TIMEOUT_MS)
                 except self._driver_error as exc:
@@ -184,9 +184,9 @@ class SharedWriter:
         writer, self._connection = self._connection, None
         if writer is None:
             return
-        if self._busy_ms is not None and writer.is_valid:
+        if self.busy_ms is not None and writer.is_valid:
             try:
-                set_busy_timeout(writer, self._busy_ms)
+                set_busy_timeout(writer, self.busy_ms)
             except self._driver_error:
                 writer.invalidate()  # never back in the pool without its wait
                 return

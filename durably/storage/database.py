@@ -37,11 +37,13 @@ from .commit.turns import WriteTurns, lock_file_for
 from .connections import (
     DRIVER_BUSY_TIMEOUT_MS,
     SYNCHRONOUS_LEVELS,
+    WRITER_BUSY_TIMEOUT_MS,
     SharedWriter,
     check_same_sqlite,
     connect_outside_pool,
     create_engine,
     driver_error_of,
+    set_busy_timeout,
 )
 from .driver_errors import (
     is_driver_error,
@@ -61,7 +63,14 @@ P = ParamSpec("P")
 
 FIRST_BACKOFF = 0.0002
 """About one write transaction of another process: the lock is often free again by then."""
-MAX_BACKOFF = 0.25
+MAX_BACKOFF = 0.01
+"""The longest wait between two tries at a locked file.
+
+Short, because the program holding the lock may give it up only for
+moments: one that writes in a loop leaves gaps of a few tens of
+milliseconds, and a writer that sleeps longer than the gap can miss every
+one (SQLite's own busy handler sleeps up to 100 ms, which is why durably
+waits in Python instead). A try costs microseconds."""
 
 
 class Database:
@@ -181,10 +190,21 @@ class Database:
         self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any], *, write: bool
     ) -> T:
         with self.engine.connect() as conn:
-            if write:
-                conn = conn.execution_options(durably_write=True)
-            with conn.begin():
-                return fn(conn, *args, **kwargs)
+            if not write:
+                with conn.begin():
+                    return fn(conn, *args, **kwargs)
+            conn = conn.execution_options(durably_write=True)
+            # BEGIN IMMEDIATE fails at once on a locked file, to be retried
+            # in Python (see MAX_BACKOFF), not after the driver's busy wait.
+            busy_ms = self._writer.busy_ms
+            if busy_ms is not None:
+                set_busy_timeout(conn.connection, WRITER_BUSY_TIMEOUT_MS)
+            try:
+                with conn.begin():
+                    return fn(conn, *args, **kwargs)
+            finally:
+                if busy_ms is not None and conn.connection.is_valid:
+                    set_busy_timeout(conn.connection, busy_ms)
 
     def _retrying(self, attempt: Callable[[], T], deadline: float, *, in_turn: bool) -> T:
         """``attempt()`` once, and again while the database is locked, until ``deadline``.

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import pytest
 from sqlalchemy.engine import Connection
 
-from durably import Durably
+from durably import Durably, testing
 from durably.models import Run
 from tests.faults import held_by_another_process
 
@@ -280,12 +280,12 @@ class Cluster:
 
 def write(client: Durably, fn: Callable[[Connection], T]) -> T:
     """``fn(conn)`` in a write transaction of the client's, retried while the file is locked."""
-    return client._runtime.db.write(fn)
+    return testing.database(client).write(fn)
 
 
 def query(client: Durably, sql: str) -> list[tuple[Any, ...]]:
     """Rows of a read-only SQL statement (durably's read transaction, retried while locked)."""
-    return client._runtime.db.read(lambda conn: [tuple(r) for r in conn.exec_driver_sql(sql)])
+    return testing.database(client).read(lambda conn: [tuple(r) for r in conn.exec_driver_sql(sql)])
 
 
 LOCK_HOLDER = """

@@ -51,7 +51,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from durably import AsyncStepContext, Durably, DurablyError, StepContext
+from durably import AsyncStepContext, Durably, DurablyError, StepContext, testing
 
 _env = os.environ
 
@@ -63,6 +63,7 @@ durably = Durably(
     lock_timeout=float(_env.get("CRASH_LOCK_TIMEOUT", "30")),
     max_concurrent_runs=int(_env.get("CRASH_SLOTS", "1")),
     preserve_steps=True,  # the tests read which lease wrote each step
+    max_recoveries=int(_env.get("CRASH_MAX_RECOVERIES", "5")),
 )
 
 LOG_PATH = Path(_env["CRASH_LOG"])
@@ -141,6 +142,17 @@ async def _effect_async(step: AsyncStepContext, name: str) -> str:
     return f"{name}@{os.getpid()}"
 
 
+@durably.job("poison")
+def poison(step: StepContext, input: dict[str, Any]) -> None:
+    """A run whose step kills its worker process, as an out-of-memory kill or a segfault would."""
+
+    def explode() -> None:
+        record("start", step="explode", **_lease(step))
+        os._exit(17)
+
+    step.run("explode", explode)
+
+
 @durably.job("async-steps")
 async def async_steps(step: AsyncStepContext, input: dict[str, Any]) -> dict[str, Any]:
     """The same job as ``steps`` (without CRASH_BLOCK), as ``async def`` with async steps."""
@@ -156,7 +168,7 @@ async def async_steps(step: AsyncStepContext, input: dict[str, Any]) -> dict[str
 # wrappers and the asyncio engine both run the ``*_op`` methods, so wrapping
 # those audits every engine and every kind of job.
 
-_service = durably._runtime.service
+_service = testing.lease_service(durably)
 _persist_step_op = _service.persist_step_op
 _complete_op = _service.complete_op
 
@@ -215,7 +227,7 @@ if _env.get("CRASH_CONNECTION_MAX_AGE"):
     def _reopen_all() -> None:
         while True:
             time.sleep(_max_age)
-            durably._runtime.db.dispose()
+            testing.database(durably).dispose()
             # A connection that was checked out during the dispose goes back
             # to the old pool and stays open until that pool is garbage: an
             # idle worker allocates too little for that to happen on its own.
@@ -227,5 +239,5 @@ if _env.get("CRASH_CONNECTION_MAX_AGE"):
     # looked at again; the pool made by the dispose after the freeze is not
     # frozen, nor is any made later, so the collections still free them.
     gc.freeze()
-    durably._runtime.db.dispose()
+    testing.database(durably).dispose()
     threading.Thread(target=_reopen_all, name="crash-connection-turnover", daemon=True).start()

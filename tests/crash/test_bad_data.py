@@ -1,8 +1,9 @@
 """Runs that cannot be executed fail with a clear error; the worker process carries on.
 
-tests/test_worker.py covers a corrupted input and an unknown job in-process;
-this runs them, and a stored step result that cannot be decoded, through a
-real worker process, mixed with healthy runs in one queue. The bad rows are
+tests/behaviour/test_worker.py covers a corrupted input in-process; this runs
+it, and a stored step result that cannot be decoded, through a real worker
+process, mixed with healthy runs in one queue, with a run of a job the worker
+does not know (which it leaves pending, for a worker that knows the job). The bad rows are
 written before the worker starts, through the client (same driver).
 """
 
@@ -98,10 +99,13 @@ def test_bad_runs_fail_clearly_and_the_worker_process_carries_on(
 
     assert "input" in failed(bad_input.id).lower()
     assert "json" in failed(bad_input.id).lower()
-    assert failed(unknown.id) == "Unknown job: retired-job"
     error = failed(bad_step.id)
     assert "s1" in error
     assert "cannot be decoded" in error
+
+    unknown_now = client.get_run(unknown.id)
+    assert unknown_now is not None
+    assert (unknown_now.status, unknown_now.lease_owner) == ("pending", None)
 
     # Neither the damaged step nor anything after it ran; no bad run was executed at all.
     bad = {bad_input.id, unknown.id, bad_step.id}

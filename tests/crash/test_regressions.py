@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from durably import Durably, StepContext
+from durably import Durably, StepContext, testing
 from durably.events import Event
 from durably.schema import runs as runs_table
 from tests.faults import refuse_first_step_write
@@ -46,7 +46,7 @@ def test_a_heartbeat_racing_the_runs_own_completion_reports_no_lost_lease(
     """
     errors: list[Event] = []
     durably.on("worker:error", errors.append)
-    durably.on("run:complete", lambda event: durably._runtime.heartbeat.beat())
+    durably.on("run:complete", lambda event: testing.renew_leases(durably))
     run = _noop(durably).trigger("x")
 
     assert durably.process_one()
@@ -71,7 +71,7 @@ def test_a_database_error_while_storing_a_step_result_does_not_fail_the_run(
     Here the first result write raises, as it does when the lock outlives
     ``lock_timeout``.
     """
-    attempts = refuse_first_step_write(durably._runtime.service, monkeypatch)
+    attempts = refuse_first_step_write(testing.lease_service(durably), monkeypatch)
     run = _noop(durably).trigger("x")
     durably.process_one()
 
@@ -95,7 +95,7 @@ def test_a_run_with_corrupted_labels_fails_instead_of_poisoning_the_queue(
     """
     job = _noop(durably)
     bad = job.trigger("bad", labels={"team": "a"})
-    durably._runtime.db.write(
+    testing.database(durably).write(
         lambda conn: conn.execute(
             runs_table.update().where(runs_table.c.id == bad.id).values(labels="{not json")
         )

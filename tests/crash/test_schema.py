@@ -1,6 +1,6 @@
 """Worker processes and schemas: racing migrations, and a schema from the future.
 
-tests/test_migrations.py already has four processes calling ``migrate()`` at
+tests/behaviour/test_migrations.py already has four processes calling ``migrate()`` at
 once on fresh files, and the in-process refusal of a newer schema. Here: the
 ``durably`` command against a database migrated by a newer durably refuses
 to start (exit status 1, a ``SchemaError`` message) and changes nothing.

@@ -24,7 +24,7 @@ from typing import TypeVar
 import pytest
 import sqlalchemy as sa
 
-from durably import Disposition, Durably, RunStatus
+from durably import Disposition, Durably, RunStatus, testing
 from durably.errors import DatabaseError, ValidationError
 from durably.hrana import dbapi
 from durably.storage.urls import make_engine_url, url_from_env
@@ -314,7 +314,7 @@ def test_durably_retries_a_transaction_the_server_dropped(short_expiry: Server) 
         conn.exec_driver_sql("INSERT INTO t VALUES (2)")
 
     with Durably(short_expiry.libsql_url, auth_token=TOKEN) as durably:
-        db = durably._runtime.db
+        db = testing.database(durably)
         db.write(lambda conn: conn.exec_driver_sql("CREATE TABLE t (x INTEGER)"))
         db.write(slow_write)
         assert calls == 2

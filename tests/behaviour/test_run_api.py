@@ -25,6 +25,7 @@ from durably import (
     RunStatus,
     StepContext,
     ValidationError,
+    testing,
 )
 
 pytestmark = pytest.mark.both_engines
@@ -464,7 +465,7 @@ def test_cancel_pending_run(durably: Durably, jobs: Jobs) -> None:
 
 def test_cancel_leased_run(durably: Durably, jobs: Jobs) -> None:
     run = jobs.echo.trigger(1)
-    claimed = durably._runtime.service.claim("other-worker")
+    claimed = testing.claim(durably, "other-worker")
     assert claimed is not None
     assert claimed.lease.run_id == run.id
 
@@ -499,7 +500,7 @@ def test_delete_active_run_conflicts(durably: Durably, jobs: Jobs) -> None:
     with pytest.raises(ConflictError):
         durably.delete_run(pending.id)
 
-    durably._runtime.service.claim("other-worker")
+    testing.claim(durably, "other-worker")
     with pytest.raises(ConflictError):
         durably.delete_run(pending.id)
     assert get(durably, pending.id).status == "leased"
@@ -581,7 +582,7 @@ def test_retrigger_active_run_conflicts(durably: Durably, jobs: Jobs) -> None:
     run = jobs.echo.trigger(1)
     with pytest.raises(ConflictError):
         durably.retrigger(run.id)
-    durably._runtime.service.claim("other-worker")
+    testing.claim(durably, "other-worker")
     with pytest.raises(ConflictError):
         durably.retrigger(run.id)
     assert len(durably.get_runs()) == 1
@@ -704,7 +705,7 @@ def test_purge_respects_limit(durably: Durably, jobs: Jobs) -> None:
 
 def test_purge_never_deletes_pending_or_leased_runs(durably: Durably, jobs: Jobs) -> None:
     leased = jobs.echo.trigger(1)
-    durably._runtime.service.claim("other-worker")
+    testing.claim(durably, "other-worker")
     pending = jobs.echo.trigger(2)
 
     assert durably.purge_runs(older_than=_in(3600)) == 0

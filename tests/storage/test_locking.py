@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from durably import DatabaseLockedError, Durably
+from durably import DatabaseLockedError, Durably, testing
 from tests.faults import held_by_another_process
 
 pytestmark = pytest.mark.both_engines
@@ -82,7 +82,7 @@ def test_a_claim_refused_by_a_held_lock_leaves_its_connection_usable(
     # Held past lock_timeout, so the claim gives up.
     with write_lock_held(db_path, driver, seconds=2.0):
         try:
-            durably._runtime.service.claim("worker-a")
+            testing.claim(durably, "worker-a")
         except DatabaseLockedError as exc:
             failures.append(exc)  # kept, as a worker:error listener may keep it
     assert failures

@@ -22,6 +22,7 @@ from durably import (
     StepContext,
     TriggerItem,
     ValidationError,
+    testing,
 )
 from durably.core import enqueue
 from durably.jobs import build_request
@@ -48,7 +49,7 @@ def run_count(durably: Durably) -> int:
 
 def lease_oldest(durably: Durably) -> str:
     """Claim the oldest pending run as a worker would (it stays leased)."""
-    claimed = durably._runtime.service.claim("test-worker")
+    claimed = testing.claim(durably, "test-worker")
     assert claimed is not None
     return claimed.lease.run_id
 
@@ -521,8 +522,8 @@ def test_batch_conflicting_with_existing_pending_run_creates_nothing(
 def test_a_batch_holds_its_requests_where_the_garbage_collector_does_not_look() -> None:
     """A batch keeps one request per run alive while it is written. Untracked,
     they do not grow the collector's oldest generation, whose growth sets off
-    full collections of the whole process (docs/performance.md, nineteenth
-    round); keys and labels are the exception, as they are rare in a batch."""
+    full collections of the whole process (see
+    docs/contributing/performance-history.md); keys and labels are the exception, as they are rare in a batch."""
     plain = build_request("job", {"n": 1, "tags": ["a", "b"], "note": None})
     keyed = build_request("job", {"n": 1}, idempotency_key="k", concurrency_key="c")
     labelled = build_request("job", {"n": 1}, labels={"tenant": "a"})
@@ -752,7 +753,7 @@ def test_a_key_freed_between_the_insert_and_the_lookup_is_taken_again(
     # its write has committed. If that run is gone by then (claimed, cancelled,
     # deleted), the trigger inserts again instead of failing.
     first = job.trigger({"v": 1}, concurrency_key="c")
-    database = durably._runtime.db
+    database = testing.database(durably)
     read = database.read
     cancelled: list[str] = []
 

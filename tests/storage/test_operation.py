@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from durably import Durably
+from durably import Durably, testing
 from durably.clock import now_ms
 from durably.core import enqueue as runs
 from durably.core.operation import Operation, Read, Transaction, Write, run, run_async, together
@@ -56,10 +56,10 @@ def _uncaught(log: list[str]) -> Operation[None]:
 
 def _drive(durably: Durably, how: str, operation: Operation[Any]) -> Any:
     if how == "thread":
-        return run(operation, durably._runtime.db)
+        return run(operation, testing.database(durably))
 
     async def main() -> Any:
-        return await run_async(operation, durably._runtime.async_db)
+        return await run_async(operation, testing.async_database(durably))
 
     return asyncio.run(main())
 

@@ -27,6 +27,7 @@ from durably import (
     StepContext,
     StepStatus,
     ValidationError,
+    testing,
 )
 from durably.core import claim, lease_writes
 from durably.events import Event
@@ -197,7 +198,7 @@ def test_cancel_cancels_the_awaiting_step_and_no_later_step_runs(durably: Durabl
             await durably.cancel_async(created.id)
             with pytest.raises(CancelledError):
                 await durably.wait_for_run_async(created.id, timeout=WAIT)
-            while durably._runtime.leases.get(created.id) is not None:
+            while testing.held_lease(durably, created.id) is not None:
                 await asyncio.sleep(0.01)
             return await durably.get_run_async(created.id), await durably.get_steps_async(
                 created.id
@@ -238,12 +239,12 @@ def test_a_lost_lease_cancels_the_awaiting_step_and_stops_the_run(
         try:
             created = await stolen.trigger_async(None)
             await asyncio.to_thread(started.wait, WAIT)
-            lease = owner._runtime.leases.get(created.id)
+            lease = testing.held_lease(owner, created.id)
             assert lease is not None
             # Another worker's claim would bump the generation: the renewal
             # then finds the lease gone and aborts the run here.
-            await owner._runtime.call(_bump_generation, owner, created.id)
-            while owner._runtime.leases.get(created.id) is not None:
+            await testing.async_database(owner).call(_bump_generation, owner, created.id)
+            while testing.held_lease(owner, created.id) is not None:
                 await asyncio.sleep(0.01)
             return str(lease.abort_reason)
         finally:
@@ -265,7 +266,7 @@ def _bump_generation(durably: Durably, run_id: str) -> None:
             .values(lease_generation=runs.c.lease_generation + 1, lease_owner="thief")
         )
 
-    durably._runtime.db.write(bump)
+    testing.database(durably).write(bump)
 
 
 def test_step_wait_wakes_early_on_cancel(durably: Durably) -> None:
@@ -279,7 +280,7 @@ def test_step_wait_wakes_early_on_cancel(durably: Durably) -> None:
         await durably.start_async()
         try:
             created = await sleeper.trigger_async(None)
-            while durably._runtime.leases.get(created.id) is None:
+            while testing.held_lease(durably, created.id) is None:
                 await asyncio.sleep(0.01)
             await asyncio.sleep(0.05)
             await durably.cancel_async(created.id)
@@ -522,7 +523,7 @@ def test_a_busy_slot_claims_its_next_run_where_it_records_the_last_ones_end(
         return input["n"]
 
     runs = tick.batch_trigger([{"n": n} for n in range(20)])
-    db = durably._runtime.db
+    db = testing.database(durably)
     real_write_batches = db.write_batches
     trips: list[list[str]] = []  # the statements' tables, per batch, per trip from the loop
 
@@ -555,7 +556,7 @@ def test_a_busy_slot_claims_its_next_run_where_it_records_the_last_ones_end(
 def _what(batch: Batch) -> str:
     """A batch of the asyncio engine's, by what its first statement does."""
     statement = batch[0][0]
-    if statement is claim.CLAIM:
+    if statement is claim.claim_statement(frozenset({"tick"})):
         return "claim"
     if statement is lease_writes._COMPLETE_RUN:
         return "complete"
@@ -612,7 +613,7 @@ def test_a_database_error_storing_a_step_result_leaves_the_run_to_its_lease(
             return await step.run("only", lambda: doubled(input))  # type: ignore[no-any-return]
         return await step.run("only", lambda: input * 2)  # type: ignore[no-any-return]
 
-    attempts = refuse_first_step_write(durably._runtime.service, monkeypatch)
+    attempts = refuse_first_step_write(testing.lease_service(durably), monkeypatch)
     errors: list[Event] = []
     durably.on("worker:error", errors.append)
     created = one_step.trigger(21)

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from durably import ConflictError, Disposition, Durably, DurablyError
+from durably import ConflictError, Disposition, Durably, DurablyError, testing
 from durably.clock import now_ms
 from durably.core import enqueue as runs
 from durably.jobs import build_request
@@ -35,7 +35,7 @@ def _new_run(n: int) -> Batch:
 def trips(durably: Durably, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many batches each trip to the database carried, in order."""
     durably.job("w")(lambda step, input: None)
-    db = durably._runtime.db
+    db = testing.database(durably)
     real = db.write_batches
     carried: list[int] = []
 
@@ -54,7 +54,7 @@ def _stored(durably: Durably) -> list[int]:
 def test_batches_written_in_one_turn_of_the_loop_travel_together(
     durably: Durably, trips: list[int]
 ) -> None:
-    loop_commit = durably._runtime.async_db
+    loop_commit = testing.async_database(durably)
 
     async def main() -> list[list[Outcome]]:
         return await asyncio.gather(*(loop_commit.write_batch(_new_run(n)) for n in range(5)))
@@ -69,8 +69,8 @@ def test_batches_written_in_one_turn_of_the_loop_travel_together(
 def test_batches_written_while_a_trip_is_under_way_go_together_on_the_next(
     durably: Durably, trips: list[int]
 ) -> None:
-    loop_commit = durably._runtime.async_db
-    holder, release = hold_write_lock(durably._runtime.db)
+    loop_commit = testing.async_database(durably)
+    holder, release = hold_write_lock(testing.database(durably))
 
     async def main() -> list[list[Outcome]]:
         first = loop_commit.write_batch(_new_run(0))
@@ -94,9 +94,9 @@ def test_batches_written_while_a_trip_is_under_way_go_together_on_the_next(
 def test_a_failing_batch_gets_its_own_error_and_the_others_are_written(
     durably: Durably, trips: list[int]
 ) -> None:
-    loop_commit = durably._runtime.async_db
+    loop_commit = testing.async_database(durably)
     taken = _new_run(7)
-    durably._runtime.db.write_batch(taken)
+    testing.database(durably).write_batch(taken)
 
     async def main() -> list[list[Outcome] | BaseException]:
         batches = [_new_run(1), taken, _new_run(2)]
@@ -117,7 +117,7 @@ def test_a_failing_batch_gets_its_own_error_and_the_others_are_written(
 def test_a_writer_that_stops_waiting_does_not_take_its_batch_back(
     durably: Durably, trips: list[int]
 ) -> None:
-    loop_commit = durably._runtime.async_db
+    loop_commit = testing.async_database(durably)
 
     async def main() -> list[Outcome]:
         cancelled = asyncio.ensure_future(loop_commit.write_batch(_new_run(1)))
@@ -136,10 +136,10 @@ def test_a_write_after_the_database_threads_shut_down_is_refused(
 ) -> None:
     durably = make_durably()
     durably.job("w")(lambda step, input: None)
-    durably._runtime.db_threads.shutdown()
+    testing.async_database(durably).threads.shutdown()
 
     async def main() -> None:
-        await durably._runtime.async_db.write_batch(_new_run(1))
+        await testing.async_database(durably).write_batch(_new_run(1))
 
     with pytest.raises(RuntimeError, match="shut down"):
         run(main())

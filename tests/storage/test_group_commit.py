@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from durably import Durably, DurablyError
+from durably import Durably, DurablyError, testing
 from durably.clock import now_ms
 from durably.core import enqueue as runs
 from durably.errors import DatabaseError, DatabaseLockedError
@@ -376,7 +376,7 @@ def _queue_behind_a_commit(db: Database, batches: dict[str, Any]) -> Callers:
 
 
 def test_concurrent_write_batches_are_committed_together(durably: Durably) -> None:
-    db = durably._runtime.db
+    db = testing.database(durably)
     durably.job("w")(lambda step, input: None)
     new = {f"run{n}": _new_run_batch(n) for n in range(4)}
     holder, release = hold_write_lock(db)
@@ -398,7 +398,7 @@ def test_concurrent_write_batches_are_committed_together(durably: Durably) -> No
 
 
 def test_a_failing_write_batch_spoils_none_of_those_committed_with_it(durably: Durably) -> None:
-    db = durably._runtime.db
+    db = testing.database(durably)
     durably.job("w")(lambda step, input: None)
     taken = _new_run_batch(7)
     db.write_batch(taken)

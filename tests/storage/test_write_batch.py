@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.sql.dml import UpdateBase
 
-from durably import Durably, DurablyError
+from durably import Durably, DurablyError, testing
 from durably.clock import now_ms
 from durably.core import claim, enqueue, lease_writes
 from durably.core import runs as run_changes
@@ -27,6 +27,7 @@ def _prebuilt() -> dict[str, UpdateBase]:
                 isinstance(value, tuple) and value and all(isinstance(v, UpdateBase) for v in value)
             ):
                 found.update({f"{module.__name__}.{name}[{i}]": v for i, v in enumerate(value)})
+    found["durably.core.claim.claim_statement"] = claim.claim_statement(frozenset({"a", "b'c"}))
     return found
 
 
@@ -35,7 +36,7 @@ PREBUILT = _prebuilt()
 
 def test_the_prebuilt_statements_are_found() -> None:
     assert {
-        "durably.core.claim.CLAIM",
+        "durably.core.claim.claim_statement",
         "durably.core.lease_writes.INSERT_STEP",
         "durably.core.enqueue._INSERT_RUN",
         "durably.core.runs._DELETE_RUN[3]",
@@ -61,7 +62,7 @@ def test_write_batches_share_one_connection_and_hand_it_back_after_an_error(
     durably: Durably,
 ) -> None:
     """A busy worker's writes do not pay for a pool checkout each (see ``Database._on_writer``)."""
-    db = durably._runtime.db
+    db = testing.database(durably)
     job = durably.job("w")(lambda step, input: None)
     job.trigger({"n": -1})  # the schema check and the first checkout
     checkouts: list[int] = []
@@ -83,7 +84,7 @@ def test_write_batches_share_one_connection_and_hand_it_back_after_an_error(
 
 def test_many_rows_of_an_insert_are_all_stored_and_counted(durably: Durably) -> None:
     """A big batch goes as multi-row INSERTs of 100 rows and the rest row by row (Prepared)."""
-    db = durably._runtime.db
+    db = testing.database(durably)
     requests = [build_request("many", {"n": n}, labels={"n": str(n)}) for n in range(250)]
     _rows, batch = enqueue.new_runs(requests, now_ms())
 
@@ -99,7 +100,7 @@ def test_many_rows_of_an_insert_are_all_stored_and_counted(durably: Durably) -> 
 
 def test_many_rows_that_may_be_taken_count_only_those_inserted(durably: Durably) -> None:
     """``ON CONFLICT DO NOTHING`` over 100-row statements: the count is of the rows inserted."""
-    db = durably._runtime.db
+    db = testing.database(durably)
     now = now_ms()
 
     def keyed(n: int) -> dict[str, Any]:

@@ -7,12 +7,12 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import pytest
 
-from durably import Durably, StepContext
+from durably import Durably, StepContext, testing
 from durably.clock import now_ms
 from durably.core.leases import ClaimedRun
 from durably.core.operation import Operation
@@ -28,7 +28,7 @@ WAIT = 10.0
 
 def _set_column(durably: Durably, run_id: str, **values: Any) -> None:
     """Fabricate a stored state through durably's own connection pool."""
-    durably._runtime.db.write(
+    testing.database(durably).write(
         lambda conn: conn.execute(
             runs_table.update().where(runs_table.c.id == run_id).values(**values)
         )
@@ -215,11 +215,8 @@ def test_stop_timeout_hands_the_run_back_for_another_worker(
 
     handed_back = first.get_run(run.id)
     assert handed_back is not None
-    assert handed_back.status in (RunStatus.LEASED, RunStatus.PENDING)
+    assert (handed_back.status, handed_back.lease_owner) == (RunStatus.PENDING, None)
     assert handed_back.error is None
-    if handed_back.status == RunStatus.LEASED:
-        assert handed_back.lease_expires_at is not None
-        assert handed_back.lease_expires_at.timestamp() * 1000 <= now_ms()
 
     # The lease was released, not left to expire: the other instance claims it at once.
     assert second.process_one()
@@ -228,6 +225,46 @@ def test_stop_timeout_hands_the_run_back_for_another_worker(
     assert done.status == RunStatus.COMPLETED
     assert done.output == "prepared/slow-done"
     assert calls == Counter({"prepare": 1, "slow": 2})
+
+
+def test_a_step_that_returns_after_the_stop_timeout_keeps_its_result(
+    make_durably: Callable[..., Durably],
+) -> None:
+    """Told to stop, a step that did not look (and so did all its work) is kept."""
+    durably = make_durably()
+    calls: Counter[str] = Counter()
+    entered, finish = threading.Event(), threading.Event()
+
+    @durably.job("two-steps")
+    def two_steps(step: StepContext, input: None) -> str:
+        def first() -> str:
+            calls["first"] += 1
+            if calls["first"] == 1:
+                entered.set()
+                finish.wait(WAIT)  # blocking work that never checks step.cancelled
+            return "first-done"
+
+        first_result = step.run("first", first)
+        return f"{first_result}/{step.run('second', lambda: calls.update(['second']))}"
+
+    run = two_steps.trigger(None)
+    durably.start()
+    assert entered.wait(WAIT)
+    lease = testing.held_lease(durably, run.id)
+    assert lease is not None
+    stopping = threading.Thread(target=durably.stop, kwargs={"timeout": 0.1})
+    stopping.start()
+    assert lease.aborted.wait(WAIT)  # the timeout passed: the run is told to stop
+    finish.set()  # ... and its step returns while the lease is still held
+    stopping.join(WAIT)
+
+    handed_back = durably.get_run(run.id)
+    assert handed_back is not None
+    assert (handed_back.status, handed_back.lease_owner) == (RunStatus.PENDING, None)
+    assert [(s.name, s.output) for s in durably.get_steps(run.id)] == [("first", "first-done")]
+    assert durably.process_one()
+    assert durably.wait_for_run(run.id, timeout=WAIT).output == "first-done/None"
+    assert calls == Counter({"first": 1, "second": 1})
 
 
 def test_worker_is_registered_while_running_and_removed_after_stop(
@@ -281,24 +318,33 @@ def test_base_exception_in_a_job_leaves_the_run_resumable(durably: Durably) -> N
     assert calls == Counter({"before": 1, "exits": 2})
 
 
-def test_run_of_a_job_this_process_does_not_know_fails(
+def test_a_worker_leaves_runs_of_jobs_it_does_not_know_to_workers_that_do(
     make_durably: Callable[..., Durably],
 ) -> None:
-    producer = make_durably()
-    consumer = make_durably()
+    """During a rolling deploy an old worker must not fail a new job's runs."""
+    new_worker = make_durably()
+    old_worker = make_durably()
 
-    @producer.job("only-on-producer")
-    def only_on_producer(step: StepContext, input: None) -> None:
-        return None
+    @new_worker.job("added-in-this-deploy")
+    def added(step: StepContext, input: None) -> str:
+        return "done"
 
-    run = only_on_producer.trigger(None)
-    assert consumer.process_one()
+    @old_worker.job("known-to-both")
+    def known(step: StepContext, input: None) -> str:
+        return "old"
 
-    failed = consumer.get_run(run.id)
-    assert failed is not None
-    assert failed.status == RunStatus.FAILED
-    assert failed.error is not None
-    assert "Unknown job" in failed.error
+    run = added.trigger(None)
+    assert not old_worker.process_one()
+    assert testing.claim(old_worker, "old-worker") is None
+
+    waiting = old_worker.get_run(run.id)
+    assert waiting is not None
+    assert (waiting.status, waiting.lease_owner) == (RunStatus.PENDING, None)
+
+    assert new_worker.process_one()
+    done = new_worker.get_run(run.id)
+    assert done is not None
+    assert (done.status, done.output) == (RunStatus.COMPLETED, "done")
 
 
 def test_corrupted_input_fails_that_run_and_the_worker_carries_on(durably: Durably) -> None:
@@ -329,15 +375,15 @@ def test_worker_error_is_emitted_and_the_worker_keeps_running(
     durably: Durably, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     errors: list[Event] = []
-    service = durably._runtime.service
+    service = testing.lease_service(durably)
     real_claim = service.claim_op
     failures = Counter[str]()
 
-    def flaky_claim(worker_id: str) -> Operation[ClaimedRun | None]:
+    def flaky_claim(worker_id: str, job_names: Collection[str]) -> Operation[ClaimedRun | None]:
         if failures["claim"] == 0:
             failures["claim"] += 1
             raise RuntimeError("database went away")
-        return (yield from real_claim(worker_id))
+        return (yield from real_claim(worker_id, job_names))
 
     def on_worker_error(event: Event) -> None:
         errors.append(event)
@@ -420,8 +466,6 @@ def test_stop_registered_with_atexit_hands_in_flight_runs_back(db_url: str) -> N
     assert exited.returncode == 0, exited.stderr
     handed_back = durably.get_run(run.id)
     assert handed_back is not None
-    assert handed_back.status is RunStatus.LEASED
-    assert handed_back.lease_expires_at is not None
-    assert handed_back.lease_expires_at.timestamp() * 1000 <= now_ms()
+    assert (handed_back.status, handed_back.lease_owner) == (RunStatus.PENDING, None)
     assert [(s.name, s.output) for s in durably.get_steps(run.id)] == [("first", "kept")]
     durably.close()

@@ -9,11 +9,12 @@ import pytest
 import sqlalchemy as sa
 
 from durably import Durably
-from durably.core.claim import CLAIM
+from durably.core.claim import claim_statement
 
 
-def test_every_table_access_of_the_claim_uses_an_index(durably: Durably) -> None:
-    compiled = CLAIM.compile(dialect=durably.engine.dialect)
+@pytest.mark.parametrize("jobs", [{"job"}, {"job", "other", "third"}])
+def test_every_table_access_of_the_claim_uses_an_index(durably: Durably, jobs: set[str]) -> None:
+    compiled = claim_statement(frozenset(jobs)).compile(dialect=durably.engine.dialect)
     params = compiled.construct_params(
         {"claim_now": 1, "claim_owner": "worker", "claim_expires": 2}
     )

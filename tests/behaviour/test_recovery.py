@@ -9,14 +9,11 @@ from typing import Any
 
 import pytest
 
-from durably import DatabaseError, Durably, LeaseLostError, StepContext, testing
+from durably import DatabaseError, Durably, LeaseLostError, StepContext, ValidationError, testing
 from durably.clock import now_ms, to_ms
-from durably.core import operation
-from durably.core.lease_service import LeaseService
 from durably.core.leases import AbortReason, ClaimedRun, Lease
 from durably.events import Event
 from durably.models import Run
-from durably.schema import runs as runs_table
 from durably.status import RunStatus, StepStatus
 
 pytestmark = pytest.mark.both_engines
@@ -25,42 +22,14 @@ WAIT = 10.0
 """Seconds a test waits for something that should happen at once (only reached on failure)."""
 
 
-class FakeClock:
-    """Milliseconds the lease service sees; tests move time forward explicitly."""
-
-    def __init__(self) -> None:
-        self.now = now_ms()
-
-    def __call__(self) -> int:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += int(seconds * 1000)
-
-
-def _service(durably: Durably) -> LeaseService:
-    return durably._runtime.service
-
-
 def _get(durably: Durably, run_id: str) -> Run:
     run = durably.get_run(run_id)
     assert run is not None
     return run
 
 
-def _expire(durably: Durably, run_id: str) -> None:
-    """Make the run's lease look expired, as if its worker had stopped heartbeating."""
-    durably._runtime.db.write(
-        lambda conn: conn.execute(
-            runs_table.update()
-            .where(runs_table.c.id == run_id)
-            .values(lease_expires_at=now_ms() - 1)
-        )
-    )
-
-
 def _claim(durably: Durably, worker_id: str) -> ClaimedRun:
-    claimed = _service(durably).claim(worker_id)
+    claimed = testing.claim(durably, worker_id)
     assert claimed is not None
     return claimed
 
@@ -74,7 +43,7 @@ def _persist(
     status: StepStatus = StepStatus.COMPLETED,
     error: str | None = None,
 ) -> bool:
-    step = _service(durably).persist_step_op(
+    step = testing.lease_service(durably).persist_step_op(
         lease,
         name=name,
         index=index,
@@ -83,7 +52,7 @@ def _persist(
         error=error,
         started_at=now_ms(),
     )
-    return operation.run(step, durably._runtime.db)
+    return testing.run_operation(durably, step)
 
 
 def _noop_job(durably: Durably, name: str = "noop") -> Any:
@@ -98,7 +67,7 @@ def _two_claims(durably: Durably) -> tuple[str, Lease, Lease]:
     """One run claimed by worker-a, expired, then reclaimed by worker-b."""
     run = _noop_job(durably).trigger(None)
     first = _claim(durably, "worker-a").lease
-    _expire(durably, run.id)
+    testing.expire_lease(durably, run.id)
     second = _claim(durably, "worker-b").lease
     assert second.run_id == run.id
     return run.id, first, second
@@ -117,24 +86,21 @@ def test_every_claim_increments_the_lease_generation(durably: Durably) -> None:
         generations.append(lease.generation)
         stored = _get(durably, run.id)
         assert (stored.lease_owner, stored.lease_generation) == (worker, lease.generation)
-        _expire(durably, run.id)
+        testing.expire_lease(durably, run.id)
 
     assert generations == [1, 2, 3]
 
 
-def test_renewal_with_the_current_generation_extends_the_lease(
-    durably: Durably, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    clock = FakeClock()
-    service = _service(durably)
-    monkeypatch.setattr(service, "clock", clock)
-    run = _noop_job(durably).trigger(None)
-    lease = _claim(durably, "worker-a").lease
-    claimed_until = _get(durably, run.id).lease_expires_at
-    assert claimed_until is not None
+def test_renewal_with_the_current_generation_extends_the_lease(durably: Durably) -> None:
+    service = testing.lease_service(durably)
+    with testing.fake_clock(durably) as clock:
+        run = _noop_job(durably).trigger(None)
+        lease = _claim(durably, "worker-a").lease
+        claimed_until = _get(durably, run.id).lease_expires_at
+        assert claimed_until is not None
 
-    clock.advance(0.5)
-    outcome = service.heartbeat([], [lease])
+        clock.advance(0.5)
+        outcome = service.heartbeat([], [lease])
 
     assert outcome.renewed == [lease]
     assert outcome.lost == []
@@ -149,7 +115,7 @@ def test_renewal_with_a_stale_generation_is_lost(durably: Durably) -> None:
     run_id, stale, _current = _two_claims(durably)
     before = _get(durably, run_id)
 
-    outcome = _service(durably).heartbeat([], [stale])
+    outcome = testing.lease_service(durably).heartbeat([], [stale])
 
     assert outcome.renewed == []
     assert outcome.lost == [(stale, AbortReason.LEASE_LOST)]
@@ -157,12 +123,23 @@ def test_renewal_with_a_stale_generation_is_lost(durably: Durably) -> None:
     assert before.lease_owner == "worker-b"
 
 
-def test_an_expired_lease_cannot_be_renewed(durably: Durably) -> None:
+def test_an_expired_lease_nobody_claimed_is_renewed(durably: Durably) -> None:
+    """A renewal the database kept waiting must not throw the run's work away."""
     run = _noop_job(durably).trigger(None)
     lease = _claim(durably, "worker-a").lease
-    _expire(durably, run.id)
+    testing.expire_lease(durably, run.id)
 
-    outcome = _service(durably).heartbeat([], [lease])
+    outcome = testing.lease_service(durably).heartbeat([], [lease])
+
+    assert outcome.renewed == [lease]
+    assert _get(durably, run.id).lease_owner == "worker-a"
+    assert testing.claim(durably, "worker-b") is None
+
+
+def test_an_expired_lease_another_worker_claimed_is_lost(durably: Durably) -> None:
+    _run_id, first, _second = _two_claims(durably)
+
+    outcome = testing.lease_service(durably).heartbeat([], [first])
 
     assert outcome.renewed == []
     assert [reason for _, reason in outcome.lost] == [AbortReason.LEASE_LOST]
@@ -185,6 +162,21 @@ def test_step_write_with_a_stale_generation_is_refused(
     assert [(s.name, s.output, s.lease_generation) for s in steps] == [
         ("step1", "from-b", current.generation)
     ]
+
+
+def test_a_log_line_with_a_stale_generation_is_refused(durably: Durably) -> None:
+    run_id, stale, current = _two_claims(durably)
+    service = testing.lease_service(durably)
+
+    def log(lease: Lease, message: str) -> bool:
+        write = service.append_log_op(
+            lease, step_name=None, level="info", message=message, data_json=None
+        )
+        return testing.run_operation(durably, write)
+
+    assert not log(stale, "from-a")
+    assert log(current, "from-b")
+    assert [entry.message for entry in durably.get_logs(run_id)] == ["from-b"]
 
 
 def test_completed_steps_advance_the_run_and_failed_ones_do_not(durably: Durably) -> None:
@@ -217,7 +209,7 @@ def test_a_run_keeps_the_step_counters_it_ended_with(
     lease = _claim(durably, "worker-a").lease
     assert _persist(durably, lease, "step1", 0, '"a"')
     assert _persist(durably, lease, "step2", 1, '"b"')
-    service = _service(durably)
+    service = testing.lease_service(durably)
 
     if end == "complete":
         assert service.complete(lease, '"done"') is True
@@ -249,7 +241,7 @@ def test_finishing_with_a_stale_generation_is_refused_and_changes_nothing(
 ) -> None:
     run_id, stale, current = _two_claims(durably)
     before = _get(durably, run_id)
-    service = _service(durably)
+    service = testing.lease_service(durably)
 
     if finish == "complete":
         assert service.complete(stale, '"late"') is False
@@ -270,20 +262,19 @@ def test_finishing_with_a_stale_generation_is_refused_and_changes_nothing(
 
 
 def test_an_expired_lease_is_reclaimed_by_another_worker_keeping_started_at(
-    durably: Durably, monkeypatch: pytest.MonkeyPatch
+    durably: Durably,
 ) -> None:
-    clock = FakeClock()
-    service = _service(durably)
-    monkeypatch.setattr(service, "clock", clock)
-    run = _noop_job(durably).trigger(None)
-    first = _claim(durably, "worker-a")
-    started_at = _get(durably, run.id).started_at
+    service = testing.lease_service(durably)
+    with testing.fake_clock(durably) as clock:
+        run = _noop_job(durably).trigger(None)
+        first = _claim(durably, "worker-a")
+        started_at = _get(durably, run.id).started_at
 
-    clock.advance(service.settings.stale_threshold / 2)
-    assert service.claim("worker-b") is None, "a live lease is not claimable"
+        clock.advance(service.settings.stale_threshold / 2)
+        assert testing.claim(durably, "worker-b") is None, "a live lease is not claimable"
 
-    clock.advance(service.settings.stale_threshold)
-    second = _claim(durably, "worker-b")
+        clock.advance(service.settings.stale_threshold)
+        second = _claim(durably, "worker-b")
 
     assert second.lease.run_id == run.id
     assert second.lease.generation == first.lease.generation + 1
@@ -327,7 +318,7 @@ def test_a_reclaimed_run_resumes_from_its_completed_steps(durably: Durably) -> N
     run = resume.trigger(None)
     lease = _claim(durably, "worker-a").lease
     assert _persist(durably, lease, "step1", 0, '"result-1"')
-    _expire(durably, run.id)
+    testing.expire_lease(durably, run.id)
 
     assert durably.process_one()
 
@@ -343,14 +334,14 @@ def test_a_claim_that_cannot_read_its_stored_steps_gives_the_lease_back(
     run = _noop_job(durably).trigger(None)
     lease = _claim(durably, "worker-a").lease
     assert _persist(durably, lease, "step1", 0, '"result-1"')
-    _expire(durably, run.id)
+    testing.expire_lease(durably, run.id)
 
     def unreadable(*_args: object) -> None:
         raise DatabaseError("the steps could not be read")
 
     monkeypatch.setattr("durably.core.claim.completed_steps", unreadable)
     with pytest.raises(DatabaseError, match="could not be read"):
-        _service(durably).claim("worker-b")
+        testing.claim(durably, "worker-b")
     monkeypatch.undo()
 
     # Given back at once, not held until the lease would expire.
@@ -365,7 +356,7 @@ def test_release_expired_returns_expired_runs_to_pending(durably: Durably) -> No
     live = job.trigger(2)
     _claim(durably, "worker-a")
     _claim(durably, "worker-b")
-    _expire(durably, expired.id)
+    testing.expire_lease(durably, expired.id)
 
     assert testing.release_expired(durably) == 1
 
@@ -385,7 +376,7 @@ def test_release_expired_never_fails_a_run_with_a_pending_same_key_successor(
     older = job.trigger("older", concurrency_key="g")
     _claim(durably, "worker-a")
     newer = job.trigger("newer", concurrency_key="g")
-    _expire(durably, older.id)
+    testing.expire_lease(durably, older.id)
 
     testing.release_expired(durably)
 
@@ -403,12 +394,12 @@ def test_a_concurrency_key_is_exclusive_across_jobs(durably: Durably) -> None:
     first = _noop_job(durably, "job-a").trigger(None, concurrency_key="g")
     second = _noop_job(durably, "job-b").trigger(None, concurrency_key="g")
     keyless = _noop_job(durably, "job-c").trigger(None)
-    service = _service(durably)
+    service = testing.lease_service(durably)
 
     holder = _claim(durably, "worker-1")
     assert holder.lease.run_id == first.id
     assert _claim(durably, "worker-2").lease.run_id == keyless.id
-    assert service.claim("worker-3") is None
+    assert testing.claim(durably, "worker-3") is None
     assert _get(durably, second.id).status == RunStatus.PENDING
 
     assert service.complete(holder.lease, "null")
@@ -422,12 +413,12 @@ def test_an_expired_same_key_lease_is_reclaimed_before_a_newer_pending_run(
     older = job.trigger("older", concurrency_key="g")
     _claim(durably, "worker-a")
     newer = job.trigger("newer", concurrency_key="g")
-    _expire(durably, older.id)
+    testing.expire_lease(durably, older.id)
 
     reclaimed = _claim(durably, "worker-b")
     assert reclaimed.lease.run_id == older.id
     assert _get(durably, older.id).lease_owner == "worker-b"
-    assert _service(durably).claim("worker-c") is None
+    assert testing.claim(durably, "worker-c") is None
     assert _get(durably, newer.id).status == RunStatus.PENDING
 
 
@@ -435,21 +426,21 @@ def test_an_expired_same_key_lease_is_reclaimed_before_a_newer_pending_run(
 
 
 def _claim_all_at_once(
-    services: list[LeaseService],
+    claimers: list[Durably],
 ) -> tuple[list[ClaimedRun | None], list[BaseException]]:
-    """Every service claims at the same moment (barrier), each from its own thread."""
-    barrier = threading.Barrier(len(services), timeout=WAIT)
-    results: list[ClaimedRun | None] = [None] * len(services)
+    """Every instance claims at the same moment (barrier), each from its own thread."""
+    barrier = threading.Barrier(len(claimers), timeout=WAIT)
+    results: list[ClaimedRun | None] = [None] * len(claimers)
     errors: list[BaseException] = []
 
     def claim(slot: int) -> None:
         try:
             barrier.wait()
-            results[slot] = services[slot].claim(f"claimer-{slot}")
+            results[slot] = testing.claim(claimers[slot], f"claimer-{slot}")
         except BaseException as exc:  # surfaced by the caller
             errors.append(exc)
 
-    threads = [threading.Thread(target=claim, args=(i,)) for i in range(len(services))]
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(len(claimers))]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -463,18 +454,18 @@ def test_single_winner_per_claim_across_two_instances(
     first = make_durably()
     second = make_durably()
     job = _noop_job(first)
-    services = [_service(first), _service(first), _service(second), _service(second)]
+    _noop_job(second)
 
     for round_number in range(25):
         run = job.trigger(round_number)
-        results, errors = _claim_all_at_once(services)
+        results, errors = _claim_all_at_once([first, first, second, second])
 
         assert errors == []
         winners = [r for r in results if r is not None]
         assert len(winners) == 1, f"round {round_number}: {len(winners)} winners"
         assert winners[0].lease.run_id == run.id
         assert winners[0].lease.generation == 1
-        assert _service(first).complete(winners[0].lease, "null")
+        assert testing.lease_service(first).complete(winners[0].lease, "null")
 
 
 def _stale_owner_setup(
@@ -542,7 +533,7 @@ def test_stale_owner_cannot_write_its_step_or_start_the_next_one(
     run = owner_job.trigger(None)
     owner_thread = _in_thread(owner.process_one)
     owner_gate.wait_reached()
-    _expire(reclaimer, run.id)
+    testing.expire_lease(reclaimer, run.id)
     reclaimer_thread = _in_thread(reclaimer.process_one)
     reclaimer_gate.wait_reached()  # the reclaimer now holds a live lease (generation 2)
 
@@ -593,7 +584,7 @@ def test_stale_owner_cannot_overwrite_the_reclaimers_outcome(
     run = owner_job.trigger(None)
     owner_thread = _in_thread(owner.process_one)
     owner_gate.wait_reached()
-    _expire(reclaimer, run.id)
+    testing.expire_lease(reclaimer, run.id)
     reclaimer_thread = _in_thread(reclaimer.process_one)
     reclaimer_gate.wait_reached()  # the reclaimer holds a live lease (generation 2)
 
@@ -685,11 +676,11 @@ def test_cancelled_run_stays_cancelled_when_the_job_returns_normally(durably: Du
     assert len(swallowed) == 1
 
 
-def test_failing_heartbeats_stop_the_job_before_its_next_step(
+def test_a_worker_that_cannot_renew_its_lease_starts_no_new_step(
     make_durably: Callable[..., Durably], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     durably = make_durably(stale_threshold=0.3, heartbeat_interval=0.1)
-    service = _service(durably)
+    service = testing.lease_service(durably)
     renewal_errors: list[Event] = []
     durably.on(
         "worker:error",
@@ -717,7 +708,9 @@ def test_failing_heartbeats_stop_the_job_before_its_next_step(
             raise
         return "done"
 
-    monkeypatch.setattr(service, "heartbeat", unreachable)
+    # Every renewal fails: the heartbeat's, and the one the run makes to
+    # confirm its lease before step2, once step1 outlived the local deadline.
+    monkeypatch.setattr(service, "heartbeat_op", unreachable)
     run = partitioned.trigger(None)
     assert durably.process_one()
 
@@ -735,4 +728,87 @@ def test_failing_heartbeats_stop_the_job_before_its_next_step(
     durably.start()
     assert done_event.wait(WAIT)
     assert _get(durably, run.id).output == "done"
-    assert calls == Counter({"step1": 2, "step2": 1})
+    # step1 returned while the lease still held (nobody had claimed the run):
+    # its result was kept, and is replayed.
+    assert calls == Counter({"step1": 1, "step2": 1})
+
+
+# -- poison runs ------------------------------------------------------------------------
+
+
+def _abandon(durably: Durably, run_id: str, times: int) -> None:
+    """``times`` workers claim the run and die holding it (their leases expire)."""
+    for number in range(times):
+        claimed = _claim(durably, f"crashed-{number}")
+        assert claimed.lease.run_id == run_id
+        testing.expire_lease(durably, run_id)
+
+
+def test_a_run_that_keeps_killing_its_worker_fails_after_max_recoveries(
+    make_durably: Callable[..., Durably],
+) -> None:
+    durably = make_durably(max_recoveries=2)
+    ran: list[str] = []
+
+    @durably.job("poison")
+    def poison(step: StepContext, input: None) -> None:
+        ran.append("ran")
+
+    failures: list[Event] = []
+    durably.on("run:fail", failures.append)
+    run = poison.trigger(None)
+    _abandon(durably, run.id, 3)  # the first claim, then two recoveries: the limit
+
+    assert durably.process_one()  # would be the third recovery: failed instead of run
+
+    failed = _get(durably, run.id)
+    assert failed.status == RunStatus.FAILED
+    assert failed.error is not None
+    assert "recover" in failed.error
+    assert failed.recovery_count == 3
+    assert ran == []
+    assert [event.run_id for event in failures] == [run.id]
+    assert [r.id for r in durably.get_failed_runs()] == [run.id]
+
+
+def test_recoveries_within_the_limit_run_and_a_retry_starts_a_fresh_count(
+    make_durably: Callable[..., Durably],
+) -> None:
+    durably = make_durably(max_recoveries=5)
+
+    @durably.job("flaky-host", max_recoveries=1)
+    def flaky_host(step: StepContext, input: None) -> str:
+        return "done"
+
+    run = flaky_host.trigger(None)
+    _abandon(durably, run.id, 3)
+    durably.process_one()
+    assert _get(durably, run.id).status == RunStatus.FAILED  # the job's own limit: 1
+
+    durably.retry(run.id)
+    assert _get(durably, run.id).recovery_count == 0
+    _abandon(durably, run.id, 1)  # the retried run's first worker dies: one recovery is allowed
+    durably.process_one()
+    done = _get(durably, run.id)
+    assert (done.status, done.output, done.recovery_count) == (RunStatus.COMPLETED, "done", 1)
+
+
+def test_a_run_handed_back_at_shutdown_is_pending_and_not_a_recovery(durably: Durably) -> None:
+    run = _noop_job(durably).trigger("x")
+    claimed = _claim(durably, "stopping-worker")
+
+    assert testing.lease_service(durably).release(claimed.lease)
+
+    handed_back = _get(durably, run.id)
+    assert (handed_back.status, handed_back.lease_owner) == (RunStatus.PENDING, None)
+    assert durably.process_one()
+    done = _get(durably, run.id)
+    assert (done.status, done.recovery_count) == (RunStatus.COMPLETED, 0)
+
+
+def test_max_recoveries_must_be_a_count_or_none(make_durably: Callable[..., Durably]) -> None:
+    with pytest.raises(ValidationError, match="max_recoveries"):
+        make_durably(max_recoveries=-1)
+    durably = make_durably(max_recoveries=None)
+    with pytest.raises(ValidationError, match="max_recoveries"):
+        durably.job("bad", max_recoveries="5")  # type: ignore[call-overload]
