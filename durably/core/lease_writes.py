@@ -21,29 +21,27 @@ from .operation import Operation, Read, Write
 
 _ENDED = (RunStatus.COMPLETED.value, RunStatus.FAILED.value)
 
-INSERT_STEP = steps.insert().from_select(
-    [
-        "run_id",
-        "name",
-        "step_index",
-        "status",
-        "output",
-        "error",
-        "lease_generation",
-        "started_at",
-        "completed_at",
-    ],
-    sa.select(
-        sa.bindparam("fence_run", type_=sa.String),
-        sa.bindparam("step_name", type_=sa.String),
-        sa.bindparam("step_index", type_=sa.Integer),
-        sa.bindparam("step_status", type_=sa.String),
-        sa.bindparam("step_output", type_=sa.Text),
-        sa.bindparam("step_error", type_=sa.Text),
-        sa.bindparam("fence_generation", type_=sa.Integer),
-        sa.bindparam("step_started", type_=sa.BigInteger),
-        NOW,
-    ).where(sa.exists().where(FENCE)),
+
+def _fenced_insert(table: sa.Table, values: dict[str, Any]) -> sa.Insert:
+    """``INSERT … SELECT <values> WHERE EXISTS (<the fence>)``: a row only the lease holder adds."""
+    return table.insert().from_select(
+        list(values), sa.select(*values.values()).where(sa.exists().where(FENCE))
+    )
+
+
+INSERT_STEP = _fenced_insert(
+    steps,
+    {
+        "run_id": sa.bindparam("fence_run", type_=sa.String),
+        "name": sa.bindparam("step_name", type_=sa.String),
+        "step_index": sa.bindparam("step_index", type_=sa.Integer),
+        "status": sa.bindparam("step_status", type_=sa.String),
+        "output": sa.bindparam("step_output", type_=sa.Text),
+        "error": sa.bindparam("step_error", type_=sa.Text),
+        "lease_generation": sa.bindparam("fence_generation", type_=sa.Integer),
+        "started_at": sa.bindparam("step_started", type_=sa.BigInteger),
+        "completed_at": NOW,
+    },
 )
 """A step row, inserted only if the lease still holds (INSERT … SELECT … WHERE EXISTS)."""
 
@@ -52,16 +50,16 @@ _SET_PROGRESS = (
     .where(FENCE)
     .values(progress=sa.bindparam("run_progress", type_=sa.Text), updated_at=NOW)
 )
-_INSERT_LOG = logs.insert().from_select(
-    ["run_id", "step_name", "level", "message", "data", "created_at"],
-    sa.select(
-        sa.bindparam("fence_run", type_=sa.String),
-        sa.bindparam("step_name", type_=sa.String),
-        sa.bindparam("level", type_=sa.String),
-        sa.bindparam("message", type_=sa.Text),
-        sa.bindparam("data", type_=sa.Text),
-        NOW,
-    ).where(sa.exists().where(FENCE)),
+_INSERT_LOG = _fenced_insert(
+    logs,
+    {
+        "run_id": sa.bindparam("fence_run", type_=sa.String),
+        "step_name": sa.bindparam("step_name", type_=sa.String),
+        "level": sa.bindparam("level", type_=sa.String),
+        "message": sa.bindparam("message", type_=sa.Text),
+        "data": sa.bindparam("data", type_=sa.Text),
+        "created_at": NOW,
+    },
 )
 """A log line, inserted only if the lease still holds: a stale worker's lines are dropped."""
 
