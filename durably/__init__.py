@@ -19,6 +19,7 @@ from .errors import (
     NotMainThreadError,
     ReplicaSyncError,
     RunFailedError,
+    RunTimeoutError,
     SchemaError,
     ValidationError,
 )
@@ -26,6 +27,7 @@ from .events import Event, EventType
 from .jobs import Job, TriggerItem
 from .migrate import alembic_version_location
 from .models import LogEntry, Progress, QueueStats, Run, Step, WorkerInfo
+from .retry import Retry
 from .status import Disposition, LogLevel, RunStatus, StepStatus
 from .storage.replica import Replica
 
@@ -51,9 +53,11 @@ __all__ = [
     "QueueStats",
     "Replica",
     "ReplicaSyncError",
+    "Retry",
     "Run",
     "RunFailedError",
     "RunStatus",
+    "RunTimeoutError",
     "SchemaError",
     "Step",
     "StepContext",

@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar, overload
 
@@ -22,31 +23,43 @@ from sqlalchemy.engine import URL
 from . import config
 from . import migrate as migrations
 from .bridge import blocking, job_loops, refuse_blocking
-from .core import operation
 from .engines.asyncio import AsyncioWorker
-from .engines.run import execute, execute_async
 from .engines.runtime import Runtime
 from .engines.threads import ThreadWorker
 from .errors import ConflictError, ValidationError
 from .events import ErrorHandler, EventBus, EventType, Listener
 from .facade import signals as signal_handlers
 from .facade.changing import Changing
+from .facade.processing import Processing, check_queues
 from .facade.reading import Reading
 from .ids import new_id
 from .jobs import AsyncJobFunction, Job, JobDecorator, JobFunction
+from .retry import Retry, check_retry
 from .storage import Database
 from .storage.replica import Replica, ReplicaReader
 from .storage.urls import display_url, url_from_env
+from .triggers import DEFAULT_PRIORITY, DEFAULT_QUEUE, check_priority, check_queue
 
 InputT = TypeVar("InputT")
 OutputT = TypeVar("OutputT")
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """A job's validated options (see :meth:`Durably.job`)."""
+
+    retry: Retry | None
+    queue: str
+    priority: int
+    timeout: float | None
+    max_recoveries: int | None
 
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:].lower()}"
 
 
-class Durably(Changing, Reading):
+class Durably(Changing, Reading, Processing):
     """Durable jobs on one SQLite/libSQL database.
 
     ::
@@ -157,7 +170,14 @@ class Durably(Changing, Reading):
 
     @overload
     def job(
-        self, name: str, *, max_recoveries: int | config.Inherit | None = config.INHERIT
+        self,
+        name: str,
+        *,
+        retry: Retry | None = None,
+        queue: str = DEFAULT_QUEUE,
+        priority: int = DEFAULT_PRIORITY,
+        timeout: float | None = None,
+        max_recoveries: int | config.Inherit | None = config.INHERIT,
     ) -> JobDecorator: ...
 
     @overload
@@ -167,26 +187,42 @@ class Durably(Changing, Reading):
     def job(self, name: JobFunction[InputT, OutputT]) -> Job[InputT, OutputT]: ...
 
     def job(
-        self, name: Any, *, max_recoveries: int | config.Inherit | None = config.INHERIT
+        self,
+        name: Any,
+        *,
+        retry: Retry | None = None,
+        queue: str = DEFAULT_QUEUE,
+        priority: int = DEFAULT_PRIORITY,
+        timeout: float | None = None,
+        max_recoveries: int | config.Inherit | None = config.INHERIT,
     ) -> Any:
         """Register a job: ``@durably.job("name")`` (or bare ``@durably.job``: the function name).
 
         The function may be ``def job(step, input)`` or ``async def job(step,
-        input)``; either engine runs either kind. ``max_recoveries`` overrides
-        the instance's setting for this job's runs.
+        input)``; either engine runs either kind. ``retry`` retries its
+        failed runs (:class:`~durably.Retry`); its runs go to ``queue`` with
+        ``priority`` (higher first) unless a trigger says otherwise;
+        ``timeout`` fails an attempt that runs longer (seconds);
+        ``max_recoveries`` overrides the instance's setting for its runs.
         """
         if max_recoveries is config.INHERIT:
             max_recoveries = self.settings.max_recoveries
-        max_recoveries = config.check_max_recoveries(max_recoveries)
+        options = JobOptions(
+            retry=check_retry(retry, "A job's"),
+            queue=check_queue(queue),
+            priority=check_priority(priority),
+            timeout=config.check_timeout(timeout),
+            max_recoveries=config.check_max_recoveries(max_recoveries),
+        )
         if callable(name):
-            return self._register(name.__name__, name, max_recoveries)
+            return self._register(name.__name__, name, options)
 
         def decorator(fn: Any) -> Any:
-            return self._register(name, fn, max_recoveries)
+            return self._register(name, fn, options)
 
         return decorator
 
-    def _register(self, name: str, fn: Any, max_recoveries: int | None) -> Job[Any, Any]:
+    def _register(self, name: str, fn: Any, options: JobOptions) -> Job[Any, Any]:
         if not isinstance(name, str) or not name or len(name) > 255:
             raise ValidationError("A job name must be a non-empty string of at most 255 characters")
         registry = self._registry
@@ -195,7 +231,16 @@ class Durably(Changing, Reading):
             if existing.fn is fn:
                 return existing
             raise ValidationError(f'Job "{name}" is already registered with a different function')
-        job: Job[Any, Any] = Job(self, name, fn, max_recoveries=max_recoveries)
+        job: Job[Any, Any] = Job(
+            self,
+            name,
+            fn,
+            max_recoveries=options.max_recoveries,
+            retry=options.retry,
+            queue=options.queue,
+            priority=options.priority,
+            timeout=options.timeout,
+        )
         registry[name] = job
         return job
 
@@ -219,28 +264,33 @@ class Durably(Changing, Reading):
 
     # -- worker engines -----------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, *, queues: Iterable[str] | None = None) -> None:
         """Start the thread worker engine in the background; returns at once.
 
         For WSGI apps and scripts. In an asyncio app use :meth:`start_async`.
+        ``queues`` restricts it to runs of those queues (default: every
+        queue of the registered jobs).
         """
+        served = check_queues(queues)
         with self._lock:
             if self._claim_engine("thread"):
                 return
             self._ensure_schema()
-            worker = ThreadWorker(self._runtime, self.worker_id)
+            worker = ThreadWorker(self._runtime, self.worker_id, served)
             worker.start()
             self._worker = worker
 
-    async def start_async(self) -> None:
+    async def start_async(self, *, queues: Iterable[str] | None = None) -> None:
         """Start the asyncio worker engine: tasks in the running event loop; returns at once.
 
-        For ASGI apps (call it in the lifespan) and async scripts.
+        For ASGI apps (call it in the lifespan) and async scripts. ``queues``
+        as for :meth:`start`.
         """
+        served = check_queues(queues)
         with self._lock:
             if self._claim_engine("asyncio"):
                 return
-            worker = AsyncioWorker(self._runtime, self.worker_id)
+            worker = AsyncioWorker(self._runtime, self.worker_id, served)
             self._worker = worker
         try:
             await self._runtime.call(self._ensure_schema)
@@ -374,60 +424,6 @@ class Durably(Changing, Reading):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close_async()
 
-    # -- serverless processing ------------------------------------------------------
-
-    @blocking
-    def process_one(self) -> bool:
-        """Claim one run and execute it in this thread. False if nothing was claimable.
-
-        The serverless primitive: no background worker needed. An ``async
-        def`` job runs on durably's event-loop thread while this one waits.
-        """
-        self._ensure_schema()
-        claimed = self._runtime.service.claim(self.worker_id, self._registry)
-        if claimed is None:
-            return False
-        execute(self._runtime, claimed)
-        return True
-
-    async def process_one_async(self) -> bool:
-        """Claim one run and await it in the running loop (``def`` jobs run in a thread)."""
-        runtime = self._runtime
-        await runtime.call(self._ensure_schema)
-        claimed = await operation.run_async(
-            runtime.service.claim_op(self.worker_id, self._registry), runtime.async_db
-        )
-        if claimed is None:
-            return False
-        await execute_async(runtime, claimed)
-        return True
-
-    @blocking
-    def process_until_idle(self, max_runs: int | None = None) -> int:
-        """Process runs until none is claimable (or ``max_runs``); returns how many ran.
-
-        Idle maintenance (stale reaper, retention purge) runs only when the
-        queue was actually drained.
-        """
-        _check_max_runs(max_runs)
-        count = 0
-        while max_runs is None or count < max_runs:
-            if not self.process_one():
-                self._runtime.maintenance.run(force=True)
-                break
-            count += 1
-        return count
-
-    async def process_until_idle_async(self, max_runs: int | None = None) -> int:
-        _check_max_runs(max_runs)
-        count = 0
-        while max_runs is None or count < max_runs:
-            if not await self.process_one_async():
-                await self._runtime.call(self._runtime.maintenance.run, force=True)
-                break
-            count += 1
-        return count
-
     # -- events -----------------------------------------------------------------
 
     def on(self, event_type: EventType | str | None, listener: Listener) -> Callable[[], None]:
@@ -440,8 +436,3 @@ class Durably(Changing, Reading):
     def on_error(self, handler: ErrorHandler | None) -> None:
         """Where exceptions raised by event listeners go (default: logged)."""
         self._runtime.events.on_error = handler
-
-
-def _check_max_runs(max_runs: int | None) -> None:
-    if max_runs is not None and (not isinstance(max_runs, int) or max_runs < 0):
-        raise ValidationError("max_runs must be a non-negative integer")

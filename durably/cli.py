@@ -24,6 +24,7 @@ from types import FrameType
 
 from .app import Durably
 from .errors import DurablyError, ValidationError
+from .facade.processing import check_queues
 from .storage.urls import ENV_URL, display_url, url_from_env
 
 
@@ -66,8 +67,9 @@ def _worker(args: argparse.Namespace) -> int:
             "worker error (%s, run %s): %s", event.context, event.run_id, event.error
         ),
     )
+    queues = check_queues(args.queue)
     if args.engine == "asyncio":
-        asyncio.run(_asyncio_worker(durably, args.shutdown_timeout, log))
+        asyncio.run(_asyncio_worker(durably, args.shutdown_timeout, queues, log))
         return 0
     stopping = threading.Event()
 
@@ -76,7 +78,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    durably.start()
+    durably.start(queues=queues)
     log.info("worker %s started (thread engine)", durably.worker_id)
     stopping.wait()
     durably.stop(timeout=args.shutdown_timeout)
@@ -85,13 +87,16 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 async def _asyncio_worker(
-    durably: Durably, shutdown_timeout: float | None, log: logging.Logger
+    durably: Durably,
+    shutdown_timeout: float | None,
+    queues: frozenset[str] | None,
+    log: logging.Logger,
 ) -> None:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    await durably.start_async()
+    await durably.start_async(queues=queues)
     log.info("worker %s started (asyncio engine)", durably.worker_id)
     await stopping.wait()
     await durably.stop_async(timeout=shutdown_timeout)
@@ -117,6 +122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="worker engine (both run def and async def jobs; default: thread)",
     )
     worker.add_argument("--migrate", action="store_true", help="migrate before starting")
+    worker.add_argument(
+        "--queue",
+        action="append",
+        metavar="NAME",
+        help="serve only this queue (repeatable; default: every queue of the app's jobs)",
+    )
     worker.add_argument(
         "--shutdown-timeout",
         type=float,

@@ -74,6 +74,11 @@ def check_max_recoveries(value: int | None) -> int | None:
     return value
 
 
+def check_timeout(value: float | None) -> float | None:
+    """A validated job ``timeout``: positive seconds, or None for no limit."""
+    return None if value is None else _positive("timeout", value)
+
+
 def _positive(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError(f"{name} must be a number of seconds")

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar, overload
 
 from .core.leases import Lease
+from .retry import Retry
 from .status import LogLevel
 
 T = TypeVar("T")
@@ -24,7 +25,7 @@ class Execution(Protocol):
 
     def check_abort(self) -> None: ...
 
-    def run_step(self, name: str, fn: Callable[[], Any]) -> Any: ...
+    def run_step(self, name: str, fn: Callable[[], Any], retry: Retry | None = None) -> Any: ...
 
     def wait(self, seconds: float) -> bool: ...
 
@@ -32,7 +33,9 @@ class Execution(Protocol):
 class AsyncExecution(Execution, Protocol):
     """What an async step context asks of its run (:mod:`durably.engines.async_execution`)."""
 
-    async def run_step_async(self, name: str, fn: Callable[[], Any]) -> Any: ...
+    async def run_step_async(
+        self, name: str, fn: Callable[[], Any], retry: Retry | None = None
+    ) -> Any: ...
 
     async def wait_async(self, seconds: float) -> bool: ...
 
@@ -99,13 +102,15 @@ class StepContext(_BaseStepContext):
     called. Step names must be unique within a job.
     """
 
-    def run(self, name: str, fn: Callable[[], T]) -> T:
+    def run(self, name: str, fn: Callable[[], T], *, retry: Retry | None = None) -> T:
         """Run ``fn`` once per run and return its result, replayed from storage thereafter.
 
         The value returned is the JSON round-trip of ``fn()``'s result (a
         tuple comes back as a list), the same on the first run and on replay.
+        With ``retry``, a failure of this step is retried under that policy
+        (see :class:`~durably.Retry`) rather than the job's.
         """
-        return self._execution.run_step(name, fn)  # type: ignore[no-any-return]
+        return self._execution.run_step(name, fn, retry)  # type: ignore[no-any-return]
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``, waking early on cancel; returns True if cancelled."""
@@ -127,14 +132,19 @@ class AsyncStepContext(_BaseStepContext):
         self._async_execution = execution
 
     @overload
-    async def run(self, name: str, fn: Callable[[], Awaitable[T]]) -> T: ...
+    async def run(
+        self, name: str, fn: Callable[[], Awaitable[T]], *, retry: Retry | None = None
+    ) -> T: ...
 
     @overload
-    async def run(self, name: str, fn: Callable[[], T]) -> T: ...
+    async def run(self, name: str, fn: Callable[[], T], *, retry: Retry | None = None) -> T: ...
 
-    async def run(self, name: str, fn: Callable[[], Any]) -> Any:
-        """Run ``fn`` once per run and return its result, replayed from storage thereafter."""
-        return await self._async_execution.run_step_async(name, fn)
+    async def run(self, name: str, fn: Callable[[], Any], *, retry: Retry | None = None) -> Any:
+        """Run ``fn`` once per run and return its result, replayed from storage thereafter.
+
+        With ``retry``, a failure of this step is retried under that policy.
+        """
+        return await self._async_execution.run_step_async(name, fn, retry)
 
     async def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``, waking early on cancel; returns True if cancelled."""

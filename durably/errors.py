@@ -110,3 +110,12 @@ class BlockingCallError(DurablyError, RuntimeError):
     ``wait_for_run``, ``stop``) waits for work only that loop can do: it
     would never return. The message names the ``_async`` twin to await.
     """
+
+
+class RunTimeoutError(DurablyError, TimeoutError):
+    """An attempt of the run ran longer than its job's ``timeout``.
+
+    The attempt fails with it and is retried under the job's retry policy.
+    """
+
+    status_code = 500

@@ -29,6 +29,7 @@ class EventType(str, Enum):
     RUN_LEASE_RENEWED = "run:lease-renewed"
     RUN_COMPLETE = "run:complete"
     RUN_FAIL = "run:fail"
+    RUN_RETRY_SCHEDULED = "run:retry-scheduled"
     RUN_CANCEL = "run:cancel"
     RUN_DELETE = "run:delete"
     RUN_PROGRESS = "run:progress"
@@ -49,6 +50,7 @@ DOMAIN_EVENTS = frozenset(
         EventType.RUN_COALESCED,
         EventType.RUN_COMPLETE,
         EventType.RUN_FAIL,
+        EventType.RUN_RETRY_SCHEDULED,
         EventType.RUN_CANCEL,
         EventType.RUN_DELETE,
     }
@@ -90,6 +92,10 @@ class Event:
     data: Any = None
     context: str | None = None
     """On ``worker:error``: what the worker was doing (e.g. ``"lease-renewal"``)."""
+    attempt: int | None = None
+    """On ``run:retry-scheduled``: the number of the attempt to come (2 after the first failed)."""
+    run_at: datetime | None = None
+    """On ``run:retry-scheduled``: when that attempt may start."""
     exception: BaseException | None = None
     timestamp: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     sequence: int = 0

@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import inspect
-import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
 
 from sqlalchemy.engine import Connection
 
-from . import serialization
 from .bridge import blocking
 from .config import DEFAULT_MAX_RECOVERIES
 from .core.enqueue import EnqueueRequest
 from .errors import ValidationError
 from .models import Run
+from .retry import Retry
+from .triggers import DEFAULT_PRIORITY, DEFAULT_QUEUE, build_request, validate_labels
+
+__all__ = [
+    "AsyncJobFunction",
+    "Job",
+    "JobDecorator",
+    "JobFunction",
+    "JobHost",
+    "TriggerItem",
+    "build_request",
+    "validate_labels",
+]
 
 if TYPE_CHECKING:
     from .context import AsyncStepContext, StepContext
@@ -75,92 +87,30 @@ class JobDecorator(Protocol):
     def __call__(self, fn: JobFunction[InputT, OutputT], /) -> Job[InputT, OutputT]: ...
 
 
-_LABEL_KEY = re.compile(r"^[a-zA-Z0-9\-_./]+$")
-_MAX_KEY_LENGTH = 255
-COALESCE_VALUES = ("skip",)
-
-
 @dataclass(frozen=True)
 class TriggerItem(Generic[InputT]):
-    """One item of :meth:`Job.batch_trigger` with its own options."""
+    """One item of :meth:`Job.batch_trigger` with its own options (those of :meth:`Job.trigger`).
+
+    ``queue`` and ``priority`` left as None take the job's.
+    """
 
     input: InputT
     idempotency_key: str | None = None
     concurrency_key: str | None = None
     coalesce: str | None = None
     labels: Mapping[str, str] | None = None
-
-
-def validate_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
-    if labels is None:
-        return {}
-    if not isinstance(labels, Mapping):
-        raise ValidationError("labels must be a mapping of str to str")
-    for key, value in labels.items():
-        if not isinstance(key, str) or not _LABEL_KEY.match(key):
-            raise ValidationError(
-                f"Invalid label key {key!r}: must contain only alphanumeric characters, "
-                "dashes, underscores, dots, and slashes"
-            )
-        if not isinstance(value, str):
-            raise ValidationError(
-                f"Label {key!r} must have a str value, got {type(value).__name__}"
-            )
-    return dict(labels)
-
-
-def _validate_key(name: str, value: str | None) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value or len(value) > _MAX_KEY_LENGTH:
-        raise ValidationError(
-            f"{name} must be a non-empty string of at most {_MAX_KEY_LENGTH} characters"
-        )
-    return value
-
-
-def build_request(
-    job_name: str,
-    input: Any,
-    *,
-    idempotency_key: str | None = None,
-    concurrency_key: str | None = None,
-    coalesce: str | None = None,
-    labels: Mapping[str, str] | None = None,
-) -> EnqueueRequest:
-    """Validate one trigger completely, before anything touches the database."""
-    if coalesce is not None:
-        if coalesce not in COALESCE_VALUES:
-            raise ValidationError(f"Invalid coalesce value: {coalesce!r}. Valid values: 'skip'")
-        if concurrency_key is None:
-            raise ValidationError("coalesce requires concurrency_key")
-    if labels is None and idempotency_key is None and concurrency_key is None:
-        # Most triggers, and every plain item of a batch: only the input to check.
-        return {
-            "job_name": job_name,
-            "input_json": serialization.dumps(input, what="The job input"),
-            "labels": None,
-            "labels_json": "{}",
-            "idempotency_key": None,
-            "concurrency_key": None,
-            "coalesce": False,
-        }
-    checked_labels = validate_labels(labels)
-    return {
-        "job_name": job_name,
-        "input_json": serialization.dumps(input, what="The job input"),
-        "labels": checked_labels or None,
-        "labels_json": serialization.dumps(checked_labels, what="labels")
-        if checked_labels
-        else "{}",
-        "idempotency_key": _validate_key("idempotency_key", idempotency_key),
-        "concurrency_key": _validate_key("concurrency_key", concurrency_key),
-        "coalesce": coalesce == "skip",
-    }
+    delay: float | timedelta | None = None
+    run_at: datetime | None = None
+    priority: int | None = None
+    queue: str | None = None
 
 
 class Job(Generic[InputT, OutputT]):
-    """A registered job. Made by ``@durably.job("name")``; trigger it to create runs."""
+    """A registered job. Made by ``@durably.job("name")``; trigger it to create runs.
+
+    Its options (``retry``, ``queue``, ``priority``, ``timeout``,
+    ``max_recoveries``) are those given to ``@durably.job``.
+    """
 
     def __init__(
         self,
@@ -169,11 +119,23 @@ class Job(Generic[InputT, OutputT]):
         fn: JobFunction[InputT, OutputT] | AsyncJobFunction[InputT, OutputT],
         *,
         max_recoveries: int | None = DEFAULT_MAX_RECOVERIES,
+        retry: Retry | None = None,
+        queue: str = DEFAULT_QUEUE,
+        priority: int = DEFAULT_PRIORITY,
+        timeout: float | None = None,
     ) -> None:
         self.name = name
         self.fn = fn
         self.max_recoveries = max_recoveries
         """Recoveries after which a run of this job is failed as a poison run (None: never)."""
+        self.retry = retry
+        """How a failed run is retried (None: it fails at its first error)."""
+        self.queue = queue
+        """The queue its runs go to, unless a trigger names another."""
+        self.priority = priority
+        """Its runs' priority, unless a trigger gives another: higher runs first."""
+        self.timeout = timeout
+        """Seconds an attempt may run before it fails with ``RunTimeoutError`` (None: no limit)."""
         self.is_async = inspect.iscoroutinefunction(fn)
         self._durably = durably
         self.__doc__ = fn.__doc__
@@ -181,6 +143,32 @@ class Job(Generic[InputT, OutputT]):
 
     def __repr__(self) -> str:
         return f"<Job {self.name!r}>"
+
+    def _request(
+        self,
+        input: Any,
+        *,
+        idempotency_key: str | None = None,
+        concurrency_key: str | None = None,
+        coalesce: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+    ) -> EnqueueRequest:
+        return build_request(
+            self.name,
+            input,
+            idempotency_key=idempotency_key,
+            concurrency_key=concurrency_key,
+            coalesce=coalesce,
+            labels=labels,
+            delay=delay,
+            run_at=run_at,
+            priority=self.priority if priority is None else priority,
+            queue=self.queue if queue is None else queue,
+        )
 
     @blocking
     def trigger(
@@ -191,20 +179,30 @@ class Job(Generic[InputT, OutputT]):
         concurrency_key: str | None = None,
         coalesce: str | None = None,
         labels: Mapping[str, str] | None = None,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
         connection: Connection | None = None,
     ) -> Run:
         """Create a run (or return the existing one the keys resolve to).
 
-        With ``connection``, the run is written on the caller's connection and
+        ``delay`` (seconds or a ``timedelta``) or ``run_at`` (an aware
+        ``datetime``) make the run wait, ``pending``, until then.
+        ``priority`` and ``queue`` override the job's for this run. With
+        ``connection``, the run is written on the caller's connection and
         transaction: it exists if and only if the caller commits.
         """
-        request = build_request(
-            self.name,
+        request = self._request(
             input,
             idempotency_key=idempotency_key,
             concurrency_key=concurrency_key,
             coalesce=coalesce,
             labels=labels,
+            delay=delay,
+            run_at=run_at,
+            priority=priority,
+            queue=queue,
         )
         return self._durably.enqueue([request], connection)[0]
 
@@ -216,15 +214,22 @@ class Job(Generic[InputT, OutputT]):
         concurrency_key: str | None = None,
         coalesce: str | None = None,
         labels: Mapping[str, str] | None = None,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
     ) -> Run:
         """:meth:`trigger` without blocking the event loop."""
-        request = build_request(
-            self.name,
+        request = self._request(
             input,
             idempotency_key=idempotency_key,
             concurrency_key=concurrency_key,
             coalesce=coalesce,
             labels=labels,
+            delay=delay,
+            run_at=run_at,
+            priority=priority,
+            queue=queue,
         )
         return (await self._durably.enqueue_async([request]))[0]
 
@@ -259,16 +264,21 @@ class Job(Generic[InputT, OutputT]):
         for index, item in enumerate(items):
             try:
                 if isinstance(item, TriggerItem):
-                    request = build_request(
-                        self.name,
+                    request = self._request(
                         item.input,
                         idempotency_key=item.idempotency_key,
                         concurrency_key=item.concurrency_key,
                         coalesce=item.coalesce,
                         labels=item.labels,
+                        delay=item.delay,
+                        run_at=item.run_at,
+                        priority=item.priority,
+                        queue=item.queue,
                     )
                 else:
-                    request = build_request(self.name, item)
+                    request = build_request(
+                        self.name, item, queue=self.queue, priority=self.priority
+                    )
             except ValidationError as exc:
                 raise ValidationError(f"{exc} (at index {index})") from None
             requests.append(request)
@@ -284,6 +294,10 @@ class Job(Generic[InputT, OutputT]):
         concurrency_key: str | None = None,
         coalesce: str | None = None,
         labels: Mapping[str, str] | None = None,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
     ) -> Run:
         """Trigger, then wait for the run to complete; returns the completed run.
 
@@ -297,6 +311,10 @@ class Job(Generic[InputT, OutputT]):
             concurrency_key=concurrency_key,
             coalesce=coalesce,
             labels=labels,
+            delay=delay,
+            run_at=run_at,
+            priority=priority,
+            queue=queue,
         )
         assert run.disposition is not None
         done = self._durably.wait_for_run(run.id, timeout=timeout)
@@ -311,6 +329,10 @@ class Job(Generic[InputT, OutputT]):
         concurrency_key: str | None = None,
         coalesce: str | None = None,
         labels: Mapping[str, str] | None = None,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
     ) -> Run:
         """:meth:`trigger_and_wait` for the event loop."""
         run = await self.trigger_async(
@@ -319,6 +341,10 @@ class Job(Generic[InputT, OutputT]):
             concurrency_key=concurrency_key,
             coalesce=coalesce,
             labels=labels,
+            delay=delay,
+            run_at=run_at,
+            priority=priority,
+            queue=queue,
         )
         assert run.disposition is not None
         done = await self._durably.wait_for_run_async(run.id, timeout=timeout)

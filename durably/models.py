@@ -96,8 +96,16 @@ class Run:
     completed_at: datetime | None
     created_at: datetime
     updated_at: datetime
-    recovery_count: int = 0
+    recovery_count: int
     """Times the run was taken over after its worker stopped renewing its lease."""
+    queue: str
+    priority: int
+    """Higher runs first; equal priorities in the order they became claimable."""
+    run_at: datetime
+    """When the run is (or was) claimable: its trigger time, later for a delayed run or
+    one waiting out a retry's backoff (aware UTC)."""
+    attempt: int
+    """Which attempt of the run this is (or was last): 1 for the first."""
     disposition: Disposition | None = field(default=None, compare=False)
 
     @property
@@ -143,6 +151,12 @@ class Run:
             created_at,
             created_at,  # updated_at
             0,  # recovery_count
+            written["queue"],
+            written["priority"],
+            created_at
+            if written["run_at"] == written["created_at"]
+            else to_datetime(written["run_at"]),
+            1,  # attempt
             Disposition.CREATED,
         )
 
@@ -174,6 +188,10 @@ class Run:
             created_at=to_datetime(row["created_at"]),
             updated_at=to_datetime(row["updated_at"]),
             recovery_count=row["recovery_count"],
+            queue=row["queue"],
+            priority=row["priority"],
+            run_at=to_datetime(row["run_at"]),
+            attempt=row["attempt"],
             disposition=disposition,
         )
 

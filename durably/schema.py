@@ -53,7 +53,8 @@ def sql_status(status: RunStatus) -> ColumnElement[Any]:
     return literal_column(f"'{status.value}'")
 
 
-PENDING_ONLY = text("status = 'pending' AND concurrency_key IS NOT NULL")
+PENDING_ONLY = text("status = 'pending'")
+PENDING_WITH_KEY = text("status = 'pending' AND concurrency_key IS NOT NULL")
 COMPLETED_ONLY = text("status = 'completed'")
 # Partial indexes hold only the rows their queries look for. Each index a
 # row is in costs a B-tree write when the row is inserted and whenever an
@@ -92,6 +93,14 @@ runs = Table(
     # touch): a run that keeps killing its worker stops after max_recoveries.
     # Last, where the revision that added it put it.
     Column("recovery_count", Integer, nullable=False, server_default="0"),
+    # Queue semantics (revision durably_0007). ``run_at`` is when the run
+    # becomes claimable: its trigger time, later for a delayed run or one
+    # waiting out a retry's backoff. ``attempt`` counts the run's attempts
+    # (a retry after a failure starts the next one).
+    Column("queue", String(255), nullable=False, server_default="default"),
+    Column("priority", Integer, nullable=False, server_default="0"),
+    Column("run_at", BigInteger, nullable=False, server_default="0"),
+    Column("attempt", Integer, nullable=False, server_default="1"),
     # One idempotency key per job, for the life of the run row.
     Index(
         "ux_durably_runs_job_idempotency",
@@ -107,11 +116,10 @@ runs = Table(
         "job_name",
         "concurrency_key",
         unique=True,
-        sqlite_where=PENDING_ONLY,
-        postgresql_where=PENDING_ONLY,
+        sqlite_where=PENDING_WITH_KEY,
+        postgresql_where=PENDING_WITH_KEY,
     ),
-    # Claim: the oldest pending run (status = 'pending' ORDER BY id), and
-    # listing by status. Runs are ordered by id everywhere: a ULID sorts by
+    # Listing by status. Runs are listed by id everywhere: a ULID sorts by
     # creation time, so the primary key's own index serves the unfiltered
     # listing and no index on created_at is needed.
     Index("ix_durably_runs_status_id", "status", "id"),
@@ -142,6 +150,18 @@ runs = Table(
         sqlite_where=ENDED_ONLY,
         postgresql_where=ENDED_ONLY,
     ),
+)
+
+# Claim: the next pending run in claim order, higher priority first, then by
+# when it became claimable, then by id. The planner walks this index in that
+# order and stops at the first due run it may take.
+Index(
+    "ix_durably_runs_claim",
+    runs.c.priority.desc(),
+    runs.c.run_at,
+    runs.c.id,
+    sqlite_where=PENDING_ONLY,
+    postgresql_where=PENDING_ONLY,
 )
 
 run_labels = Table(
@@ -248,6 +268,36 @@ logs = Table(
     Column("created_at", BigInteger, nullable=False),
     Index("ix_durably_logs_run_id", "run_id", "id"),
 )
+
+step_attempts = Table(
+    "durably_step_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(26), nullable=False),
+    Column("step_name", String(255), nullable=False),
+    Column("step_index", Integer, nullable=False),
+    # The run's attempt during which this step attempt ran.
+    Column("run_attempt", Integer, nullable=False),
+    Column("lease_generation", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("error", Text),
+    Column("traceback", Text),
+    Column("started_at", BigInteger, nullable=False),
+    Column("completed_at", BigInteger),
+    Index("ix_durably_step_attempts_run_id", "run_id", "id"),
+)
+"""Every execution of a step, kept until its run is deleted or purged (the steps
+table keeps only what a resume needs)."""
+
+queue_claims = Table(
+    "durably_queue_claims",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("queue", String(255), nullable=False),
+    Column("claimed_at", BigInteger, nullable=False),
+    Index("ix_durably_queue_claims_queue_claimed_at", "queue", "claimed_at"),
+)
+"""When runs of rate-limited queues were claimed: the sliding window a claim counts."""
 
 workers = Table(
     "durably_workers",

@@ -3,7 +3,7 @@ remote libSQL server (the Hrana test server in tests/hrana, a separate process).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,17 +83,19 @@ class AsyncioEngineDurably(Durably):
         super().__init__(url, **options)
         self._test_loop = loop
 
-    def start(self) -> None:
-        self._test_loop.run(self.start_async())
+    def start(self, *, queues: Iterable[str] | None = None) -> None:
+        self._test_loop.run(self.start_async(queues=queues))
 
     def stop(self, timeout: float | None = None) -> None:
         self._test_loop.run(self.stop_async(timeout))
 
-    def process_one(self) -> bool:
-        return self._test_loop.run(self.process_one_async())
+    def process_one(self, *, queues: Iterable[str] | None = None) -> bool:
+        return self._test_loop.run(self.process_one_async(queues=queues))
 
-    def process_until_idle(self, max_runs: int | None = None) -> int:
-        return self._test_loop.run(self.process_until_idle_async(max_runs))
+    def process_until_idle(
+        self, max_runs: int | None = None, *, queues: Iterable[str] | None = None
+    ) -> int:
+        return self._test_loop.run(self.process_until_idle_async(max_runs, queues=queues))
 
     def close(self) -> None:
         self._test_loop.run(self.close_async())

@@ -1,17 +1,18 @@
 """How a run is claimed: one ``UPDATE … RETURNING`` of the next claimable run.
 
-The candidate is chosen by two index-driven arms, merged by id (that is, by
-creation time: ids are ULIDs):
+The candidate is chosen by two index-driven arms, each in claim order
+(higher ``priority`` first, then earlier ``run_at``, then id: a ULID, so
+creation order), and the first of the two is taken:
 
-* the oldest *pending* run;
-* the oldest *leased* run whose lease has expired (its worker died or lost
+* the first *pending* run that is due (``run_at`` has come);
+* the first *leased* run whose lease has expired (its worker died or lost
   touch; a claim takes it directly, no reaper needed).
 
 Each arm takes only runs of the jobs this worker has registered (during a
 rolling deploy an old worker leaves a new job's runs to the workers that know
-it) and skips runs whose concurrency key is held by a live lease of any
-job. Keeping the arms separate keeps the claim cheap however many finished
-runs the table holds. The claim increments the run's ``lease_generation``,
+it), of the queues it serves if it was told which, and skips runs whose
+concurrency key is held by a live lease of any job. Keeping the arms
+separate keeps the claim cheap however many finished runs the table holds. The claim increments the run's ``lease_generation``,
 the fencing token every later write of the new holder carries
 (:mod:`durably.core.leases`), and counts a claim of an abandoned lease in
 ``recovery_count`` (see :func:`recovery_limit_error`).
@@ -23,7 +24,7 @@ import contextlib
 import functools
 import time
 from collections.abc import Collection
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -60,36 +61,60 @@ def _sql_string(value: str) -> Any:
     return sa.literal_column("'" + value.replace("'", "''") + "'")
 
 
-def _oldest(alias_name: str, job_names: frozenset[str], *conditions: Any) -> Any:
-    """The id of the oldest run (of an alias of ``runs``) of ``job_names`` meeting
-    ``conditions``, free keys only."""
+def _in(column: Any, values: frozenset[str]) -> Any:
+    return column.in_([_sql_string(value) for value in sorted(values)])
+
+
+def _claim_order(run: Any) -> tuple[Any, ...]:
+    return (run.c.priority.desc(), run.c.run_at, run.c.id)
+
+
+def _first(
+    alias_name: str, job_names: frozenset[str], queues: frozenset[str] | None, *conditions: Any
+) -> Any:
+    """The first run in claim order (of an alias of ``runs``) of ``job_names`` (and
+    ``queues``) meeting ``conditions``, free keys only."""
     candidate = runs.alias(alias_name)
     where = [condition(candidate) for condition in conditions]
-    names = [_sql_string(name) for name in sorted(job_names)]
+    where.append(_in(candidate.c.job_name, job_names))
+    if queues is not None:
+        where.append(_in(candidate.c.queue, queues))
     return (
-        sa.select(candidate.c.id)
-        .where(*where, candidate.c.job_name.in_(names), _key_is_free(candidate))
-        .order_by(candidate.c.id)
+        sa.select(candidate.c.id, candidate.c.priority, candidate.c.run_at)
+        .where(*where, _key_is_free(candidate))
+        .order_by(*_claim_order(candidate))
         .limit(1)
         .subquery()
     )
 
 
-@functools.lru_cache(maxsize=64)
-def claim_statement(job_names: frozenset[str]) -> sa.Update:
-    """The claim of a worker that runs ``job_names``; built once per set of jobs.
+def claim_statement(job_names: frozenset[str], queues: frozenset[str] | None = None) -> sa.Update:
+    """The claim of a worker that runs ``job_names`` (from ``queues``; None: any queue).
 
-    Parameters: ``claim_now``, ``claim_owner``, ``claim_expires``.
+    Built once per set of jobs and queues. Parameters: ``claim_now``,
+    ``claim_owner``, ``claim_expires``.
     """
-    pending = _oldest("pending", job_names, lambda run: run.c.status == _PENDING)
-    expired = _oldest(
+    return _claim_statement(job_names, queues)
+
+
+@functools.lru_cache(maxsize=64)
+def _claim_statement(job_names: frozenset[str], queues: frozenset[str] | None) -> sa.Update:
+    pending = _first(
+        "pending",
+        job_names,
+        queues,
+        lambda run: run.c.status == _PENDING,
+        lambda run: run.c.run_at <= _NOW,
+    )
+    expired = _first(
         "expired",
         job_names,
+        queues,
         lambda run: run.c.status == _LEASED,
         lambda run: run.c.lease_expires_at <= _NOW,
     )
-    both = sa.union_all(sa.select(pending.c.id), sa.select(expired.c.id)).subquery()
-    candidate = sa.select(both.c.id).order_by(both.c.id).limit(1)
+    both = sa.union_all(sa.select(pending), sa.select(expired)).subquery()
+    candidate = sa.select(both.c.id).order_by(*_claim_order(both)).limit(1)
     return (
         runs.update()
         .where(runs.c.id == candidate.scalar_subquery())
@@ -107,7 +132,11 @@ def claim_statement(job_names: frozenset[str]) -> sa.Update:
 
 
 def claim_op(
-    worker_id: str, now: int, settings: Settings, job_names: Collection[str]
+    worker_id: str,
+    now: int,
+    settings: Settings,
+    job_names: Collection[str],
+    queues: frozenset[str] | None = None,
 ) -> Operation[ClaimedRun | None]:
     """Lease the next claimable run of ``job_names`` for ``worker_id``: one atomic statement.
 
@@ -118,7 +147,7 @@ def claim_op(
     """
     if not job_names:
         return None
-    statement = claim_statement(frozenset(job_names))
+    statement = claim_statement(frozenset(job_names), queues)
     started = time.monotonic()
     params = {"claim_now": now, "claim_owner": worker_id, "claim_expires": now + settings.lease_ms}
     (outcome,) = yield Write([(statement, params)])
@@ -136,26 +165,39 @@ def claim_op(
         # later than the expiry the database holds.
         deadline=started + settings.stale_threshold,
     )
-    completed: dict[str, str | None] = {}
-    if row["lease_generation"] > 1:  # claimed before: it may have completed steps
+    history = StepHistory({}, {})
+    if row["lease_generation"] > 1:  # claimed before: it may have stored steps
         try:
-            completed = yield Read(completed_steps, (row["id"],))
+            history = yield Read(step_history, (row["id"],))
         except Exception:
             with contextlib.suppress(Exception):
                 yield from release_op(lease, now)
             raise
-    return ClaimedRun(row=row, lease=lease, completed_steps=completed)
-
-
-def completed_steps(conn: Connection, run_id: str) -> dict[str, str | None]:
-    """Step name -> stored JSON output of a run's completed steps: the replay cache."""
-    return dict(
-        conn.execute(
-            sa.select(steps.c.name, steps.c.output).where(
-                steps.c.run_id == run_id, steps.c.status == StepStatus.COMPLETED.value
-            )
-        ).all()  # a list: a Result has .keys(), so dict() would take it for a mapping
+    return ClaimedRun(
+        row=row, lease=lease, completed_steps=history.completed, step_failures=history.failures
     )
+
+
+class StepHistory(NamedTuple):
+    completed: dict[str, str | None]
+    """Step name -> stored JSON output of the run's completed steps: the replay cache."""
+    failures: dict[str, int]
+    """Step name -> how many times the step failed (a step's own retry policy counts them)."""
+
+
+def step_history(conn: Connection, run_id: str) -> StepHistory:
+    """What a resumed run needs of its stored steps: outputs to replay, failures to count."""
+    completed: dict[str, str | None] = {}
+    failures: dict[str, int] = {}
+    rows = conn.execute(
+        sa.select(steps.c.name, steps.c.status, steps.c.output).where(steps.c.run_id == run_id)
+    )
+    for name, status, output in rows:
+        if status == StepStatus.COMPLETED.value:
+            completed[name] = output
+        elif status == StepStatus.FAILED.value:
+            failures[name] = failures.get(name, 0) + 1
+    return StepHistory(completed, failures)
 
 
 def recovery_limit_error(recoveries: int, max_recoveries: int | None) -> str | None:

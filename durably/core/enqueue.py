@@ -48,6 +48,10 @@ class EnqueueRequest(TypedDict):
     idempotency_key: str | None
     concurrency_key: str | None
     coalesce: bool
+    queue: str
+    priority: int
+    run_at: int | None
+    """When the run becomes claimable (ms since the epoch); None: when it is triggered."""
 
 
 Enqueued = tuple[Sequence[Mapping[Any, Any]], Sequence[Disposition]]
@@ -68,7 +72,18 @@ def _resolved(results: Sequence[tuple[Mapping[Any, Any], Disposition]]) -> Enque
     return [row for row, _ in results], [disposition for _, disposition in results]
 
 
-_WRITTEN = ("id", "job_name", "status", "input", "labels", "created_at", "updated_at")
+_WRITTEN = (
+    "id",
+    "job_name",
+    "status",
+    "input",
+    "labels",
+    "queue",
+    "priority",
+    "run_at",
+    "created_at",
+    "updated_at",
+)
 """The columns a trigger writes; the schema's defaults fill in the rest (binding a dozen
 NULLs and zeros as well costs a trigger a good part of its SQL). The
 :class:`~durably.models.Run` a trigger returns is built from these columns
@@ -236,6 +251,9 @@ def _new_row(request: EnqueueRequest, now: int, run_id: str) -> dict[str, Any]:
         "status": _PENDING,
         "input": request["input_json"],
         "labels": request["labels_json"],
+        "queue": request["queue"],
+        "priority": request["priority"],
+        "run_at": now if request["run_at"] is None else request["run_at"],
         "created_at": now,
         "updated_at": now,
     }

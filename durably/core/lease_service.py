@@ -33,12 +33,25 @@ class LeaseService:
 
     # -- claim ----------------------------------------------------------------
 
-    def claim_op(self, worker_id: str, job_names: Collection[str]) -> Operation[ClaimedRun | None]:
-        """Lease the next claimable run of ``job_names`` (see :mod:`durably.core.claim`)."""
-        return claim_op(worker_id, self.clock(), self.settings, job_names)
+    def claim_op(
+        self,
+        worker_id: str,
+        job_names: Collection[str],
+        queues: frozenset[str] | None = None,
+    ) -> Operation[ClaimedRun | None]:
+        """Lease the next claimable run of ``job_names`` from ``queues`` (None: any queue).
 
-    def claim(self, worker_id: str, job_names: Collection[str]) -> ClaimedRun | None:
-        return run(self.claim_op(worker_id, job_names), self.db)
+        See :mod:`durably.core.claim`.
+        """
+        return claim_op(worker_id, self.clock(), self.settings, job_names, queues)
+
+    def claim(
+        self,
+        worker_id: str,
+        job_names: Collection[str],
+        queues: frozenset[str] | None = None,
+    ) -> ClaimedRun | None:
+        return run(self.claim_op(worker_id, job_names, queues), self.db)
 
     # -- heartbeat ------------------------------------------------------------
 
@@ -127,6 +140,16 @@ class LeaseService:
 
     def fail(self, lease: Lease, error: str) -> tuple[bool, str | None]:
         return run(self.fail_op(lease, error), self.db)
+
+    def schedule_retry_op(self, lease: Lease, error: str, delay: float) -> Operation[int | None]:
+        """Put the run back to wait ``delay`` seconds for its next attempt.
+
+        Returns when it becomes claimable (ms), or None if the lease was no longer ours.
+        """
+        now = self.clock()
+        run_at = now + round(delay * 1000)
+        accepted = yield from lease_writes.schedule_retry_op(lease, now, error, run_at)
+        return run_at if accepted else None
 
     def release_op(self, lease: Lease) -> Operation[bool]:
         return lease_writes.release_op(lease, self.clock())

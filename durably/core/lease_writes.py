@@ -121,6 +121,26 @@ _RELEASE = (
 
 Either way any worker may claim it at once, in its place in the queue, and
 no recovery is counted: ``lease_owner`` is cleared (see ``WAS_ABANDONED``)."""
+_RUN_AT = sa.bindparam("run_at", type_=sa.BigInteger)
+_SCHEDULE_RETRY = (
+    runs.update()
+    .where(FENCE)
+    .values(
+        status=sa.case((_CAN_WAIT_AS_PENDING, sql_status(RunStatus.PENDING)), else_=runs.c.status),
+        lease_expires_at=sa.case((_CAN_WAIT_AS_PENDING, sa.null()), else_=_RUN_AT),
+        lease_owner=sa.null(),
+        run_at=_RUN_AT,
+        attempt=runs.c.attempt + 1,
+        error=sa.bindparam("run_error", type_=sa.Text),
+        updated_at=NOW,
+    )
+)
+"""The run waits for its next attempt until ``run_at``, holding no lease.
+
+It is pending again, claimable once ``run_at`` comes; beside a pending run
+of its concurrency key (which may not have a second) its lease instead
+expires at ``run_at``, which makes it just as claimable then. ``error``
+keeps the failure that caused the retry, for whoever looks meanwhile."""
 _TOUCH_WORKER = (
     workers.update()
     .where(workers.c.id == sa.bindparam("worker_id", type_=sa.String))
@@ -221,6 +241,13 @@ def fail_op(lease: Lease, now: int, error: str) -> Operation[tuple[bool, str | N
         return False, None
     failed_step: str | None = yield Read(failed_step_name, (lease.run_id,))
     return True, failed_step
+
+
+def schedule_retry_op(lease: Lease, now: int, error: str, run_at: int) -> Operation[bool]:
+    """End this attempt of the run: it is retried at ``run_at`` (fenced)."""
+    params = {**fence(lease, now), "run_error": error, "run_at": run_at}
+    (outcome,) = yield Write([(_SCHEDULE_RETRY, params)])
+    return bool(outcome.rowcount == 1)
 
 
 def release_op(lease: Lease, now: int) -> Operation[bool]:

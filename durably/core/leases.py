@@ -94,6 +94,8 @@ class ClaimedRun:
     lease: Lease
     completed_steps: Mapping[str, str | None]
     """Step name -> stored JSON output, for replay without touching the database."""
+    step_failures: Mapping[str, int] = field(default_factory=dict)
+    """Step name -> how many times it failed before (for a step's own retry policy)."""
 
 
 @dataclass(frozen=True)

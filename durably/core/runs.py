@@ -156,6 +156,8 @@ _RETRY = (
         lease_owner=sa.null(),
         lease_expires_at=sa.null(),
         recovery_count=0,  # a retry starts a fresh count towards max_recoveries
+        attempt=1,  # and of attempts, for the job's retry policy
+        run_at=_NOW,  # claimable now, in line after the runs already due
         updated_at=_NOW,
     )
     .returning(*runs.c)

@@ -25,6 +25,7 @@ from ..core import operation
 from ..core.leases import ClaimedRun
 from ..core.operation import Operation
 from ..errors import CancelledError, DurablyError, LeaseLostError
+from ..retry import Retry
 from .execution import Execution, StepAttempt
 
 if TYPE_CHECKING:
@@ -59,11 +60,13 @@ class AsyncExecution(Execution):
             return _Awaitable(result)
         return operation.run(self.step_returned_op(attempt, result), db)
 
-    async def run_step_async(self, name: str, fn: Callable[[], Any]) -> Any:
+    async def run_step_async(
+        self, name: str, fn: Callable[[], Any], retry: Retry | None = None
+    ) -> Any:
         """Run a step: a coroutine function on the loop, a ``def`` function in a thread."""
         if self.lease.expired_locally:
             await operation.run_async(self.confirm_lease_op(), self.runtime.async_db)
-        attempt = self.begin_step(name)
+        attempt = self.begin_step(name, retry)
         if attempt.replayed:
             return attempt.output
         if inspect.iscoroutinefunction(fn):

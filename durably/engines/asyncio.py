@@ -33,9 +33,12 @@ def _nothing() -> None:
 class AsyncioWorker:
     engine = "asyncio"
 
-    def __init__(self, runtime: Runtime, worker_id: str) -> None:
+    def __init__(
+        self, runtime: Runtime, worker_id: str, queues: frozenset[str] | None = None
+    ) -> None:
         self.runtime = runtime
-        self.policy = ClaimPolicy(runtime, WorkerIdentity(id=worker_id, engine=self.engine))
+        identity = WorkerIdentity(id=worker_id, engine=self.engine)
+        self.policy = ClaimPolicy(runtime, identity, queues)
         self._step_threads = Threads(self.policy.slots, "durably-step")
         self._runs: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -107,7 +110,7 @@ class AsyncioWorker:
                 continue
             if policy.should_maintain(len(self._runs)):
                 await self.runtime.call(policy.maintain)
-            await wait_event(self._wake, policy.polling_interval)
+            await wait_event(self._wake, policy.idle_wait())
 
     def _start_run(self, claimed: ClaimedRun) -> None:
         task = asyncio.create_task(self._run(claimed), name=f"durably-run-{claimed.lease.run_id}")

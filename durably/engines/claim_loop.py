@@ -53,9 +53,13 @@ def error_backoff(failures: int, base: float) -> float:
 class ClaimPolicy:
     """One worker's claim decisions and the operations they need (see the module)."""
 
-    def __init__(self, runtime: Runtime, identity: WorkerIdentity) -> None:
+    def __init__(
+        self, runtime: Runtime, identity: WorkerIdentity, queues: frozenset[str] | None = None
+    ) -> None:
         self.runtime = runtime
         self.identity = identity
+        self.queues = queues
+        """The queues this worker serves; None: every queue of the jobs it has registered."""
         self.slots = runtime.settings.max_concurrent_runs
         self.polling_interval = runtime.settings.polling_interval
         self.stopping = False
@@ -69,7 +73,7 @@ class ClaimPolicy:
         return active < self.slots
 
     def claim_op(self) -> Operation[ClaimedRun | None]:
-        return self.runtime.service.claim_op(self.worker_id, self.runtime.registry)
+        return self.runtime.service.claim_op(self.worker_id, self.runtime.registry, self.queues)
 
     def claimed(self) -> None:
         """A claim went through (whether or not it found a run)."""
@@ -93,6 +97,11 @@ class ClaimPolicy:
             found = yield from self.claim_op()
             if found is not None:
                 into.append(found)
+
+    def idle_wait(self) -> float:
+        """Seconds to wait when nothing was claimable: the polling interval, or less if a
+        delayed run this process knows of comes due sooner."""
+        return self.runtime.due_times.wait(self.polling_interval)
 
     def should_maintain(self, active: int) -> bool:
         """Idle maintenance runs only when nothing runs here, and when it is due."""

@@ -30,12 +30,14 @@ from ..core.operation import Operation
 from ..errors import CancelledError, DatabaseError, DurablyError, LeaseLostError, ValidationError
 from ..events import EventType
 from ..models import Progress
+from ..retry import Retry, check_retry
 from ..status import LogLevel, RunStatus, StepStatus
+from .retries import StepFailure, retry_delay
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from .runtime import RegisteredJob, Runtime
 
-Outcome = Literal["completed", "failed", "cancelled", "lease-lost"]
+Outcome = Literal["completed", "failed", "retrying", "cancelled", "lease-lost"]
 
 
 def describe(exc: BaseException) -> str:
@@ -54,6 +56,8 @@ class StepAttempt:
     """The stored output, when ``replayed``."""
     started_at: int = 0
     started: float = 0.0
+    retry: Retry | None = None
+    """The step's own retry policy, if it has one."""
 
 
 class Execution:
@@ -64,6 +68,11 @@ class Execution:
         self.claimed = claimed
         self.lease: Lease = claimed.lease
         self.completed: dict[str, str | None] = dict(claimed.completed_steps)
+        self.step_failures: dict[str, int] = dict(claimed.step_failures)
+        self.attempt: int = claimed.row["attempt"]
+        self.job: RegisteredJob | None = None
+        self.failed_step: StepFailure | None = None
+        """The last failure of a step with its own retry policy (see ``retries``)."""
         self.position = 0
         self.current_step: str | None = None
         self.stop_seen = False
@@ -123,10 +132,11 @@ class Execution:
 
     # -- the step phases ----------------------------------------------------
 
-    def begin_step(self, name: str) -> StepAttempt:
+    def begin_step(self, name: str, retry: Retry | None = None) -> StepAttempt:
         """Replay a completed step, or announce a new one. No database access."""
         if not isinstance(name, str) or not name:
             raise ValidationError("A step name must be a non-empty string")
+        check_retry(retry, "A step's")
         self.check_abort()
         index = self.position
         self.position += 1
@@ -140,7 +150,7 @@ class Execution:
             return StepAttempt(name, index, replayed=True, output=output)
         self.stop_seen = False
         attempt = StepAttempt(
-            name, index, replayed=False, started_at=now_ms(), started=time.monotonic()
+            name, index, replayed=False, started_at=now_ms(), started=time.monotonic(), retry=retry
         )
         self._emit(EventType.STEP_START, step_name=name, step_index=index)
         self.current_step = name
@@ -160,10 +170,13 @@ class Execution:
             return (yield from self._refused_op(attempt))
         if cancelled:
             self._emit(EventType.STEP_CANCEL, step_name=attempt.name, step_index=attempt.index)
-        else:
-            self._emit(
-                EventType.STEP_FAIL, step_name=attempt.name, step_index=attempt.index, error=error
-            )
+            return exc
+        failures = self.step_failures[attempt.name] = self.step_failures.get(attempt.name, 0) + 1
+        if attempt.retry is not None:
+            self.failed_step = StepFailure(exc, attempt.retry, failures)
+        self._emit(
+            EventType.STEP_FAIL, step_name=attempt.name, step_index=attempt.index, error=error
+        )
         return exc
 
     def step_returned_op(self, attempt: StepAttempt, result: Any) -> Operation[Any]:
@@ -231,10 +244,10 @@ class Execution:
 
     # -- a def step -----------------------------------------------------------
 
-    def run_step(self, name: str, fn: Callable[[], Any]) -> Any:
+    def run_step(self, name: str, fn: Callable[[], Any], retry: Retry | None = None) -> Any:
         if self.lease.expired_locally:
             operation.run(self.confirm_lease_op(), self.runtime.db)
-        attempt = self.begin_step(name)
+        attempt = self.begin_step(name, retry)
         if attempt.replayed:
             return attempt.output
         return self.call_step(attempt, fn)
@@ -311,7 +324,7 @@ class Execution:
             lease_owner=self.lease.owner,
             lease_expires_at=to_datetime(self.lease.expires_at),
         )
-        job = self.runtime.registry.get(self.lease.job_name)
+        job = self.job = self.runtime.registry.get(self.lease.job_name)
         if job is None:
             return f"Unknown job: {self.lease.job_name}"
         too_many = recovery_limit_error(self.claimed.row["recovery_count"], job.max_recoveries)
@@ -342,6 +355,10 @@ class Execution:
         if isinstance(exc, Exception):
             if lease.abort_reason in (AbortReason.LEASE_LOST, AbortReason.SHUTDOWN):
                 return (yield from self._stopped_op())
+            job_policy = None if self.job is None else self.job.retry
+            delay = retry_delay(exc, job_policy, self.attempt, self.failed_step)
+            if delay is not None:
+                return (yield from self.retry_op(describe(exc), delay))
             return (yield from self.fail_op(describe(exc)))
         try:
             yield from self.runtime.service.release_op(lease)
@@ -370,6 +387,20 @@ class Execution:
             self._emit(EventType.RUN_FAIL, error=error, failed_step_name=failed_step)
             return "failed"
         return (yield from self._not_ours_op("run-failure"))
+
+    def retry_op(self, error: str, delay: float) -> Operation[Outcome]:
+        """End this attempt; the run waits ``delay`` seconds, pending, for the next."""
+        run_at = yield from self.runtime.service.schedule_retry_op(self.lease, error, delay)
+        if run_at is None:
+            return (yield from self._not_ours_op("run-retry"))
+        self.runtime.due_times.add(run_at)
+        self._emit(
+            EventType.RUN_RETRY_SCHEDULED,
+            error=error,
+            attempt=self.attempt + 1,
+            run_at=to_datetime(run_at),
+        )
+        return "retrying"
 
     def _not_ours_op(self, context: str) -> Operation[Outcome]:
         """The run's end was refused by the fence: cancelled meanwhile, or the lease is lost."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -11,10 +12,12 @@ from typing import Any, Protocol, TypeVar
 from typing_extensions import ParamSpec
 
 from ..bridge import LoopThread, Threads
+from ..clock import now_ms
 from ..config import Settings
 from ..core.lease_service import LeaseService
 from ..core.leases import Lease
 from ..events import EventBus
+from ..retry import Retry
 from ..storage import Database
 from ..storage.async_database import AsyncDatabase
 from .heartbeat import Heartbeat
@@ -35,6 +38,45 @@ class RegisteredJob(Protocol):
 
     @property
     def max_recoveries(self) -> int | None: ...
+
+    @property
+    def retry(self) -> Retry | None: ...
+
+    @property
+    def timeout(self) -> float | None: ...
+
+
+class DueTimes:
+    """When delayed runs this process knows of become claimable (its triggers, its retries).
+
+    An idle worker waits until the earliest of them instead of a whole
+    polling interval, so a run delayed by 0.2 s starts 0.2 s later, not at
+    the next poll. Runs other processes delay are found by polling.
+    """
+
+    _LIMIT = 10_000
+    """Times kept at most: past that, later ones are left to polling."""
+
+    def __init__(self, clock: Callable[[], int] = now_ms) -> None:
+        self._lock = threading.Lock()
+        self._times: list[int] = []
+        self._clock = clock
+
+    def add(self, run_at: int) -> None:
+        with self._lock:
+            if len(self._times) < self._LIMIT:
+                heapq.heappush(self._times, run_at)
+
+    def wait(self, longest: float) -> float:
+        """Seconds until the earliest time still to come, at most ``longest``."""
+        now = self._clock()
+        with self._lock:
+            times = self._times
+            while times and times[0] <= now:
+                heapq.heappop(times)
+            if not times:
+                return longest
+            return min(longest, (times[0] - now) / 1000)
 
 
 class ActiveLeases:
@@ -81,6 +123,7 @@ class Runtime:
     """Where async code runs blocking database work, so none of it blocks an event loop."""
     async_db: AsyncDatabase = field(init=False)
     """The database as coroutines reach it: the async driver's storage."""
+    due_times: DueTimes = field(default_factory=DueTimes)
     _wakers: list[Callable[[], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:

@@ -35,9 +35,12 @@ def _nothing() -> None:
 class ThreadWorker:
     engine = "thread"
 
-    def __init__(self, runtime: Runtime, worker_id: str) -> None:
+    def __init__(
+        self, runtime: Runtime, worker_id: str, queues: frozenset[str] | None = None
+    ) -> None:
         self.runtime = runtime
-        self.policy = ClaimPolicy(runtime, WorkerIdentity(id=worker_id, engine=self.engine))
+        identity = WorkerIdentity(id=worker_id, engine=self.engine)
+        self.policy = ClaimPolicy(runtime, identity, queues)
         self._queue: queue.SimpleQueue[ClaimedRun | None] = queue.SimpleQueue()
         self._slot_threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -131,7 +134,7 @@ class ThreadWorker:
                 continue
             if policy.should_maintain(self._active):
                 policy.maintain()
-            self._wake.wait(policy.polling_interval)
+            self._wake.wait(policy.idle_wait())
 
     def _slot(self) -> None:
         while (claimed := self._queue.get()) is not None:

@@ -73,7 +73,12 @@ class Changing(Triggering):
         if run.job_name not in self._registry:
             raise NotFoundError(f"Unknown job: {run.job_name}")
         request = build_request(
-            run.job_name, run.input, concurrency_key=run.concurrency_key, labels=run.labels
+            run.job_name,
+            run.input,
+            concurrency_key=run.concurrency_key,
+            labels=run.labels,
+            queue=run.queue,
+            priority=run.priority,
         )
         return self.enqueue([request])[0]
 

@@ -64,6 +64,10 @@ class Triggering(FacadeBase):
             # Numbered all the same, but not made: a big batch makes many.
             events.pass_over(len(dispositions) - dispositions.count(Disposition.IDEMPOTENT))
         if Disposition.CREATED in dispositions:
+            due_times = self._runtime.due_times
+            for request in requests:
+                if request["run_at"] is not None:  # delayed: wake a worker when it comes due
+                    due_times.add(request["run_at"])
             self._runtime.wake_workers()
 
     def _emit_trigger_events(self, requests: Sequence[EnqueueRequest], runs: Sequence[Run]) -> None:

@@ -29,6 +29,7 @@ DOMAIN = {
     "run:coalesced",
     "run:complete",
     "run:fail",
+    "run:retry-scheduled",
     "run:cancel",
     "run:delete",
 }
@@ -474,7 +475,7 @@ def test_failed_cancel_emits_nothing(durably: Durably) -> None:
 
 def test_event_types_are_partitioned_into_domain_and_operational() -> None:
     assert {t.value for t in EventType} == DOMAIN | OPERATIONAL
-    assert len(DOMAIN) == 6
+    assert len(DOMAIN) == 7
     assert len(OPERATIONAL) == 9
 
 

@@ -302,6 +302,11 @@ def test_a_database_of_an_earlier_revision_upgrades_with_its_runs_in_order(
             done.append(input["n"])
 
         assert [run.id for run in instance.get_runs()] == [row["id"] for row in reversed(rows)]
+        # Queue semantics (durably_0007): in the default queue, claimable since
+        # they were created, on their first attempt.
+        assert [(r.queue, r.priority, r.attempt, r.run_at) for r in instance.get_runs()] == [
+            ("default", 0, 1, r.created_at) for r in instance.get_runs()
+        ]
         assert instance.process_until_idle() == 3
         assert done == [0, 1, 2]
 

@@ -339,7 +339,7 @@ def test_a_claim_that_cannot_read_its_stored_steps_gives_the_lease_back(
     def unreadable(*_args: object) -> None:
         raise DatabaseError("the steps could not be read")
 
-    monkeypatch.setattr("durably.core.claim.completed_steps", unreadable)
+    monkeypatch.setattr("durably.core.claim.step_history", unreadable)
     with pytest.raises(DatabaseError, match="could not be read"):
         testing.claim(durably, "worker-b")
     monkeypatch.undo()

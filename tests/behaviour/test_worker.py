@@ -379,11 +379,13 @@ def test_worker_error_is_emitted_and_the_worker_keeps_running(
     real_claim = service.claim_op
     failures = Counter[str]()
 
-    def flaky_claim(worker_id: str, job_names: Collection[str]) -> Operation[ClaimedRun | None]:
+    def flaky_claim(
+        worker_id: str, job_names: Collection[str], queues: frozenset[str] | None = None
+    ) -> Operation[ClaimedRun | None]:
         if failures["claim"] == 0:
             failures["claim"] += 1
             raise RuntimeError("database went away")
-        return (yield from real_claim(worker_id, job_names))
+        return (yield from real_claim(worker_id, job_names, queues))
 
     def on_worker_error(event: Event) -> None:
         errors.append(event)

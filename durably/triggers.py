@@ -1,0 +1,155 @@
+"""A trigger's options, validated completely before anything touches the database.
+
+:func:`build_request` turns what ``job.trigger(...)`` (or a
+:class:`~durably.jobs.TriggerItem`) was given into an
+:class:`~durably.core.enqueue.EnqueueRequest`; every way of creating a run
+goes through it, so every one checks the same things and says so the same
+way (:class:`~durably.errors.ValidationError`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from . import serialization
+from .clock import now_ms, to_ms
+from .core.enqueue import EnqueueRequest
+from .errors import ValidationError
+
+_LABEL_KEY = re.compile(r"^[a-zA-Z0-9\-_./]+$")
+_MAX_KEY_LENGTH = 255
+COALESCE_VALUES = ("skip",)
+DEFAULT_QUEUE = "default"
+DEFAULT_PRIORITY = 0
+_PRIORITY_RANGE = (-(2**31), 2**31 - 1)
+
+
+def validate_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
+    if labels is None:
+        return {}
+    if not isinstance(labels, Mapping):
+        raise ValidationError("labels must be a mapping of str to str")
+    for key, value in labels.items():
+        if not isinstance(key, str) or not _LABEL_KEY.match(key):
+            raise ValidationError(
+                f"Invalid label key {key!r}: must contain only alphanumeric characters, "
+                "dashes, underscores, dots, and slashes"
+            )
+        if not isinstance(value, str):
+            raise ValidationError(
+                f"Label {key!r} must have a str value, got {type(value).__name__}"
+            )
+    return dict(labels)
+
+
+def _validate_key(name: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > _MAX_KEY_LENGTH:
+        raise ValidationError(
+            f"{name} must be a non-empty string of at most {_MAX_KEY_LENGTH} characters"
+        )
+    return value
+
+
+def check_queue(queue: object) -> str:
+    """A queue name: a non-empty string of at most 255 characters."""
+    if not isinstance(queue, str) or not queue or len(queue) > _MAX_KEY_LENGTH:
+        raise ValidationError(
+            f"A queue name must be a non-empty string of at most {_MAX_KEY_LENGTH} characters, "
+            f"got {queue!r}"
+        )
+    return queue
+
+
+def check_priority(priority: object) -> int:
+    """A priority: an integer (a 32-bit one), higher runs first."""
+    low, high = _PRIORITY_RANGE
+    if isinstance(priority, bool) or not isinstance(priority, int) or not low <= priority <= high:
+        raise ValidationError(f"priority must be an integer from {low} to {high}, got {priority!r}")
+    return priority
+
+
+def claimable_at(delay: float | timedelta | None, run_at: datetime | None) -> int | None:
+    """When a triggered run becomes claimable, in ms since the epoch; None for at once."""
+    if delay is not None and run_at is not None:
+        raise ValidationError("Pass delay or run_at, not both")
+    if run_at is not None:
+        if not isinstance(run_at, datetime):
+            raise ValidationError(f"run_at must be a datetime, got {type(run_at).__name__}")
+        if run_at.tzinfo is None or run_at.utcoffset() is None:
+            raise ValidationError(
+                "run_at must be an aware datetime (e.g. datetime.now(timezone.utc)); "
+                "a naive one has no time zone to say when it is"
+            )
+        return to_ms(run_at)
+    if delay is None:
+        return None
+    seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, (int, float))
+        or not math.isfinite(seconds)
+        or seconds < 0
+    ):
+        raise ValidationError(
+            f"delay must be a non-negative number of seconds or a timedelta, got {delay!r}"
+        )
+    return now_ms() + round(seconds * 1000) if seconds else None
+
+
+def build_request(
+    job_name: str,
+    input: Any,
+    *,
+    idempotency_key: str | None = None,
+    concurrency_key: str | None = None,
+    coalesce: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    queue: str = DEFAULT_QUEUE,
+    priority: int = DEFAULT_PRIORITY,
+    delay: float | timedelta | None = None,
+    run_at: datetime | None = None,
+) -> EnqueueRequest:
+    """Validate one trigger completely, before anything touches the database."""
+    if coalesce is not None:
+        if coalesce not in COALESCE_VALUES:
+            raise ValidationError(f"Invalid coalesce value: {coalesce!r}. Valid values: 'skip'")
+        if concurrency_key is None:
+            raise ValidationError("coalesce requires concurrency_key")
+    checked_queue = check_queue(queue)
+    checked_priority = check_priority(priority)
+    due = claimable_at(delay, run_at)
+    if labels is None and idempotency_key is None and concurrency_key is None:
+        # Most triggers, and every plain item of a batch: only the input to check.
+        return {
+            "job_name": job_name,
+            "input_json": serialization.dumps(input, what="The job input"),
+            "labels": None,
+            "labels_json": "{}",
+            "idempotency_key": None,
+            "concurrency_key": None,
+            "coalesce": False,
+            "queue": checked_queue,
+            "priority": checked_priority,
+            "run_at": due,
+        }
+    checked_labels = validate_labels(labels)
+    return {
+        "job_name": job_name,
+        "input_json": serialization.dumps(input, what="The job input"),
+        "labels": checked_labels or None,
+        "labels_json": serialization.dumps(checked_labels, what="labels")
+        if checked_labels
+        else "{}",
+        "idempotency_key": _validate_key("idempotency_key", idempotency_key),
+        "concurrency_key": _validate_key("concurrency_key", concurrency_key),
+        "coalesce": coalesce == "skip",
+        "queue": checked_queue,
+        "priority": checked_priority,
+        "run_at": due,
+    }
