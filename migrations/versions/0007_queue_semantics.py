@@ -46,7 +46,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_durably_runs_claim",
         "durably_runs",
-        [sa.text("priority DESC"), "run_at", "id"],
+        ["status", sa.text("priority DESC"), "run_at", "id"],
         sqlite_where=sa.text("status = 'pending'"),
         postgresql_where=sa.text("status = 'pending'"),
     )

@@ -12,9 +12,14 @@ from durably import Durably
 from durably.core.claim import claim_statement
 
 
-@pytest.mark.parametrize("jobs", [{"job"}, {"job", "other", "third"}])
-def test_every_table_access_of_the_claim_uses_an_index(durably: Durably, jobs: set[str]) -> None:
-    compiled = claim_statement(frozenset(jobs)).compile(dialect=durably.engine.dialect)
+@pytest.mark.parametrize(
+    ("jobs", "queues"),
+    [({"job"}, None), ({"job", "other", "third"}, None), ({"job"}, frozenset({"a", "b"}))],
+)
+def test_every_table_access_of_the_claim_uses_an_index(
+    durably: Durably, jobs: set[str], queues: frozenset[str] | None
+) -> None:
+    compiled = claim_statement(frozenset(jobs), queues).compile(dialect=durably.engine.dialect)
     params = compiled.construct_params(
         {"claim_now": 1, "claim_owner": "worker", "claim_expires": 2}
     )
@@ -32,6 +37,11 @@ def test_every_table_access_of_the_claim_uses_an_index(durably: Durably, jobs: s
     ]
     assert len(accesses) == 5  # the run itself, both arms, both concurrency-key checks
     assert all(line.startswith("SEARCH") and "USING INDEX" in line for line in accesses), plan
+    # The pending arm walks the claim index in claim order and stops at the
+    # first due run: no sort of every pending run. (Leased runs, few, are
+    # sorted, and so are the two arms' candidates.)
+    assert "SEARCH pending USING INDEX ix_durably_runs_claim (status=?)" in plan, plan
+    assert sum("TEMP B-TREE" in line for line in plan) == 2, plan
 
 
 def _plans_of(durably: Durably, call: Callable[[], object]) -> list[list[str]]:
