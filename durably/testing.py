@@ -69,16 +69,17 @@ class FakeClock:
 
 @contextmanager
 def fake_clock(durably: Durably, clock: FakeClock | None = None) -> Iterator[FakeClock]:
-    """Within the block, leases (claims, renewals, expiry) and maintenance read ``clock``."""
+    """Within the block, triggers, delays, leases (claims, renewals, expiry) and maintenance
+    read ``clock``: a test can advance it past a delayed run's ``run_at`` or a lease's expiry."""
     clock = FakeClock() if clock is None else clock
     runtime = durably._runtime
     service, maintenance = runtime.service, runtime.maintenance
-    saved = service.clock, maintenance.clock
-    service.clock = maintenance.clock = clock
+    saved = runtime.clock, service.clock, maintenance.clock
+    runtime.clock = service.clock = maintenance.clock = clock
     try:
         yield clock
     finally:
-        service.clock, maintenance.clock = saved
+        runtime.clock, service.clock, maintenance.clock = saved
 
 
 def claim(durably: Durably, worker_id: str = "test-worker") -> ClaimedRun | None:

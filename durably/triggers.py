@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from . import serialization
-from .clock import now_ms, to_ms
+from .clock import to_ms
 from .core.enqueue import EnqueueRequest
 from .errors import ValidationError
 
@@ -74,8 +74,12 @@ def check_priority(priority: object) -> int:
     return priority
 
 
-def claimable_at(delay: float | timedelta | None, run_at: datetime | None) -> int | None:
-    """When a triggered run becomes claimable, in ms since the epoch; None for at once."""
+def _timing(delay: float | timedelta | None, run_at: datetime | None) -> tuple[int | None, int]:
+    """``run_at`` in ms since the epoch (None: not given) and ``delay`` in ms (0: none).
+
+    A delay is kept relative: it counts from the moment the run is written,
+    read from the same clock as every lease (``durably.testing`` can fake it).
+    """
     if delay is not None and run_at is not None:
         raise ValidationError("Pass delay or run_at, not both")
     if run_at is not None:
@@ -86,9 +90,9 @@ def claimable_at(delay: float | timedelta | None, run_at: datetime | None) -> in
                 "run_at must be an aware datetime (e.g. datetime.now(timezone.utc)); "
                 "a naive one has no time zone to say when it is"
             )
-        return to_ms(run_at)
+        return to_ms(run_at), 0
     if delay is None:
-        return None
+        return None, 0
     seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
     if (
         isinstance(seconds, bool)
@@ -99,7 +103,7 @@ def claimable_at(delay: float | timedelta | None, run_at: datetime | None) -> in
         raise ValidationError(
             f"delay must be a non-negative number of seconds or a timedelta, got {delay!r}"
         )
-    return now_ms() + round(seconds * 1000) if seconds else None
+    return None, round(seconds * 1000)
 
 
 def build_request(
@@ -123,7 +127,7 @@ def build_request(
             raise ValidationError("coalesce requires concurrency_key")
     checked_queue = check_queue(queue)
     checked_priority = check_priority(priority)
-    due = claimable_at(delay, run_at)
+    due, delay_ms = _timing(delay, run_at)
     if labels is None and idempotency_key is None and concurrency_key is None:
         # Most triggers, and every plain item of a batch: only the input to check.
         return {
@@ -137,6 +141,7 @@ def build_request(
             "queue": checked_queue,
             "priority": checked_priority,
             "run_at": due,
+            "delay_ms": delay_ms,
         }
     checked_labels = validate_labels(labels)
     return {
@@ -152,4 +157,5 @@ def build_request(
         "queue": checked_queue,
         "priority": checked_priority,
         "run_at": due,
+        "delay_ms": delay_ms,
     }

@@ -51,7 +51,8 @@ class EnqueueRequest(TypedDict):
     queue: str
     priority: int
     run_at: int | None
-    """When the run becomes claimable (ms since the epoch); None: when it is triggered."""
+    """When the run becomes claimable (ms since the epoch); None: ``delay_ms`` after the trigger."""
+    delay_ms: int
 
 
 Enqueued = tuple[Sequence[Mapping[Any, Any]], Sequence[Disposition]]
@@ -253,10 +254,16 @@ def _new_row(request: EnqueueRequest, now: int, run_id: str) -> dict[str, Any]:
         "labels": request["labels_json"],
         "queue": request["queue"],
         "priority": request["priority"],
-        "run_at": now if request["run_at"] is None else request["run_at"],
+        "run_at": claimable_at(request, now),
         "created_at": now,
         "updated_at": now,
     }
+
+
+def claimable_at(request: EnqueueRequest, now: int) -> int:
+    """When the run ``request`` creates at ``now`` becomes claimable (ms since the epoch)."""
+    run_at = request["run_at"]
+    return now + request["delay_ms"] if run_at is None else run_at
 
 
 def _label_rows(run_id: str, request: EnqueueRequest) -> list[dict[str, str]]:

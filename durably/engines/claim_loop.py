@@ -101,7 +101,7 @@ class ClaimPolicy:
     def idle_wait(self) -> float:
         """Seconds to wait when nothing was claimable: the polling interval, or less if a
         delayed run this process knows of comes due sooner."""
-        return self.runtime.due_times.wait(self.polling_interval)
+        return self.runtime.due_times.wait(self.polling_interval, self.runtime.clock())
 
     def should_maintain(self, active: int) -> bool:
         """Idle maintenance runs only when nothing runs here, and when it is due."""

@@ -57,19 +57,17 @@ class DueTimes:
     _LIMIT = 10_000
     """Times kept at most: past that, later ones are left to polling."""
 
-    def __init__(self, clock: Callable[[], int] = now_ms) -> None:
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._times: list[int] = []
-        self._clock = clock
 
     def add(self, run_at: int) -> None:
         with self._lock:
             if len(self._times) < self._LIMIT:
                 heapq.heappush(self._times, run_at)
 
-    def wait(self, longest: float) -> float:
-        """Seconds until the earliest time still to come, at most ``longest``."""
-        now = self._clock()
+    def wait(self, longest: float, now: int) -> float:
+        """Seconds from ``now`` until the earliest time still to come, at most ``longest``."""
         with self._lock:
             times = self._times
             while times and times[0] <= now:
@@ -124,6 +122,9 @@ class Runtime:
     async_db: AsyncDatabase = field(init=False)
     """The database as coroutines reach it: the async driver's storage."""
     due_times: DueTimes = field(default_factory=DueTimes)
+    clock: Callable[[], int] = now_ms
+    """Milliseconds since the epoch: when runs are created and due (``durably.testing``
+    fakes it, with the lease service's and the maintenance's)."""
     _wakers: list[Callable[[], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:

@@ -50,7 +50,7 @@ class Changing(Triggering):
         from the first step that did not complete. Compare :meth:`retrigger`.
         """
         self._ensure_schema()
-        row = operation.run(run_store.retry_op(run_id, now_ms()), self._runtime.db)
+        row = operation.run(run_store.retry_op(run_id, self._runtime.clock()), self._runtime.db)
         run = Run.from_row(row)
         self._runtime.events.emit(
             EventType.RUN_TRIGGER,

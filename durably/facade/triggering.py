@@ -8,9 +8,9 @@ from sqlalchemy.engine import Connection
 
 from .. import serialization
 from ..after_commit import call_after_commit
-from ..clock import now_ms, to_datetime
+from ..clock import to_datetime
 from ..core import operation
-from ..core.enqueue import Enqueued, EnqueueRequest, enqueue_many, enqueue_op
+from ..core.enqueue import Enqueued, EnqueueRequest, claimable_at, enqueue_many, enqueue_op
 from ..events import EventType
 from ..models import Run
 from ..status import Disposition
@@ -27,17 +27,17 @@ class Triggering(FacadeBase):
         runs are announced once the caller's ``COMMIT`` has returned.
         """
         self._ensure_schema()
-        now = now_ms()
+        now = self._runtime.clock()
         if connection is None:
             runs = _returned(operation.run(enqueue_op(requests, now), self._runtime.db), now)
-            self._announce(requests, runs)
+            self._announce(requests, runs, now)
             return runs
         self._runtime.db.check_caller_connection(connection)
         runs = _returned(enqueue_many(connection, requests, now), now)
 
         def committed() -> None:
             self._runtime.db.count_write()
-            self._announce(requests, runs)
+            self._announce(requests, runs, now)
 
         call_after_commit(connection, committed)
         return runs
@@ -47,14 +47,14 @@ class Triggering(FacadeBase):
         runtime = self._runtime
         if not self._schema_checked:
             await runtime.call(self._ensure_schema)
-        now = now_ms()
+        now = runtime.clock()
         runs = _returned(
             await operation.run_async(enqueue_op(requests, now), runtime.async_db), now
         )
-        self._announce(requests, runs)
+        self._announce(requests, runs, now)
         return runs
 
-    def _announce(self, requests: Sequence[EnqueueRequest], runs: Sequence[Run]) -> None:
+    def _announce(self, requests: Sequence[EnqueueRequest], runs: Sequence[Run], now: int) -> None:
         """Emit trigger events for committed runs and wake the local workers."""
         events = self._runtime.events
         dispositions = [run.disposition for run in runs]
@@ -66,8 +66,9 @@ class Triggering(FacadeBase):
         if Disposition.CREATED in dispositions:
             due_times = self._runtime.due_times
             for request in requests:
-                if request["run_at"] is not None:  # delayed: wake a worker when it comes due
-                    due_times.add(request["run_at"])
+                run_at = claimable_at(request, now)
+                if run_at > now:  # delayed: wake a worker when it comes due
+                    due_times.add(run_at)
             self._runtime.wake_workers()
 
     def _emit_trigger_events(self, requests: Sequence[EnqueueRequest], runs: Sequence[Run]) -> None:

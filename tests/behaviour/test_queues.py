@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from durably import Durably, Job, RunStatus, StepContext, TriggerItem, ValidationError
+from durably import Durably, Job, RunStatus, StepContext, TriggerItem, ValidationError, testing
 
 pytestmark = pytest.mark.both_engines
 
@@ -162,3 +162,17 @@ def test_queues_must_be_a_list_of_names(durably: Durably) -> None:
         durably.process_one(queues="emails")
     with pytest.raises(ValidationError, match="at least one"):
         durably.process_one(queues=[])
+
+
+def test_a_fake_clock_makes_delayed_runs_due_without_waiting(durably: Durably) -> None:
+    order: list[Any] = []
+    job = _recording(durably, "tomorrow", order)
+    with testing.fake_clock(durably) as clock:
+        run = job.trigger("x", delay=timedelta(days=1))
+        assert durably.process_until_idle() == 0
+        clock.advance(timedelta(hours=23).total_seconds())
+        assert durably.process_until_idle() == 0
+        clock.advance(timedelta(hours=1).total_seconds())
+        assert durably.process_until_idle() == 1
+    assert order == ["x"]
+    assert durably.get_run(run.id).status == RunStatus.COMPLETED  # type: ignore[union-attr]
