@@ -13,6 +13,7 @@ been on: the worst case for the steps table, whose index the hot path uses.
 from __future__ import annotations
 
 import atexit
+import itertools
 import json
 import os
 import shutil
@@ -33,8 +34,9 @@ from .apps import JOB, STEPS, AppConfig, build
 DAY_MS = 86_400_000
 
 
-def _insert_sql(table: sa.Table) -> str:
-    columns = [c.name for c in table.columns if not (c.primary_key and c.autoincrement is True)]
+def _insert_sql(table: sa.Table, columns: Iterable[str]) -> str:
+    """An INSERT of ``columns``; the schema's defaults fill in the others, as for a trigger."""
+    columns = list(columns)
     names = ", ".join(columns)
     params = ", ".join(f":{c}" for c in columns)
     return f"INSERT INTO {table.name} ({names}) VALUES ({params})"
@@ -64,6 +66,7 @@ def _rows(count: int, start_ms: int) -> Iterator[tuple[dict[str, Any], list[dict
             "completed_at": at + 5,
             "created_at": at,
             "updated_at": at + 5,
+            "run_at": at,
         }
         step_rows = [
             {
@@ -144,14 +147,20 @@ def insert_pending(path: Path, count: int) -> None:
     _write(
         path,
         (
-            ({**run, **pending, "created_at": now, "updated_at": now}, [])
+            ({**run, **pending, "created_at": now, "updated_at": now, "run_at": now}, [])
             for run, _steps in _rows(count, now)
         ),
     )
 
 
 def _write(path: Path, rows: Iterable[tuple[dict[str, Any], list[dict[str, Any]]]]) -> None:
-    run_sql, step_sql = _insert_sql(runs), _insert_sql(steps)
+    rows = iter(rows)
+    first = next(rows, None)
+    if first is None:
+        return
+    run_sql = _insert_sql(runs, first[0])
+    step_sql = _insert_sql(steps, [c.name for c in steps.columns if c.name != "id"])
+    rows = itertools.chain([first], rows)
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("BEGIN IMMEDIATE")
