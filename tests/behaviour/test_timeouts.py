@@ -20,6 +20,7 @@ from durably import (
     Retry,
     RunFailedError,
     RunStatus,
+    RunTimeoutError,
     StepContext,
     StepStatus,
 )
@@ -179,6 +180,33 @@ def test_a_def_job_past_its_timeout_fails_while_its_function_goes_on(
     )
     assert _completed_steps(durably, run.id) == {"quick": "done"}, "slow is not recorded"
     assert [(e.run_id, e.error) for e in failed] == [(run.id, TIMED_OUT)]
+
+
+def test_a_def_job_learns_of_its_deadline_at_its_next_step(durably: Durably) -> None:
+    seen: dict[str, object] = {}
+    ended = threading.Event()
+
+    @durably.job("patient", timeout=TIMEOUT)
+    def patient(step: StepContext, _input: None) -> str:
+        try:
+            seen["woken"] = step.wait(WAIT)  # wakes at the deadline
+            seen["cancelled"] = step.cancelled
+            return step.run("after", lambda: "too late")
+        except Exception as exc:
+            seen["raised"] = exc
+            raise
+        finally:
+            ended.set()
+
+    run = patient.trigger(None)
+    durably.start()
+    with pytest.raises(RunFailedError, match=TIMED_OUT):
+        durably.wait_for_run(run.id, timeout=WAIT)
+    assert ended.wait(WAIT)
+    assert (seen["woken"], seen["cancelled"]) == (True, True)
+    assert isinstance(seen["raised"], RunTimeoutError)
+    assert str(seen["raised"]) == "Run exceeded its timeout of 0.3s"
+    assert _completed_steps(durably, run.id) == {}
 
 
 def test_a_timed_out_def_attempt_is_retried_and_its_late_result_is_refused(
