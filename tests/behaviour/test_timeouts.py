@@ -91,6 +91,7 @@ def test_an_async_job_past_its_timeout_is_cancelled_and_fails(durably: Durably) 
     assert stored is not None
     assert (stored.status, stored.error) == (RunStatus.FAILED, TIMED_OUT)
     assert _completed_steps(durably, run.id) == {"quick": "done"}, "slow is not recorded"
+    _wait_until(lambda: bool(failed))  # emitted just after the failure is stored
     assert [(e.run_id, e.error) for e in failed] == [(run.id, TIMED_OUT)]
 
 
@@ -179,6 +180,7 @@ def test_a_def_job_past_its_timeout_fails_while_its_function_goes_on(
         None,
     )
     assert _completed_steps(durably, run.id) == {"quick": "done"}, "slow is not recorded"
+    _wait_until(lambda: bool(failed))  # emitted just after the failure is stored
     assert [(e.run_id, e.error) for e in failed] == [(run.id, TIMED_OUT)]
 
 
