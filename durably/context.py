@@ -85,11 +85,12 @@ class _BaseStepContext:
 
     @property
     def cancelled(self) -> bool:
-        """True once the run was cancelled or this worker lost its lease: stop soon."""
+        """True once the run was cancelled, this worker lost its lease or the attempt its
+        timeout: stop soon."""
         return self._execution.should_stop()
 
     def raise_if_cancelled(self) -> None:
-        """Raise ``CancelledError``/``LeaseLostError`` if the run must stop now."""
+        """Raise ``CancelledError``/``LeaseLostError``/``RunTimeoutError`` if the run must stop now."""
         self._execution.check_abort()
 
 

@@ -119,3 +119,7 @@ class RunTimeoutError(DurablyError, TimeoutError):
     """
 
     status_code = 500
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(f"Run exceeded its timeout of {timeout:g}s")
+        self.timeout = timeout

@@ -151,6 +151,28 @@ class LeaseService:
         accepted = yield from lease_writes.schedule_retry_op(lease, now, error, run_at)
         return run_at if accepted else None
 
+    def fence_off_op(self, lease: Lease) -> Operation[Lease | None]:
+        """Take the run from ``lease`` for this worker (see :func:`~.lease_writes.fence_off_op`).
+
+        Returns the lease of the next generation, under which the worker
+        records how the fenced-off attempt ended, or None if ``lease`` was
+        no longer ours.
+        """
+        started = time.monotonic()
+        now = self.clock()
+        expires = now + self.settings.lease_ms
+        if not (yield from lease_writes.fence_off_op(lease, now, expires)):
+            return None
+        return Lease(
+            run_id=lease.run_id,
+            job_name=lease.job_name,
+            generation=lease.generation + 1,
+            owner=lease.owner,
+            labels=lease.labels,
+            expires_at=expires,
+            deadline=started + self.settings.stale_threshold,
+        )
+
     def release_op(self, lease: Lease) -> Operation[bool]:
         return lease_writes.release_op(lease, self.clock())
 

@@ -309,3 +309,26 @@ def _why_not_renewed(conn: Connection, refused: Sequence[Lease]) -> list[tuple[L
         else:
             lost.append((lease, AbortReason.LEASE_LOST))
     return lost
+
+
+_FENCE_OFF = (
+    runs.update()
+    .where(FENCE)
+    .values(
+        lease_generation=runs.c.lease_generation + 1,
+        lease_expires_at=sa.bindparam("expires", type_=sa.BigInteger),
+        updated_at=NOW,
+    )
+)
+"""The run's next generation, still leased by the same worker: the old one's writes match no row."""
+
+
+def fence_off_op(lease: Lease, now: int, expires: int) -> Operation[bool]:
+    """Shut out every later write of ``lease`` (fenced); False when it was no longer ours.
+
+    For an attempt whose code cannot be stopped (a ``def`` job past its
+    timeout): the run stays leased, at the next generation, so the worker
+    can record how the attempt ended while the attempt's late writes fail.
+    """
+    (outcome,) = yield Write([(_FENCE_OFF, {**fence(lease, now), "expires": expires})])
+    return bool(outcome.rowcount == 1)

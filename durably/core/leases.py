@@ -30,6 +30,8 @@ class AbortReason:
     LEASE_LOST = "lease-lost"
     SHUTDOWN = "shutdown"
     """The worker is stopping and gave up waiting: hand the run to another worker."""
+    TIMED_OUT = "timed-out"
+    """The attempt outlived its job's ``timeout``: it was fenced off, its end recorded without it."""
 
 
 @dataclass(eq=False)

@@ -27,7 +27,14 @@ from ..core import operation
 from ..core.claim import recovery_limit_error
 from ..core.leases import AbortReason, ClaimedRun, Lease
 from ..core.operation import Operation
-from ..errors import CancelledError, DatabaseError, DurablyError, LeaseLostError, ValidationError
+from ..errors import (
+    CancelledError,
+    DatabaseError,
+    DurablyError,
+    LeaseLostError,
+    RunTimeoutError,
+    ValidationError,
+)
 from ..events import EventType
 from ..models import Progress
 from ..retry import Retry, check_retry
@@ -112,6 +119,9 @@ class Execution:
     def _abort_error(self) -> DurablyError:
         if self.lease.abort_reason == AbortReason.CANCELLED:
             return CancelledError(self.lease.run_id)
+        timeout = None if self.job is None else self.job.timeout
+        if self.lease.abort_reason == AbortReason.TIMED_OUT and timeout is not None:
+            return RunTimeoutError(timeout)  # a job still running past its timeout
         return LeaseLostError(self.lease.run_id)
 
     def interrupted(self, attempt: StepAttempt) -> DurablyError:

@@ -77,7 +77,9 @@ class Heartbeat:
             )
         for lease, reason in outcome.lost:
             lease.abort(reason)
-            if reason == AbortReason.LEASE_LOST:
+            # A lease fenced off by its own worker (a timed-out attempt) was
+            # renewed from a snapshot taken just before: nothing was lost.
+            if reason == AbortReason.LEASE_LOST and lease.abort_reason != AbortReason.TIMED_OUT:
                 events.emit(
                     EventType.WORKER_ERROR,
                     run_id=lease.run_id,

@@ -23,6 +23,7 @@ from ..core.operation import Operation
 from .async_execution import AsyncExecution
 from .execution import Execution, Outcome
 from .runtime import Runtime
+from .timeouts import Overran, await_within, call_within, timed_out_op
 
 Then = Callable[[], Operation[None]]
 """An operation to run beside a run's last write; it must not raise."""
@@ -41,7 +42,12 @@ def execute(runtime: Runtime, claimed: ClaimedRun, then: Then | None = None) -> 
         job, job_input = found
         started = time.monotonic()
         try:
-            output = job.fn(StepContext(execution), job_input)
+            if job.timeout is None:
+                output = job.fn(StepContext(execution), job_input)
+            else:
+                output = call_within(job.timeout, job.fn, StepContext(execution), job_input)
+        except Overran as overran:
+            record = timed_out_op(execution, overran.timeout)
         except BaseException as exc:
             then = then if isinstance(exc, Exception) else None  # the worker goes down with it
             record = execution.settle_error_op(exc)
@@ -70,7 +76,13 @@ async def execute_async(
         job, job_input = found
         started = time.monotonic()
         try:
-            output = await cast(Any, job.fn)(AsyncStepContext(execution), job_input)
+            if job.timeout is None:
+                output = await cast(Any, job.fn)(AsyncStepContext(execution), job_input)
+            else:
+                called = cast(Any, job.fn)(AsyncStepContext(execution), job_input)
+                output = await await_within(job.timeout, called)
+        except Overran as overran:
+            record = timed_out_op(execution, overran.timeout)
         except BaseException as exc:
             then = then if isinstance(exc, Exception) else None  # the worker goes down with it
             await execution.flush()
