@@ -87,6 +87,9 @@ def test_a_run_that_keeps_failing_fails_after_max_attempts(durably: Durably) -> 
     stored = durably.get_run(run.id)
     assert stored is not None
     assert (stored.status, stored.attempt) == (RunStatus.FAILED, 2)
+    deadline = time.monotonic() + WAIT  # the event follows the stored failure
+    while not failed and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert [e.run_id for e in failed] == [run.id]
     assert [r.id for r in durably.get_runs(status="failed")] == [run.id]
 
