@@ -24,6 +24,7 @@ from .errors import (
     ValidationError,
 )
 from .events import Event, EventType
+from .flow import QueueLimits
 from .jobs import Job, TriggerItem
 from .migrate import alembic_version_location
 from .models import LogEntry, Progress, QueueStats, Run, Step, WorkerInfo
@@ -50,6 +51,7 @@ __all__ = [
     "NotFoundError",
     "NotMainThreadError",
     "Progress",
+    "QueueLimits",
     "QueueStats",
     "Replica",
     "ReplicaSyncError",

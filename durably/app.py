@@ -32,6 +32,7 @@ from .facade import signals as signal_handlers
 from .facade.changing import Changing
 from .facade.processing import Processing, check_queues
 from .facade.reading import Reading
+from .flow import QueueLimits
 from .ids import new_id
 from .jobs import AsyncJobFunction, Job, JobDecorator, JobFunction
 from .retry import Retry, check_retry
@@ -243,6 +244,27 @@ class Durably(Changing, Reading, Processing):
         )
         registry[name] = job
         return job
+
+    def queue(
+        self,
+        name: str,
+        *,
+        concurrency: int | None = None,
+        rate_limit: tuple[int, float] | None = None,
+    ) -> QueueLimits:
+        """Declare a queue's limits; every claim of this instance keeps them.
+
+        ``concurrency``: at most that many runs of the queue are leased at
+        once, across all workers and processes. ``rate_limit=(count,
+        per_seconds)``: at most ``count`` runs of the queue start (are
+        claimed) in any ``per_seconds`` window. Both are counted in the
+        database when a run is claimed, so every process that runs the
+        queue's jobs must declare the same limits. Declaring the same limits
+        again returns them; different ones raise :class:`ValidationError`.
+        """
+        return self._runtime.queues.declare(
+            QueueLimits(name, concurrency=concurrency, rate_limit=rate_limit)
+        )
 
     def get_job(self, name: str) -> Job[Any, Any] | None:
         return self._registry.get(name)

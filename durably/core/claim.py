@@ -11,7 +11,8 @@ creation order), and the first of the two is taken:
 Each arm takes only runs of the jobs this worker has registered (during a
 rolling deploy an old worker leaves a new job's runs to the workers that know
 it), of the queues it serves if it was told which, and skips runs whose
-concurrency key is held by a live lease of any job. Keeping the arms
+concurrency key is held by a live lease of any job, and runs of queues whose
+declared limits leave no room (:mod:`durably.core.flow_control`). Keeping the arms
 separate keeps the claim cheap however many finished runs the table holds. The claim increments the run's ``lease_generation``,
 the fencing token every later write of the new holder carries
 (:mod:`durably.core.leases`), and counts a claim of an abandoned lease in
@@ -23,18 +24,20 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..config import Settings
+from ..flow import QueueLimits
 from ..schema import runs, sql_status, steps
 from ..status import RunStatus, StepStatus
+from .flow_control import has_room, record_claim
 from .lease_writes import release_op
 from .leases import WAS_ABANDONED, ClaimedRun, Lease, labels_of
-from .operation import Operation, Read, Write
+from .operation import Operation, Read, Transaction, Write
 
 _LEASED = sql_status(RunStatus.LEASED)
 _PENDING = sql_status(RunStatus.PENDING)
@@ -70,15 +73,21 @@ def _claim_order(run: Any) -> tuple[Any, ...]:
 
 
 def _first(
-    alias_name: str, job_names: frozenset[str], queues: frozenset[str] | None, *conditions: Any
+    alias_name: str,
+    job_names: frozenset[str],
+    queues: frozenset[str] | None,
+    limits: tuple[QueueLimits, ...],
+    *conditions: Any,
 ) -> Any:
     """The first run in claim order (of an alias of ``runs``) of ``job_names`` (and
-    ``queues``) meeting ``conditions``, free keys only."""
+    ``queues``) meeting ``conditions``, free keys and queues with room only."""
     candidate = runs.alias(alias_name)
     where = [condition(candidate) for condition in conditions]
     where.append(_in(candidate.c.job_name, job_names))
     if queues is not None:
         where.append(_in(candidate.c.queue, queues))
+    if limits:
+        where.append(has_room(candidate, limits, _NOW))
     return (
         sa.select(candidate.c.id, candidate.c.priority, candidate.c.run_at)
         .where(*where, _key_is_free(candidate))
@@ -88,21 +97,29 @@ def _first(
     )
 
 
-def claim_statement(job_names: frozenset[str], queues: frozenset[str] | None = None) -> sa.Update:
-    """The claim of a worker that runs ``job_names`` (from ``queues``; None: any queue).
+def claim_statement(
+    job_names: frozenset[str],
+    queues: frozenset[str] | None = None,
+    limits: tuple[QueueLimits, ...] = (),
+) -> sa.Update:
+    """The claim of a worker that runs ``job_names`` (from ``queues``; None: any queue),
+    within the ``limits`` of the queues it may claim from.
 
-    Built once per set of jobs and queues. Parameters: ``claim_now``,
+    Built once per set of jobs, queues and limits. Parameters: ``claim_now``,
     ``claim_owner``, ``claim_expires``.
     """
-    return _claim_statement(job_names, queues)
+    return _claim_statement(job_names, queues, limits)
 
 
 @functools.lru_cache(maxsize=64)
-def _claim_statement(job_names: frozenset[str], queues: frozenset[str] | None) -> sa.Update:
+def _claim_statement(
+    job_names: frozenset[str], queues: frozenset[str] | None, limits: tuple[QueueLimits, ...]
+) -> sa.Update:
     pending = _first(
         "pending",
         job_names,
         queues,
+        limits,
         lambda run: run.c.status == _PENDING,
         lambda run: run.c.run_at <= _NOW,
     )
@@ -110,6 +127,7 @@ def _claim_statement(job_names: frozenset[str], queues: frozenset[str] | None) -
         "expired",
         job_names,
         queues,
+        limits,
         lambda run: run.c.status == _LEASED,
         lambda run: run.c.lease_expires_at <= _NOW,
     )
@@ -131,29 +149,47 @@ def _claim_statement(job_names: frozenset[str], queues: frozenset[str] | None) -
     )
 
 
+class _Plan(NamedTuple):
+    statement: sa.Update
+    windows: Mapping[str, int]
+    """The rate-limited queues the claim may take a run from: their windows (ms)."""
+
+
+@functools.lru_cache(maxsize=64)
+def _plan(
+    job_names: frozenset[str], queues: frozenset[str] | None, limits: tuple[QueueLimits, ...]
+) -> _Plan:
+    """The claim within the limits of the queues it may claim from (those it serves)."""
+    served = tuple(queue for queue in limits if queues is None or queue.name in queues)
+    windows = {q.name: q.window_ms for q in served if q.window_ms is not None}
+    return _Plan(claim_statement(job_names, queues, served), windows)
+
+
 def claim_op(
     worker_id: str,
-    now: int,
+    clock: Callable[[], int],
     settings: Settings,
     job_names: Collection[str],
     queues: frozenset[str] | None = None,
+    limits: tuple[QueueLimits, ...] = (),
 ) -> Operation[ClaimedRun | None]:
     """Lease the next claimable run of ``job_names`` for ``worker_id``: one atomic statement.
 
-    A run that had completed steps before (it is being recovered) has them
-    read afterwards: from the moment the claim commits, only this lease may
-    write them, so the later read sees exactly what is stored. If that read
-    fails, the lease is given back at once rather than left to expire.
+    Runs of the queues in ``limits`` are claimed only while their queue has
+    room (:mod:`durably.core.flow_control`). A run that had completed steps
+    before (it is being recovered) has them read afterwards: from the moment
+    the claim commits, only this lease may write them, so the later read
+    sees exactly what is stored. If that read fails, the lease is given back
+    at once rather than left to expire.
     """
     if not job_names:
         return None
-    statement = claim_statement(frozenset(job_names), queues)
     started = time.monotonic()
-    params = {"claim_now": now, "claim_owner": worker_id, "claim_expires": now + settings.lease_ms}
-    (outcome,) = yield Write([(statement, params)])
-    if not outcome.rows:
+    row, now = yield from _claim_row(
+        worker_id, clock, settings, frozenset(job_names), queues, limits
+    )
+    if row is None:
         return None
-    row = outcome.rows[0]
     lease = Lease(
         run_id=row["id"],
         job_name=row["job_name"],
@@ -176,6 +212,63 @@ def claim_op(
     return ClaimedRun(
         row=row, lease=lease, completed_steps=history.completed, step_failures=history.failures
     )
+
+
+def _claim_row(
+    worker_id: str,
+    clock: Callable[[], int],
+    settings: Settings,
+    job_names: frozenset[str],
+    queues: frozenset[str] | None,
+    limits: tuple[QueueLimits, ...],
+) -> Operation[tuple[Mapping[str, Any] | None, int]]:
+    """The claimed run's row (None: nothing claimable) and the time the claim counted from.
+
+    The claim is one prebuilt ``Write`` (which :func:`~durably.core.operation.together`
+    can join to the write before it), unless it may take a run of a
+    rate-limited queue: that claim must add its row to the queue's window in
+    its own transaction, as a :class:`Transaction`.
+    """
+    if not limits:
+        statement, windows = claim_statement(job_names, queues), None
+    else:
+        statement, windows = _plan(job_names, queues, limits)
+    if windows:
+        found: tuple[Mapping[str, Any] | None, int]
+        found = yield Transaction(_claim_counted, (statement, worker_id, clock, settings, windows))
+        return found
+    now = clock()
+    (outcome,) = yield Write([(statement, _params(worker_id, now, settings))])
+    return (outcome.rows[0] if outcome.rows else None), now
+
+
+def _params(worker_id: str, now: int, settings: Settings) -> dict[str, Any]:
+    return {"claim_now": now, "claim_owner": worker_id, "claim_expires": now + settings.lease_ms}
+
+
+def _claim_counted(
+    conn: Connection,
+    statement: sa.Update,
+    worker_id: str,
+    clock: Callable[[], int],
+    settings: Settings,
+    windows: Mapping[str, int],
+) -> tuple[Mapping[str, Any] | None, int]:
+    """The claim, and the claim's row in its rate-limited queue's window, in one transaction.
+
+    The time is read once the transaction holds the write lock, so the time
+    a claim counts from and records is when it happened, not when it was
+    asked for (it may have waited for the lock meanwhile).
+    """
+    now = clock()
+    found = conn.execute(statement, _params(worker_id, now, settings)).mappings().first()
+    if found is None:
+        return None, now
+    row = dict(found)
+    window = windows.get(row["queue"])
+    if window is not None:
+        record_claim(conn, row["queue"], now, window)
+    return row, now
 
 
 class StepHistory(NamedTuple):

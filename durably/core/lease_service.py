@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection, Sequence
 
 from ..clock import now_ms
 from ..config import Settings
+from ..flow import DeclaredQueues
 from ..status import StepStatus
 from . import lease_writes
 from .claim import claim_op
@@ -25,11 +26,19 @@ from .operation import Operation, Storage, run
 class LeaseService:
     """Claim, heartbeat, steps, progress, logs, completion, failure and release."""
 
-    def __init__(self, db: Storage, settings: Settings, clock: Callable[[], int] = now_ms) -> None:
+    def __init__(
+        self,
+        db: Storage,
+        settings: Settings,
+        clock: Callable[[], int] = now_ms,
+        queues: DeclaredQueues | None = None,
+    ) -> None:
         self.db = db
         self.settings = settings
         self.clock = clock
         """Milliseconds since the epoch, as the lease columns hold them."""
+        self.declared = DeclaredQueues() if queues is None else queues
+        """The queue limits every claim keeps (:meth:`durably.Durably.queue`)."""
 
     # -- claim ----------------------------------------------------------------
 
@@ -39,11 +48,14 @@ class LeaseService:
         job_names: Collection[str],
         queues: frozenset[str] | None = None,
     ) -> Operation[ClaimedRun | None]:
-        """Lease the next claimable run of ``job_names`` from ``queues`` (None: any queue).
+        """Lease the next claimable run of ``job_names`` from ``queues`` (None: any queue),
+        within the declared queue limits.
 
         See :mod:`durably.core.claim`.
         """
-        return claim_op(worker_id, self.clock(), self.settings, job_names, queues)
+        return claim_op(
+            worker_id, self.clock, self.settings, job_names, queues, self.declared.limits
+        )
 
     def claim(
         self,

@@ -1,4 +1,5 @@
-"""The worker registry and idle maintenance: the reaper, worker reaping, retention.
+"""The worker registry and idle maintenance: the reaper, worker reaping, retention,
+old claim times of rate-limited queues.
 
 None of this is on a run's path. A worker engine registers itself when it
 starts, and an idle worker runs :func:`maintenance_op` at most once per
@@ -17,6 +18,7 @@ from ..schema import runs, workers
 from ..status import RunStatus
 from ..storage.driver_errors import unique_violation
 from ..storage.statements import Outcome
+from .flow_control import prune_claims_op
 from .leases import NOW, WAS_ABANDONED, WorkerIdentity
 from .operation import Operation, Transaction, Write
 from .runs import purge_op
@@ -57,10 +59,14 @@ def list_workers(conn: Connection) -> list[RowMapping]:
     return list(conn.execute(sa.select(*workers.c).order_by(workers.c.started_at)).mappings())
 
 
-def maintenance_op(now: int, settings: Settings) -> Operation[None]:
-    """The reaper, worker reaping and the retention purge, one after the other."""
+def maintenance_op(
+    now: int, settings: Settings, longest_window_ms: int | None = None
+) -> Operation[None]:
+    """The reaper, worker reaping, pruning the claim times of rate-limited queues (older
+    than ``longest_window_ms`` and a margin) and the retention purge, one after the other."""
     yield Transaction(release_expired, (now,))
     yield from reap_workers_op(now, settings)
+    yield from prune_claims_op(now, longest_window_ms)
     if settings.retain_runs is not None:
         yield from purge_op(now - _ms(settings.retain_runs), AUTO_PURGE_BATCH)
 

@@ -2,7 +2,7 @@
 
 The reaper (expired leases back to pending, so status tells the truth),
 deleting the rows of long-dead workers, the retention purge
-(``retain_runs``), and a ``TRUNCATE`` checkpoint that keeps the WAL file
+(``retain_runs``), pruning the claim times of rate-limited queues, and a ``TRUNCATE`` checkpoint that keeps the WAL file
 from growing without end.
 """
 
@@ -15,15 +15,23 @@ from ..clock import now_ms
 from ..config import MAINTENANCE_INTERVAL, Settings
 from ..core import operation
 from ..core.maintenance import maintenance_op
+from ..flow import DeclaredQueues
 from ..storage import Database
 
 
 class Maintenance:
     """Runs the maintenance pass when it is due (or forced); safe from any thread."""
 
-    def __init__(self, db: Database, settings: Settings, clock: Callable[[], int] = now_ms) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        queues: DeclaredQueues,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
         self._db = db
         self._settings = settings
+        self._queues = queues
         self.clock = clock
         self._last = 0.0
         self._wal_mode: bool | None = None
@@ -35,7 +43,8 @@ class Maintenance:
         if not force and not self.due():
             return
         self._last = time.monotonic()
-        operation.run(maintenance_op(self.clock(), self._settings), self._db)
+        window = self._queues.longest_window_ms()
+        operation.run(maintenance_op(self.clock(), self._settings, window), self._db)
         if self._wal_mode is None:
             self._wal_mode = self._db.journal_mode() == "wal"
         if self._wal_mode:

@@ -17,6 +17,7 @@ from ..config import Settings
 from ..core.lease_service import LeaseService
 from ..core.leases import Lease
 from ..events import EventBus
+from ..flow import DeclaredQueues
 from ..retry import Retry
 from ..storage import Database
 from ..storage.async_database import AsyncDatabase
@@ -125,11 +126,13 @@ class Runtime:
     clock: Callable[[], int] = now_ms
     """Milliseconds since the epoch: when runs are created and due (``durably.testing``
     fakes it, with the lease service's and the maintenance's)."""
+    queues: DeclaredQueues = field(default_factory=DeclaredQueues)
+    """The queue limits this instance declared; every claim it makes keeps them."""
     _wakers: list[Callable[[], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.service = LeaseService(self.db, self.settings)
-        self.maintenance = Maintenance(self.db, self.settings)
+        self.service = LeaseService(self.db, self.settings, queues=self.queues)
+        self.maintenance = Maintenance(self.db, self.settings, self.queues)
         self.heartbeat = Heartbeat(self.service, self.leases.snapshot, self.events)
         self.db_threads = Threads(self.settings.max_concurrent_runs + 4, "durably-db")
         self.async_db = AsyncDatabase(self.db, self.db_threads)

@@ -21,6 +21,9 @@ Configured from the environment, so that every test points it at its own files:
     Only the first execution of each run blocks (a marker file per run).
 ``CRASH_STEP_SLEEP``
     ``"lo,hi"``: every step sleeps a random time in that range (seconds).
+``CRASH_FLOW``
+    When set, the queue ``limited`` allows 2 runs at once and ``metered`` 5 claims
+    a second (flow control; the jobs' runs go there when triggered with ``queue=``).
 ``CRASH_POLL``, ``CRASH_HEARTBEAT``, ``CRASH_STALE``, ``CRASH_LOCK_TIMEOUT``, ``CRASH_SLOTS``
     The worker settings (defaults: 0.05 s, 0.2 s, 1 s, 30 s, 1 slot).
 ``CRASH_CONNECTION_MAX_AGE``
@@ -65,6 +68,10 @@ durably = Durably(
     preserve_steps=True,  # the tests read which lease wrote each step
     max_recoveries=int(_env.get("CRASH_MAX_RECOVERIES", "5")),
 )
+
+if _env.get("CRASH_FLOW"):
+    durably.queue("limited", concurrency=2)
+    durably.queue("metered", rate_limit=(5, 1.0))
 
 LOG_PATH = Path(_env["CRASH_LOG"])
 CRASH_DIR = Path(_env.get("CRASH_DIR", str(LOG_PATH.parent)))

@@ -8,8 +8,28 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from durably import Durably
+from durably import Durably, QueueLimits
 from durably.core.claim import claim_statement
+
+
+def _claim_plan(durably: Durably, statement: sa.Update) -> list[str]:
+    compiled = statement.compile(dialect=durably.engine.dialect)
+    params = compiled.construct_params(
+        {"claim_now": 1, "claim_owner": "worker", "claim_expires": 2}
+    )
+    assert compiled.positiontup is not None
+    with durably.engine.connect() as conn:
+        return [
+            row[3]
+            for row in conn.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {compiled}",
+                tuple(params[name] for name in compiled.positiontup),
+            )
+        ]
+
+
+def _table_accesses(plan: list[str]) -> list[str]:
+    return [line for line in plan if line.startswith(("SCAN", "SEARCH")) and " anon_" not in line]
 
 
 @pytest.mark.parametrize(
@@ -19,22 +39,8 @@ from durably.core.claim import claim_statement
 def test_every_table_access_of_the_claim_uses_an_index(
     durably: Durably, jobs: set[str], queues: frozenset[str] | None
 ) -> None:
-    compiled = claim_statement(frozenset(jobs), queues).compile(dialect=durably.engine.dialect)
-    params = compiled.construct_params(
-        {"claim_now": 1, "claim_owner": "worker", "claim_expires": 2}
-    )
-    assert compiled.positiontup is not None
-    with durably.engine.connect() as conn:
-        plan = [
-            row[3]
-            for row in conn.exec_driver_sql(
-                f"EXPLAIN QUERY PLAN {compiled}",
-                tuple(params[name] for name in compiled.positiontup),
-            )
-        ]
-    accesses = [
-        line for line in plan if line.startswith(("SCAN", "SEARCH")) and " anon_" not in line
-    ]
+    plan = _claim_plan(durably, claim_statement(frozenset(jobs), queues))
+    accesses = _table_accesses(plan)
     assert len(accesses) == 5  # the run itself, both arms, both concurrency-key checks
     assert all(line.startswith("SEARCH") and "USING INDEX" in line for line in accesses), plan
     # The pending arm walks the claim index in claim order and stops at the
@@ -42,6 +48,20 @@ def test_every_table_access_of_the_claim_uses_an_index(
     # sorted, and so are the two arms' candidates.)
     assert "SEARCH pending USING INDEX ix_durably_runs_claim (status=?)" in plan, plan
     assert sum("TEMP B-TREE" in line for line in plan) == 2, plan
+
+
+def test_a_claim_within_queue_limits_counts_them_on_indexes_once(durably: Durably) -> None:
+    limits = (
+        QueueLimits("a", concurrency=2, rate_limit=(5, 1.0)),
+        QueueLimits("b", concurrency=1),
+    )
+    plan = _claim_plan(durably, claim_statement(frozenset({"job"}), None, limits))
+    accesses = _table_accesses(plan)
+    # Besides the claim's own five, per arm: two counts of live leases, one of claim times.
+    assert len(accesses) == 5 + 2 * 3, plan
+    assert all(line.startswith("SEARCH") and "INDEX" in line for line in accesses), plan
+    # The counts do not depend on the run looked at: SQLite makes each once per claim.
+    assert sum("CORRELATED" in line for line in plan) == 2, plan  # the concurrency-key checks
 
 
 def _plans_of(durably: Durably, call: Callable[[], object]) -> list[list[str]]:
