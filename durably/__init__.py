@@ -26,7 +26,7 @@ from .errors import (
 from .events import Event, EventType
 from .jobs import Job, TriggerItem
 from .migrate import alembic_version_location
-from .models import LogEntry, Progress, QueueStats, Run, Step, WorkerInfo
+from .models import LogEntry, Progress, QueueStats, Run, Schedule, Step, WorkerInfo
 from .retry import Retry
 from .status import Disposition, LogLevel, RunStatus, StepStatus
 from .storage.replica import Replica
@@ -58,6 +58,7 @@ __all__ = [
     "RunFailedError",
     "RunStatus",
     "RunTimeoutError",
+    "Schedule",
     "SchemaError",
     "Step",
     "StepContext",
