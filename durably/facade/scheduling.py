@@ -21,6 +21,7 @@ from ..core import schedules as schedule_store
 from ..core.enqueue import EnqueueRequest, enqueue_op
 from ..engines.scheduler import Scheduler
 from ..errors import NotFoundError, ValidationError
+from ..jobs import Job
 from ..models import Run, Schedule
 from ..timetable import (
     RESERVED_LABELS,
@@ -42,7 +43,7 @@ class Scheduling(Triggering):
     def schedule(
         self,
         name: str,
-        job: Any,
+        job: Job[Any, Any] | str,
         *,
         cron: str | None = None,
         every: float | timedelta | None = None,

@@ -312,6 +312,8 @@ def test_a_worker_ticks_its_schedules_and_only_while_it_runs(durably: Durably) -
     assert len(_done(durably)) >= 2
     ticks = [run.scheduled_for for run in runs]
     assert len(set(ticks)) == len(ticks)
+    time.sleep(1.1)  # a tick came: the engine stopped, and its scheduler with it
+    assert len(durably.get_runs()) == len(runs)
 
 
 @pytest.mark.both_engines
@@ -323,6 +325,24 @@ def test_a_schedule_declared_while_the_engine_runs_ticks_at_once(durably: Durabl
         time.sleep(0.05)
     assert _done(durably)
     durably.stop()
+
+
+def test_a_schedule_that_cannot_tick_here_is_reported_and_stops_no_other(
+    durably: Durably, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    errors: list[Any] = []
+    durably.on("worker:error", errors.append)
+    with testing.fake_clock(durably, FakeClock(T0)) as clock:
+        durably.schedule("cron", _echo(durably), cron="* * * * *")
+        durably.schedule("every", "echo", every=60)
+        testing.tick_schedules(durably)
+        monkeypatch.setitem(sys.modules, "cronsim", None)  # gone since it was declared
+        assert _ticked(durably, clock, 60) == [at(T0 + MINUTE)]
+    (error,) = errors
+    assert error.context == "schedule"
+    assert "'cron'" in error.error
+    assert "durably[cron]" in error.error
+    assert [run.schedule for run in durably.get_runs()] == ["every"]
 
 
 def _done(durably: Durably) -> list[Any]:
