@@ -98,11 +98,13 @@ class Scheduler:
         self._enqueue = enqueue
         self.declarations = Declarations()
         self._lock = threading.Lock()
-        self._wake = threading.Event()
         self._enabled = False
         """An engine runs in this process: the scheduler ticks (when schedules are declared)."""
-        self._stopping = False
         self._thread: threading.Thread | None = None
+        """The thread that ticks; a thread that is no longer this one stops."""
+        self._wake = threading.Event()
+        """Wakes the current thread (each thread has its own: one stopped and one started
+        meanwhile never consume each other's wake-up)."""
 
     # -- the thread -----------------------------------------------------------------
 
@@ -127,17 +129,17 @@ class Scheduler:
         """Under the lock: start the thread if an engine runs, schedules are declared, none runs."""
         if not self._enabled or self.running or not self.declarations:
             return
-        self._stopping = False
-        self._wake.clear()
-        self._thread = threading.Thread(target=self._loop, name="durably-scheduler", daemon=True)
-        self._thread.start()
+        self._wake = wake = threading.Event()
+        self._thread = thread = threading.Thread(
+            target=self._loop, args=(wake,), name="durably-scheduler", daemon=True
+        )
+        thread.start()
 
     def stop(self) -> None:
         """The engine stopped: stop ticking; waits for a pass in progress to end."""
         with self._lock:
             thread, self._thread = self._thread, None
             self._enabled = False
-            self._stopping = True
             self._wake.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join()
@@ -146,9 +148,9 @@ class Scheduler:
         """Make a pass now (the declarations, or a schedule's state, changed here)."""
         self._wake.set()
 
-    def _loop(self) -> None:
+    def _loop(self, wake: threading.Event) -> None:
         failures = 0
-        while not self._stopping:
+        while self._thread is threading.current_thread():
             try:
                 _runs, next_tick = self.tick()
             except Exception as exc:
@@ -158,8 +160,8 @@ class Scheduler:
             else:
                 failures = 0
                 wait = self._until(next_tick)
-            self._wake.wait(wait)
-            self._wake.clear()
+            wake.wait(wait)
+            wake.clear()
 
     def _until(self, tick: int | None) -> float:
         """Seconds to sleep until ``tick`` (ms on the runtime's clock), at most MAX_SLEEP."""
