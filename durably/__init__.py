@@ -27,7 +27,7 @@ from .events import Event, EventType
 from .flow import QueueLimits
 from .jobs import Job, TriggerItem
 from .migrate import alembic_version_location
-from .models import LogEntry, Progress, QueueStats, Run, Step, WorkerInfo
+from .models import LogEntry, Progress, QueueStats, Run, Schedule, Step, WorkerInfo
 from .retry import Retry
 from .status import Disposition, LogLevel, RunStatus, StepStatus
 from .storage.replica import Replica
@@ -60,6 +60,7 @@ __all__ = [
     "RunFailedError",
     "RunStatus",
     "RunTimeoutError",
+    "Schedule",
     "SchemaError",
     "Step",
     "StepContext",

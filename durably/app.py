@@ -1,7 +1,8 @@
 """``Durably``: the object an application creates, registers jobs on and runs workers from.
 
 The facade is put together from parts with one concern each
-(:mod:`durably.facade`): triggering, reading and waiting, changing runs.
+(:mod:`durably.facade`): triggering, reading and waiting, changing runs,
+schedules.
 This module holds construction, jobs, the schema, the worker engines and
 serverless processing.
 """
@@ -32,6 +33,7 @@ from .facade import signals as signal_handlers
 from .facade.changing import Changing
 from .facade.processing import Processing, check_queues
 from .facade.reading import Reading
+from .facade.scheduling import Scheduling
 from .flow import QueueLimits
 from .ids import new_id
 from .jobs import AsyncJobFunction, Job, JobDecorator, JobFunction
@@ -60,7 +62,7 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:].lower()}"
 
 
-class Durably(Changing, Reading, Processing):
+class Durably(Changing, Reading, Processing, Scheduling):
     """Durable jobs on one SQLite/libSQL database.
 
     ::
@@ -154,6 +156,7 @@ class Durably(Changing, Reading, Processing):
         """The loop the asyncio engine runs on, while it runs."""
         self._schema_checked = False
         self._lock = threading.Lock()
+        self._init_scheduling()
 
     def __repr__(self) -> str:
         return f"<Durably {display_url(self._runtime.db.url)!r}>"
@@ -301,6 +304,7 @@ class Durably(Changing, Reading, Processing):
             worker = ThreadWorker(self._runtime, self.worker_id, served)
             worker.start()
             self._worker = worker
+            self._scheduler.start()
 
     async def start_async(self, *, queues: Iterable[str] | None = None) -> None:
         """Start the asyncio worker engine: tasks in the running event loop; returns at once.
@@ -323,6 +327,7 @@ class Durably(Changing, Reading, Processing):
                     self._worker = None
             raise
         self._set_engine_loop(asyncio.get_running_loop())
+        self._scheduler.start()
 
     def _set_engine_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
         """Record the asyncio engine's loop; blocking calls made on it raise (``blocking``)."""
@@ -360,6 +365,7 @@ class Durably(Changing, Reading, Processing):
                 refuse_blocking(self, "stop")
             self._worker = None
         if worker is not None:
+            self._scheduler.stop()
             worker.stop(timeout)
 
     async def stop_async(self, timeout: float | None = None) -> None:
@@ -371,6 +377,7 @@ class Durably(Changing, Reading, Processing):
             self._worker = None
         if worker is not None:
             try:
+                await self._runtime.call(self._scheduler.stop)  # it may wait for a pass
                 await worker.stop(timeout)
             finally:
                 self._set_engine_loop(None)

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from . import serialization
 from .clock import maybe_datetime, to_datetime
 from .status import Disposition, LogLevel, RunStatus, StepStatus
+from .timetable import SCHEDULE_LABEL, SCHEDULED_FOR_LABEL, parse_tick_label
 
 _T = TypeVar("_T")
 _RUN_STATUSES = {status.value: status for status in RunStatus}
@@ -115,6 +116,19 @@ class Run:
     @property
     def is_active(self) -> bool:
         return self.status.is_active
+
+    @property
+    def schedule(self) -> str | None:
+        """The schedule that made this run (its ``durably.schedule`` label), None if none did."""
+        return self.labels.get(SCHEDULE_LABEL)
+
+    @property
+    def scheduled_for(self) -> datetime | None:
+        """The tick this run was made for (its ``durably.scheduled_for`` label), aware UTC.
+
+        For a run of ``trigger_schedule``, the moment it was triggered.
+        """
+        return parse_tick_label(self.labels.get(SCHEDULED_FOR_LABEL))
 
     def with_disposition(self, disposition: Disposition) -> Run:
         return replace(self, disposition=disposition)
@@ -299,3 +313,49 @@ class QueueStats:
     pending: int
     running: int
     oldest_pending_age: timedelta | None
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A schedule as stored: what ``durably.schedule(...)`` declared, and its state.
+
+    Exactly one of ``cron`` (a 5-field expression, in ``timezone``) and
+    ``every`` is set. ``last_tick`` is the latest tick handled (its run
+    enqueued, or skipped by the catch-up policy), or the moment the
+    schedule was declared, or resumed, if no tick came since; only later
+    ticks make runs. ``next_tick`` is when the next one comes (None while
+    paused, or for a cron schedule where ``cronsim`` is not installed).
+    """
+
+    name: str
+    job_name: str
+    cron: str | None
+    every: timedelta | None
+    timezone: str
+    input: Any
+    labels: Mapping[str, str]
+    catch_up: str
+    paused: bool
+    last_tick: datetime
+    next_tick: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any], next_tick: int | None) -> Schedule:
+        every_ms = row["every_ms"]
+        return cls(
+            name=row["name"],
+            job_name=row["job_name"],
+            cron=row["cron"],
+            every=None if every_ms is None else timedelta(milliseconds=every_ms),
+            timezone=row["timezone"],
+            input=serialization.loads_or_text(row["input"]),
+            labels=_labels(row["labels"]),
+            catch_up=row["catch_up"],
+            paused=bool(row["paused"]),
+            last_tick=to_datetime(row["last_tick_at"]),
+            next_tick=maybe_datetime(next_tick),
+            created_at=to_datetime(row["created_at"]),
+            updated_at=to_datetime(row["updated_at"]),
+        )

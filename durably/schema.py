@@ -316,5 +316,27 @@ workers = Table(
     Index("ix_durably_workers_last_heartbeat_at", "last_heartbeat_at"),
 )
 
+schedules = Table(
+    "durably_schedules",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("job_name", String(255), nullable=False),
+    # The timetable: a 5-field cron expression in ``timezone``, or an interval.
+    Column("cron", String(255)),
+    Column("every_ms", BigInteger),
+    Column("timezone", String(64), nullable=False, server_default="UTC"),
+    Column("input", Text, nullable=False),
+    Column("labels", Text, nullable=False, server_default="{}"),
+    Column("catch_up", String(16), nullable=False, server_default="latest"),
+    Column("paused", Integer, nullable=False, server_default="0"),
+    # The latest tick handled (its run enqueued, or skipped): only later ticks
+    # are due. It only moves forward (``UPDATE … WHERE last_tick_at < :tick``).
+    Column("last_tick_at", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+"""Schedules (revision durably_0008): what the workers of every process tick
+(:mod:`durably.timetable`, :mod:`durably.engines.scheduler`)."""
+
 VERSION_TABLE = "durably_alembic_version"
 """Alembic's version table for durably's own history, separate from the host app's."""

@@ -4,8 +4,9 @@ Run queued work inline with :meth:`durably.Durably.process_until_idle`. The
 helpers here do what a test needs beyond that: act as another worker that
 holds a run (:func:`claim`), make time pass for leases (:func:`fake_clock`,
 :func:`expire_lease`), look at the leases this process holds
-(:func:`held_lease`), and run the idle maintenance now (:func:`release_expired`,
-:func:`run_maintenance`). :func:`lease_service` and :func:`database` give the
+(:func:`held_lease`), run the idle maintenance now (:func:`release_expired`,
+:func:`run_maintenance`), and make a scheduler pass now (:func:`tick_schedules`;
+:func:`fake_clock` says when "now" is). :func:`lease_service` and :func:`database` give the
 lower layers, for tests that drive a worker step by step or the storage layer
 itself.
 
@@ -29,6 +30,7 @@ from .core.lease_service import LeaseService
 from .core.leases import ClaimedRun, Lease
 from .core.maintenance import release_expired as _release_expired
 from .core.operation import Operation
+from .models import Run
 from .schema import runs
 from .storage import Database
 from .storage.async_database import AsyncDatabase
@@ -51,6 +53,7 @@ __all__ = [
     "run_maintenance",
     "run_operation",
     "run_operation_async",
+    "tick_schedules",
 ]
 
 
@@ -119,6 +122,21 @@ def release_expired(durably: Durably) -> int:
 def run_maintenance(durably: Durably) -> None:
     """The idle maintenance pass (reaper, worker reaping, retention), now."""
     durably._runtime.maintenance.run(force=True)
+
+
+def tick_schedules(durably: Durably) -> list[Run]:
+    """One scheduler pass now, in this thread, as a worker's scheduler makes it.
+
+    It stores this process's declarations, then enqueues the run of every
+    tick due by the runtime's clock (:func:`fake_clock` moves it) under each
+    schedule's catch-up policy, and records the ticks as handled. Returns the
+    runs of the ticks it chose, oldest first (a tick another process had
+    already enqueued comes back as that run, ``Disposition.IDEMPOTENT``).
+    No engine needs to run; one that does ticks on its own as well.
+    """
+    durably._ensure_schema()
+    runs, _next_tick = durably._scheduler.tick()
+    return runs
 
 
 def lease_service(durably: Durably) -> LeaseService:

@@ -29,7 +29,8 @@ P = ParamSpec("P")
 
 
 class RegisteredJob(Protocol):
-    """What an engine needs of a job: its function, whether it is ``async def``, its limits."""
+    """What an engine needs of a job: its function, whether it is ``async def``, its limits,
+    and where the runs a scheduler makes for it go (its queue and priority)."""
 
     @property
     def fn(self) -> Callable[..., Any]: ...
@@ -45,6 +46,12 @@ class RegisteredJob(Protocol):
 
     @property
     def timeout(self) -> float | None: ...
+
+    @property
+    def queue(self) -> str: ...
+
+    @property
+    def priority(self) -> int: ...
 
 
 class DueTimes:

@@ -3,4 +3,6 @@
 * :mod:`~durably.facade.triggering`: creating runs (what ``Job.trigger`` calls);
 * :mod:`~durably.facade.reading`: reading runs, steps, logs, workers; waiting for runs;
 * :mod:`~durably.facade.changing`: cancel, retry, retrigger, delete, purge.
+* :mod:`~durably.facade.scheduling`: declaring schedules; reading, pausing, resuming
+  and triggering them.
 """

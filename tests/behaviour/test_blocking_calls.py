@@ -54,6 +54,10 @@ CALLS: dict[str, Call] = {
     "process_one": lambda d, job, run_id: d.process_one(),
     "process_until_idle": lambda d, job, run_id: d.process_until_idle(),
     "migrate": lambda d, job, run_id: d.migrate(),
+    "get_schedules": lambda d, job, run_id: d.get_schedules(),
+    "pause_schedule": lambda d, job, run_id: d.pause_schedule("any"),
+    "resume_schedule": lambda d, job, run_id: d.resume_schedule("any"),
+    "trigger_schedule": lambda d, job, run_id: d.trigger_schedule("any"),
 }
 
 

@@ -24,6 +24,9 @@ Configured from the environment, so that every test points it at its own files:
 ``CRASH_FLOW``
     When set, the queue ``limited`` allows 2 runs at once and ``metered`` 5 claims
     a second (flow control; the jobs' runs go there when triggered with ``queue=``).
+``CRASH_SCHEDULE_EVERY``, ``CRASH_CATCH_UP``
+    When set, the app declares the schedule ``tick``: a one-step ``steps`` run
+    every that many seconds, with that catch-up policy (default ``latest``).
 ``CRASH_POLL``, ``CRASH_HEARTBEAT``, ``CRASH_STALE``, ``CRASH_LOCK_TIMEOUT``, ``CRASH_SLOTS``
     The worker settings (defaults: 0.05 s, 0.2 s, 1 s, 30 s, 1 slot).
 ``CRASH_CONNECTION_MAX_AGE``
@@ -248,3 +251,16 @@ if _env.get("CRASH_CONNECTION_MAX_AGE"):
     gc.freeze()
     testing.database(durably).dispose()
     threading.Thread(target=_reopen_all, name="crash-connection-turnover", daemon=True).start()
+
+
+# -- a schedule (test_schedules.py) ------------------------------------------------
+
+if _env.get("CRASH_SCHEDULE_EVERY"):
+    # Every worker process declares it, as every process of an app would.
+    durably.schedule(
+        "tick",
+        steps,
+        every=float(_env["CRASH_SCHEDULE_EVERY"]),
+        input={"n": -1, "steps": 1},
+        catch_up=_env.get("CRASH_CATCH_UP", "latest"),
+    )
