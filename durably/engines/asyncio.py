@@ -21,7 +21,7 @@ from collections.abc import Callable
 from ..bridge import Threads, threadsafe_setter, wait_event
 from ..core import operation
 from ..core.leases import ClaimedRun, WorkerIdentity
-from .claim_loop import GIVE_UP_GRACE, ClaimPolicy
+from .claim_loop import GIVE_UP_GRACE, UNWIND_GRACE, ClaimPolicy
 from .run import execute_async
 from .runtime import Runtime
 
@@ -82,7 +82,7 @@ class AsyncioWorker:
                 await operation.run_async(self.policy.hand_back_op(), self.runtime.async_db)
                 for task in self._runs:
                     task.cancel()
-                await wait_event(self._idle, GIVE_UP_GRACE)
+                await wait_event(self._idle, UNWIND_GRACE)
         self._step_threads.shutdown(wait=False)
         self.policy.registered(False)
         try:

@@ -37,11 +37,14 @@ from ..events import EventType
 from .runtime import Runtime
 
 MAX_ERROR_BACKOFF = 30.0
-GIVE_UP_GRACE = 0.3
+GIVE_UP_GRACE = 0.2
 """Seconds a stopping worker waits, once it told its runs to stop, for those between steps.
 
 A run still inside a step after that is handed back at once (its step
 cannot be interrupted), so ``stop(timeout)`` returns soon after ``timeout``."""
+UNWIND_GRACE = 0.1
+"""Seconds the asyncio engine gives the tasks of runs it handed back to unwind once
+cancelled: their writes are fenced out, so nothing waits for them longer."""
 
 
 def error_backoff(failures: int, base: float) -> float:
