@@ -27,9 +27,9 @@ from .events import Event, EventType
 from .flow import QueueLimits
 from .jobs import Job, TriggerItem
 from .migrate import alembic_version_location
-from .models import LogEntry, Progress, QueueStats, Run, Step, WorkerInfo
+from .models import LogEntry, Progress, QueueStats, Run, Step, StepAttempt, WorkerInfo
 from .retry import Retry
-from .status import Disposition, LogLevel, RunStatus, StepStatus
+from .status import Disposition, LogLevel, RunStatus, StepAttemptStatus, StepStatus
 from .storage.replica import Replica
 
 __all__ = [
@@ -62,6 +62,8 @@ __all__ = [
     "RunTimeoutError",
     "SchemaError",
     "Step",
+    "StepAttempt",
+    "StepAttemptStatus",
     "StepContext",
     "StepLogger",
     "StepStatus",
