@@ -5,11 +5,13 @@ is written in its own short, fenced transaction after the step returns, so
 a crash loses at most the step in progress (which then runs again: steps
 are at-least-once, step *results* are recorded exactly once).
 
-A step goes through three phases: :meth:`Execution.begin_step` (replay or
-start; no I/O), the user's function, then :meth:`Execution.step_returned_op`
-or :meth:`Execution.step_raised_op` (the fenced write). The writing phases
-and the run's end are operations (:mod:`durably.core.operation`), written
-once here; :class:`Execution` runs them in the calling thread (``def``
+A step goes through four phases: :meth:`Execution.begin_step` (replay or
+start; no I/O), :meth:`Execution.start_op` (its attempt, recorded before the
+function runs, so a worker that dies in it leaves a trace), the user's
+function, then :meth:`Execution.step_returned_op` or
+:meth:`Execution.step_raised_op` (the fenced write, which ends the attempt).
+The writing phases and the run's end are operations
+(:mod:`durably.core.operation`), written once here; :class:`Execution` runs them in the calling thread (``def``
 jobs), :class:`~durably.engines.async_execution.AsyncExecution` from the
 event loop (``async def`` jobs).
 """
