@@ -56,8 +56,11 @@ _START_ATTEMPT = _fenced_insert(
         "status": sa.literal_column(f"'{StepAttemptStatus.STARTED.value}'"),
         "started_at": sa.bindparam("step_started", type_=sa.BigInteger),
     },
-).returning(step_attempts.c.id)
-"""A step attempt, before its function is called: fenced, so a stale worker starts none."""
+)
+"""A step attempt, before its function is called: fenced, so a stale worker starts none.
+
+Its id is the driver's last inserted rowid (``Outcome.last_id``): this write
+is on every step's path, and ``RETURNING`` would add a fetch to each."""
 _FINISH_ATTEMPT = (
     step_attempts.update()
     .where(
@@ -207,7 +210,7 @@ def start_attempt_op(
         "step_started": started_at,
     }
     (outcome,) = yield Write([(_START_ATTEMPT, params)])
-    return int(outcome.rows[0]["id"]) if outcome.rows else None
+    return outcome.last_id if outcome.rowcount == 1 else None
 
 
 def persist_step_op(
