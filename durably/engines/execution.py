@@ -41,18 +41,12 @@ from ..models import Progress
 from ..retry import Retry, check_retry
 from ..status import LogLevel, RunStatus, StepStatus
 from .retries import StepFailure, retry_delay
-from .step_calls import StepCall, format_traceback
+from .step_calls import StepCall, describe, format_traceback
 
 if TYPE_CHECKING:
     from .runtime import RegisteredJob, Runtime
 
 Outcome = Literal["completed", "failed", "retrying", "cancelled", "lease-lost"]
-
-
-def describe(exc: BaseException) -> str:
-    """The error text stored on a failed run or step: ``"ValueError: bad input"``."""
-    message = str(exc)
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 class Execution:

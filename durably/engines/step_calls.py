@@ -33,6 +33,12 @@ class StepCall:
     """The id of its step attempt, once recorded as started (``Execution.start_op``)."""
 
 
+def describe(exc: BaseException) -> str:
+    """The error text stored on a failed run, step or attempt: ``"ValueError: bad input"``."""
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
 def format_traceback(exc: BaseException) -> str:
     """The full traceback of a step's failure, as Python prints it, chained causes included.
 

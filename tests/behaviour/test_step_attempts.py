@@ -266,3 +266,39 @@ def test_a_step_running_now_reads_started(durably: Durably) -> None:
         release.set()
     assert durably.wait_for_run(run.id, timeout=WAIT).output == "released"
     assert [a.status for a in durably.get_step_attempts(run.id)] == [COMPLETED, COMPLETED]
+
+
+@pytest.mark.parametrize("kind", ["def", "async"])
+def test_a_step_cut_off_by_its_jobs_timeout_reads_interrupted(durably: Durably, kind: str) -> None:
+    release = threading.Event()
+
+    if kind == "def":
+
+        @durably.job("hangs", timeout=0.3)
+        def hangs(step: StepContext, _input: None) -> str:
+            step.run("quick", lambda: "done")
+            return step.run("slow", lambda: "late" if release.wait(WAIT) else "never")
+
+    else:
+
+        async def forever() -> str:
+            await asyncio.sleep(WAIT * 2)
+            return "never"
+
+        @durably.job("hangs", timeout=0.3)
+        async def hangs(step: AsyncStepContext, _input: None) -> str:
+            await step.run("quick", lambda: "done")
+            return await step.run("slow", forever)
+
+    run = hangs.trigger(None)
+    durably.start()
+    try:
+        with pytest.raises(RunFailedError, match="RunTimeoutError"):
+            durably.wait_for_run(run.id, timeout=WAIT)
+        attempts = durably.get_step_attempts(run.id)
+    finally:
+        release.set()
+    assert [(a.step_name, a.status) for a in attempts] == [
+        ("quick", COMPLETED),
+        ("slow", INTERRUPTED),
+    ]
