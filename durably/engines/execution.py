@@ -11,9 +11,10 @@ function runs, so a worker that dies in it leaves a trace), the user's
 function, then :meth:`Execution.step_returned_op` or
 :meth:`Execution.step_raised_op` (the fenced write, which ends the attempt).
 The writing phases and the run's end are operations
-(:mod:`durably.core.operation`), written once here; :class:`Execution` runs them in the calling thread (``def``
-jobs), :class:`~durably.engines.async_execution.AsyncExecution` from the
-event loop (``async def`` jobs).
+(:mod:`durably.core.operation`), written once here; :class:`Execution` runs
+them in the calling thread (``def`` jobs),
+:class:`~durably.engines.async_execution.AsyncExecution` from the event loop
+(``async def`` jobs).
 """
 
 from __future__ import annotations
