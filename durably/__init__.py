@@ -27,9 +27,9 @@ from .events import Event, EventType
 from .flow import QueueLimits
 from .jobs import Job, TriggerItem
 from .migrate import alembic_version_location
-from .models import LogEntry, Progress, QueueStats, Run, Schedule, Step, WorkerInfo
+from .models import LogEntry, Progress, QueueStats, Run, Schedule, Step, StepAttempt, WorkerInfo
 from .retry import Retry
-from .status import Disposition, LogLevel, RunStatus, StepStatus
+from .status import Disposition, LogLevel, RunStatus, StepAttemptStatus, StepStatus
 from .storage.replica import Replica
 
 __all__ = [
@@ -63,6 +63,8 @@ __all__ = [
     "Schedule",
     "SchemaError",
     "Step",
+    "StepAttempt",
+    "StepAttemptStatus",
     "StepContext",
     "StepLogger",
     "StepStatus",

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from . import serialization
 from .clock import maybe_datetime, to_datetime
-from .status import Disposition, LogLevel, RunStatus, StepStatus
+from .status import Disposition, LogLevel, RunStatus, StepAttemptStatus, StepStatus
 from .timetable import SCHEDULE_LABEL, SCHEDULED_FOR_LABEL, parse_tick_label
 
 _T = TypeVar("_T")
@@ -245,6 +245,61 @@ class Step:
             output=serialization.loads_or_text(row["output"]),
             error=row["error"],
             lease_generation=row["lease_generation"],
+            started_at=to_datetime(row["started_at"]),
+            completed_at=maybe_datetime(row["completed_at"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StepAttempt:
+    """One call of a step's function: when it ran, under which attempt of the run, how it ended.
+
+    Replayed steps make none. Kept (unlike the steps of a completed run)
+    until the run is deleted or purged, so a run's failures stay readable
+    after it succeeded, each with its full ``traceback``.
+    """
+
+    id: int
+    run_id: str
+    step_name: str
+    step_index: int
+    run_attempt: int
+    """The run's ``attempt`` this step attempt belongs to (1 for the first)."""
+    lease_generation: int
+    status: StepAttemptStatus
+    error: str | None
+    """``"Type: message"`` for a failed attempt (what the run's ``error`` holds)."""
+    traceback: str | None
+    """The full traceback of a failed attempt, as Python prints it."""
+    started_at: datetime
+    completed_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> StepAttempt:
+        """Read an attempt, with its run's ``run_status`` and ``run_lease_generation``.
+
+        A worker that dies mid-step writes nothing more, so an attempt still
+        ``started`` is ``interrupted`` once its run has moved on: claimed
+        again (a newer lease generation), or no longer leased at all
+        (handed back, cancelled, ended). While the lease that started it
+        still holds, it may be running, and reads ``started``.
+        """
+        status = StepAttemptStatus(row["status"])
+        if status is StepAttemptStatus.STARTED and (
+            row["run_status"] != RunStatus.LEASED.value
+            or row["run_lease_generation"] != row["lease_generation"]
+        ):
+            status = StepAttemptStatus.INTERRUPTED
+        return cls(
+            id=row["id"],
+            run_id=row["run_id"],
+            step_name=row["step_name"],
+            step_index=row["step_index"],
+            run_attempt=row["run_attempt"],
+            lease_generation=row["lease_generation"],
+            status=status,
+            error=row["error"],
+            traceback=row["traceback"],
             started_at=to_datetime(row["started_at"]),
             completed_at=maybe_datetime(row["completed_at"]),
         )

@@ -43,6 +43,24 @@ class StepStatus(str, Enum):
         return self.value
 
 
+class StepAttemptStatus(str, Enum):
+    """Where one execution of a step's function stands (see ``Durably.get_step_attempts``).
+
+    ``started`` is written before the function is called, and replaced by
+    how it ended in the same transaction as the step's result. A worker that
+    died, lost its lease or was stopped mid-step writes nothing more: its
+    attempt reads back ``interrupted`` once the run has moved on without it.
+    """
+
+    STARTED = "started"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 class LogLevel(str, Enum):
     INFO = "info"
     WARN = "warn"

@@ -92,6 +92,19 @@ class LeaseService:
 
     # -- steps, progress, logs -------------------------------------------------
 
+    def start_attempt_op(
+        self, lease: Lease, *, name: str, index: int, run_attempt: int, started_at: int
+    ) -> Operation[int | None]:
+        """Record a step attempt as started; its id, or None when the lease is no longer ours."""
+        return lease_writes.start_attempt_op(
+            lease,
+            self.clock(),
+            name=name,
+            index=index,
+            run_attempt=run_attempt,
+            started_at=started_at,
+        )
+
     def persist_step_op(
         self,
         lease: Lease,
@@ -102,8 +115,10 @@ class LeaseService:
         output_json: str | None,
         error: str | None,
         started_at: int,
+        attempt_id: int | None = None,
+        traceback: str | None = None,
     ) -> Operation[bool]:
-        """Record one step execution; False when the lease is no longer ours."""
+        """Record one step execution and end its attempt; False when the lease is no longer ours."""
         return lease_writes.persist_step_op(
             lease,
             self.clock(),
@@ -113,6 +128,8 @@ class LeaseService:
             output_json=output_json,
             error=error,
             started_at=started_at,
+            attempt_id=attempt_id,
+            traceback=traceback,
         )
 
     def set_progress_op(self, lease: Lease, progress_json: str | None) -> Operation[bool]:

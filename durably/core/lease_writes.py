@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import UpdateBase
 
-from ..schema import COUNTED_STEP_COUNTERS, logs, runs, sql_status, steps, workers
-from ..status import RunStatus, StepStatus
+from ..schema import COUNTED_STEP_COUNTERS, logs, runs, sql_status, step_attempts, steps, workers
+from ..status import RunStatus, StepAttemptStatus, StepStatus
 from .leases import FENCE, NOW, AbortReason, Lease, fence
 from .operation import Operation, Read, Write
 
@@ -44,6 +44,42 @@ INSERT_STEP = _fenced_insert(
     },
 )
 """A step row, inserted only if the lease still holds (INSERT … SELECT … WHERE EXISTS)."""
+
+_START_ATTEMPT = _fenced_insert(
+    step_attempts,
+    {
+        "run_id": sa.bindparam("fence_run", type_=sa.String),
+        "step_name": sa.bindparam("step_name", type_=sa.String),
+        "step_index": sa.bindparam("step_index", type_=sa.Integer),
+        "run_attempt": sa.bindparam("run_attempt", type_=sa.Integer),
+        "lease_generation": sa.bindparam("fence_generation", type_=sa.Integer),
+        "status": sa.literal_column(f"'{StepAttemptStatus.STARTED.value}'"),
+        "started_at": sa.bindparam("step_started", type_=sa.BigInteger),
+    },
+)
+"""A step attempt, before its function is called: fenced, so a stale worker starts none.
+
+Its id is the driver's last inserted rowid (``Outcome.last_id``): this write
+is on every step's path, and ``RETURNING`` would add a fetch to each."""
+_FINISH_ATTEMPT = (
+    step_attempts.update()
+    .where(
+        step_attempts.c.id == sa.bindparam("attempt_id", type_=sa.Integer),
+        sa.exists().where(FENCE),
+    )
+    .values(
+        status=sa.bindparam("attempt_status", type_=sa.String),
+        error=sa.bindparam("step_error", type_=sa.Text),
+        traceback=sa.bindparam("attempt_traceback", type_=sa.Text),
+        completed_at=NOW,
+    )
+)
+"""How the attempt ended; after ``INSERT_STEP`` in its batch, fenced alike, so both or neither."""
+_ATTEMPT_ENDED_AS = {
+    StepStatus.COMPLETED: StepAttemptStatus.COMPLETED.value,
+    StepStatus.FAILED: StepAttemptStatus.FAILED.value,
+    StepStatus.CANCELLED: StepAttemptStatus.INTERRUPTED.value,
+}
 
 _SET_PROGRESS = (
     runs.update()
@@ -158,6 +194,25 @@ unchanged: a claim increments it) is renewed too: a renewal the database
 kept waiting for its lock must not throw away the run's work."""
 
 
+def start_attempt_op(
+    lease: Lease, now: int, *, name: str, index: int, run_attempt: int, started_at: int
+) -> Operation[int | None]:
+    """Record that a step's function is about to run; its attempt's id, None if the lease is lost.
+
+    Committed before the function is called, so that a worker that dies in
+    it leaves its attempt behind (read back as ``interrupted``).
+    """
+    params = {
+        **fence(lease, now),
+        "step_name": name,
+        "step_index": index,
+        "run_attempt": run_attempt,
+        "step_started": started_at,
+    }
+    (outcome,) = yield Write([(_START_ATTEMPT, params)])
+    return outcome.last_id if outcome.rowcount == 1 else None
+
+
 def persist_step_op(
     lease: Lease,
     now: int,
@@ -168,8 +223,10 @@ def persist_step_op(
     output_json: str | None,
     error: str | None,
     started_at: int,
+    attempt_id: int | None = None,
+    traceback: str | None = None,
 ) -> Operation[bool]:
-    """Record one step execution; False when the lease is no longer ours.
+    """Record one step execution, and end its attempt; False when the lease is no longer ours.
 
     The run's step counters are counted from these rows when it is read
     (``schema.RUN_COLUMNS``): the run's own row is not written here.
@@ -183,8 +240,17 @@ def persist_step_op(
         "step_error": error,
         "step_started": started_at,
     }
-    (outcome,) = yield Write([(INSERT_STEP, row)])
-    return bool(outcome.rowcount == 1)
+    batch: list[tuple[UpdateBase, dict[str, Any]]] = [(INSERT_STEP, row)]
+    if attempt_id is not None:
+        ended = {
+            **row,
+            "attempt_id": attempt_id,
+            "attempt_status": _ATTEMPT_ENDED_AS[status],
+            "attempt_traceback": traceback,
+        }
+        batch.append((_FINISH_ATTEMPT, ended))
+    outcomes = yield Write(batch)
+    return bool(outcomes[0].rowcount == 1)
 
 
 def set_progress_op(lease: Lease, now: int, progress_json: str | None) -> Operation[bool]:

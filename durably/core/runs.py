@@ -21,7 +21,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
 from ..errors import ConflictError, NotFoundError
-from ..schema import COUNTED_STEP_COUNTERS, RUN_COLUMNS, logs, run_labels, runs, sql_status, steps
+from ..schema import (
+    COUNTED_STEP_COUNTERS,
+    RUN_COLUMNS,
+    logs,
+    run_labels,
+    runs,
+    sql_status,
+    step_attempts,
+    steps,
+)
 from ..status import ACTIVE_STATUSES, RETRYABLE_STATUSES, TERMINAL_STATUSES, RunStatus
 from ..storage.statements import Outcome
 from .operation import Operation, Read, Write
@@ -110,6 +119,27 @@ def get_steps(conn: Connection, run_id: str) -> list[RowMapping]:
     )
 
 
+def get_step_attempts(conn: Connection, run_id: str) -> list[RowMapping]:
+    """A run's step attempts, oldest first, each with its run's status and lease generation.
+
+    The run's columns say whether a ``started`` attempt was left behind
+    (see :class:`durably.models.StepAttempt`). An outer join: attempts are
+    deleted with their run, and any that were not would show.
+    """
+    return list(
+        conn.execute(
+            sa.select(
+                *step_attempts.c,
+                runs.c.status.label("run_status"),
+                runs.c.lease_generation.label("run_lease_generation"),
+            )
+            .outerjoin_from(step_attempts, runs, runs.c.id == step_attempts.c.run_id)
+            .where(step_attempts.c.run_id == run_id)
+            .order_by(step_attempts.c.id)
+        ).mappings()
+    )
+
+
 def get_logs(conn: Connection, run_id: str) -> list[RowMapping]:
     return list(
         conn.execute(
@@ -165,6 +195,7 @@ _RETRY = (
 
 _IS_TERMINAL = sa.exists().where(runs.c.id == _RUN_ID, runs.c.status.in_(_SQL_TERMINAL))
 _DELETE_RUN = (
+    step_attempts.delete().where(step_attempts.c.run_id == _RUN_ID, _IS_TERMINAL),
     steps.delete().where(steps.c.run_id == _RUN_ID, _IS_TERMINAL),
     logs.delete().where(logs.c.run_id == _RUN_ID, _IS_TERMINAL),
     run_labels.delete().where(run_labels.c.run_id == _RUN_ID, _IS_TERMINAL),
@@ -184,6 +215,7 @@ _PURGEABLE = (
     .scalar_subquery()
 )
 _PURGE = (
+    step_attempts.delete().where(step_attempts.c.run_id.in_(_PURGEABLE)),
     steps.delete().where(steps.c.run_id.in_(_PURGEABLE)),
     logs.delete().where(logs.c.run_id.in_(_PURGEABLE)),
     run_labels.delete().where(run_labels.c.run_id.in_(_PURGEABLE)),
@@ -223,7 +255,7 @@ def retry_op(run_id: str, now: int) -> Operation[Mapping[str, Any]]:
 
 
 def delete_op(run_id: str) -> Operation[Mapping[str, Any]]:
-    """Delete a terminal run with its steps, logs and labels; returns the deleted row."""
+    """Delete a terminal run with its steps, step attempts, logs and labels; returns its row."""
     params = {"run_id": run_id}
     outcomes: list[Outcome] = yield Write([(statement, params) for statement in _DELETE_RUN])
     if outcomes[-1].rows:

@@ -26,7 +26,8 @@ from ..core.leases import ClaimedRun
 from ..core.operation import Operation
 from ..errors import CancelledError, DurablyError, LeaseLostError
 from ..retry import Retry
-from .execution import Execution, StepAttempt
+from .execution import Execution
+from .step_calls import StepCall
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -46,9 +47,10 @@ class AsyncExecution(Execution):
         self._step_waiter: asyncio.Future[None] | None = None
         """What the awaiting task waits on while an async step runs (``_await_step``)."""
 
-    def call_step(self, attempt: StepAttempt, fn: Callable[[], Any]) -> Any:
+    def call_step(self, attempt: StepCall, fn: Callable[[], Any]) -> Any:
         """A ``def`` step in a step thread; a result that is awaitable comes back unrecorded."""
         db = self.runtime.db
+        operation.run(self.start_op(attempt), db)
         try:
             result = fn()
         except Exception as exc:
@@ -70,6 +72,7 @@ class AsyncExecution(Execution):
         if attempt.replayed:
             return attempt.output
         if inspect.iscoroutinefunction(fn):
+            await operation.run_async(self.start_op(attempt), self.runtime.async_db)
             awaitable: Awaitable[Any] = fn()
         else:
             # Progress and logs reported before this step are stored before its result.
@@ -93,7 +96,7 @@ class AsyncExecution(Execution):
         await self.flush()
         return await operation.run_async(self.step_returned_op(attempt, result), storage)
 
-    async def _await_step(self, attempt: StepAttempt, awaitable: Awaitable[Any]) -> Any:
+    async def _await_step(self, attempt: StepCall, awaitable: Awaitable[Any]) -> Any:
         """Await a step's coroutine on the loop; cancel it once the run is told to stop.
 
         This task waits on one future that either the step's end or the

@@ -5,20 +5,22 @@ is written in its own short, fenced transaction after the step returns, so
 a crash loses at most the step in progress (which then runs again: steps
 are at-least-once, step *results* are recorded exactly once).
 
-A step goes through three phases: :meth:`Execution.begin_step` (replay or
-start; no I/O), the user's function, then :meth:`Execution.step_returned_op`
-or :meth:`Execution.step_raised_op` (the fenced write). The writing phases
-and the run's end are operations (:mod:`durably.core.operation`), written
-once here; :class:`Execution` runs them in the calling thread (``def``
-jobs), :class:`~durably.engines.async_execution.AsyncExecution` from the
-event loop (``async def`` jobs).
+A step goes through four phases: :meth:`Execution.begin_step` (replay or
+start; no I/O), :meth:`Execution.start_op` (its attempt, recorded before the
+function runs, so a worker that dies in it leaves a trace), the user's
+function, then :meth:`Execution.step_returned_op` or
+:meth:`Execution.step_raised_op` (the fenced write, which ends the attempt).
+The writing phases and the run's end are operations
+(:mod:`durably.core.operation`), written once here; :class:`Execution` runs
+them in the calling thread (``def`` jobs),
+:class:`~durably.engines.async_execution.AsyncExecution` from the event loop
+(``async def`` jobs).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from .. import serialization
@@ -40,31 +42,12 @@ from ..models import Progress
 from ..retry import Retry, check_retry
 from ..status import LogLevel, RunStatus, StepStatus
 from .retries import StepFailure, retry_delay
+from .step_calls import StepCall, describe, format_traceback
 
 if TYPE_CHECKING:
     from .runtime import RegisteredJob, Runtime
 
 Outcome = Literal["completed", "failed", "retrying", "cancelled", "lease-lost"]
-
-
-def describe(exc: BaseException) -> str:
-    """The error text stored on a failed run or step: ``"ValueError: bad input"``."""
-    message = str(exc)
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-
-
-@dataclass(frozen=True)
-class StepAttempt:
-    name: str
-    index: int
-    """Position in the job's code order (replayed steps count)."""
-    replayed: bool
-    output: Any = None
-    """The stored output, when ``replayed``."""
-    started_at: int = 0
-    started: float = 0.0
-    retry: Retry | None = None
-    """The step's own retry policy, if it has one."""
 
 
 class Execution:
@@ -124,13 +107,13 @@ class Execution:
             return RunTimeoutError(timeout)  # a job still running past its timeout
         return LeaseLostError(self.lease.run_id)
 
-    def interrupted(self, attempt: StepAttempt) -> DurablyError:
+    def interrupted(self, attempt: StepCall) -> DurablyError:
         """The step ran (or was awaiting) when the run was told to stop: do not record it."""
         if self.lease.abort_reason == AbortReason.CANCELLED:
             self._emit(EventType.STEP_CANCEL, step_name=attempt.name, step_index=attempt.index)
         return self._abort_error()
 
-    def _refused_op(self, attempt: StepAttempt) -> Operation[DurablyError]:
+    def _refused_op(self, attempt: StepCall) -> Operation[DurablyError]:
         """A fenced write matched nothing: find out whether we were cancelled or replaced."""
         status = yield from self.runtime.service.run_status_op(self.lease.run_id)
         if status == RunStatus.CANCELLED.value:
@@ -142,7 +125,7 @@ class Execution:
 
     # -- the step phases ----------------------------------------------------
 
-    def begin_step(self, name: str, retry: Retry | None = None) -> StepAttempt:
+    def begin_step(self, name: str, retry: Retry | None = None) -> StepCall:
         """Replay a completed step, or announce a new one. No database access."""
         if not isinstance(name, str) or not name:
             raise ValidationError("A step name must be a non-empty string")
@@ -157,16 +140,36 @@ class Execution:
                 raise DurablyError(
                     f"The stored output of step {name!r} cannot be decoded; the run cannot resume"
                 ) from None
-            return StepAttempt(name, index, replayed=True, output=output)
+            return StepCall(name, index, replayed=True, output=output)
         self.stop_seen = False
-        attempt = StepAttempt(
+        attempt = StepCall(
             name, index, replayed=False, started_at=now_ms(), started=time.monotonic(), retry=retry
         )
         self._emit(EventType.STEP_START, step_name=name, step_index=index)
         self.current_step = name
         return attempt
 
-    def step_raised_op(self, attempt: StepAttempt, exc: Exception) -> Operation[BaseException]:
+    def start_op(self, attempt: StepCall) -> Operation[None]:
+        """Record the step attempt as started (fenced), before the step's function is called.
+
+        Refused, the run was cancelled or the lease lost: the function is not called.
+        """
+        try:
+            attempt.attempt_id = yield from self.runtime.service.start_attempt_op(
+                self.lease,
+                name=attempt.name,
+                index=attempt.index,
+                run_attempt=self.attempt,
+                started_at=attempt.started_at,
+            )
+        except DatabaseError as exc:
+            self.current_step = None
+            raise self._write_failed(exc, "step-start") from exc
+        if attempt.attempt_id is None:
+            self.current_step = None
+            raise (yield from self._refused_op(attempt))
+
+    def step_raised_op(self, attempt: StepCall, exc: Exception) -> Operation[BaseException]:
         """Record a step that raised; returns the exception the job should see."""
         self.current_step = None
         if isinstance(exc, (CancelledError, LeaseLostError)):
@@ -176,7 +179,7 @@ class Execution:
         cancelled = self.lease.abort_reason == AbortReason.CANCELLED
         error = describe(exc)
         status = StepStatus.CANCELLED if cancelled else StepStatus.FAILED
-        if not (yield from self._persist_op(attempt, status, None, error)):
+        if not (yield from self._persist_op(attempt, status, None, error, format_traceback(exc))):
             return (yield from self._refused_op(attempt))
         if cancelled:
             self._emit(EventType.STEP_CANCEL, step_name=attempt.name, step_index=attempt.index)
@@ -189,7 +192,7 @@ class Execution:
         )
         return exc
 
-    def step_returned_op(self, attempt: StepAttempt, result: Any) -> Operation[Any]:
+    def step_returned_op(self, attempt: StepCall, result: Any) -> Operation[Any]:
         """Record a step's result (fenced) and return its JSON round-trip."""
         self.current_step = None
         # Told to stop while the step ran: a cancelled run records nothing
@@ -205,7 +208,10 @@ class Execution:
         try:
             output_json = serialization.dumps(result, what=f"The output of step {attempt.name!r}")
         except ValidationError as exc:
-            if (yield from self._persist_op(attempt, StepStatus.FAILED, None, str(exc))):
+            failed = self._persist_op(
+                attempt, StepStatus.FAILED, None, str(exc), format_traceback(exc)
+            )
+            if (yield from failed):
                 self._emit(
                     EventType.STEP_FAIL,
                     step_name=attempt.name,
@@ -227,7 +233,12 @@ class Execution:
         return output
 
     def _persist_op(
-        self, attempt: StepAttempt, status: StepStatus, output_json: str | None, error: str | None
+        self,
+        attempt: StepCall,
+        status: StepStatus,
+        output_json: str | None,
+        error: str | None,
+        traceback: str | None = None,
     ) -> Operation[bool]:
         """The fenced step write. A database that refuses it stops the run, never fails it.
 
@@ -245,12 +256,18 @@ class Execution:
                     output_json=output_json,
                     error=error,
                     started_at=attempt.started_at,
+                    attempt_id=attempt.attempt_id,
+                    traceback=traceback,
                 )
             )
         except DatabaseError as exc:
-            self._worker_error(exc, "step-persist")
-            self.lease.abort(AbortReason.LEASE_LOST)
-            raise LeaseLostError(self.lease.run_id) from exc
+            raise self._write_failed(exc, "step-persist") from exc
+
+    def _write_failed(self, exc: DatabaseError, context: str) -> LeaseLostError:
+        """A step write the database refused: the run stops and is left to its lease."""
+        self._worker_error(exc, context)
+        self.lease.abort(AbortReason.LEASE_LOST)
+        return LeaseLostError(self.lease.run_id)
 
     # -- a def step -----------------------------------------------------------
 
@@ -262,9 +279,10 @@ class Execution:
             return attempt.output
         return self.call_step(attempt, fn)
 
-    def call_step(self, attempt: StepAttempt, fn: Callable[[], Any]) -> Any:
+    def call_step(self, attempt: StepCall, fn: Callable[[], Any]) -> Any:
         """Call a ``def`` step function here and record how it ended (the fenced write)."""
         db = self.runtime.db
+        operation.run(self.start_op(attempt), db)
         try:
             result = fn()
         except Exception as exc:

@@ -21,7 +21,7 @@ from ..core.runs import RunFilter
 from ..errors import CancelledError, NotFoundError, RunFailedError, ValidationError
 from ..events import TERMINAL_EVENTS, Event
 from ..jobs import validate_labels
-from ..models import LogEntry, QueueStats, Run, Step, WorkerInfo
+from ..models import LogEntry, QueueStats, Run, Step, StepAttempt, WorkerInfo
 from ..status import RunStatus
 from .base import FacadeBase
 
@@ -60,6 +60,16 @@ class Reading(FacadeBase):
     @blocking
     def get_steps(self, run_id: str) -> list[Step]:
         return [Step.from_row(row) for row in self._reads.read(run_store.get_steps, run_id)]
+
+    @blocking
+    def get_step_attempts(self, run_id: str) -> list[StepAttempt]:
+        """Every call of the run's step functions, oldest first; [] for an unknown run.
+
+        Replayed steps make no attempt. Attempts outlive the clean-up of a
+        completed run's steps and are deleted with the run.
+        """
+        rows = self._reads.read(run_store.get_step_attempts, run_id)
+        return [StepAttempt.from_row(row) for row in rows]
 
     @blocking
     def get_logs(self, run_id: str) -> list[LogEntry]:
@@ -183,6 +193,9 @@ class Reading(FacadeBase):
 
     async def get_steps_async(self, run_id: str) -> list[Step]:
         return await self._runtime.call(self.get_steps, run_id)
+
+    async def get_step_attempts_async(self, run_id: str) -> list[StepAttempt]:
+        return await self._runtime.call(self.get_step_attempts, run_id)
 
     async def get_logs_async(self, run_id: str) -> list[LogEntry]:
         return await self._runtime.call(self.get_logs, run_id)

@@ -42,6 +42,7 @@ CALLS: dict[str, Call] = {
     "Job.get_runs": lambda d, job, run_id: job.get_runs(),
     "get_failed_runs": lambda d, job, run_id: d.get_failed_runs(),
     "get_steps": lambda d, job, run_id: d.get_steps(run_id),
+    "get_step_attempts": lambda d, job, run_id: d.get_step_attempts(run_id),
     "get_logs": lambda d, job, run_id: d.get_logs(run_id),
     "get_queue_stats": lambda d, job, run_id: d.get_queue_stats(),
     "get_workers": lambda d, job, run_id: d.get_workers(),

@@ -79,6 +79,11 @@ def test_kill_9_mid_step_resumes_without_rerunning_completed_steps(
         finally:
             second.send_signal(signal.SIGTERM)
             assert second.wait(20) == 0
+        # The attempt the killed worker left behind reads interrupted; s2's rerun completed.
+        attempts = [
+            (a.step_name, a.status.value, a.run_attempt, a.lease_generation)
+            for a in client.get_step_attempts(run.id)
+        ]
     finally:
         if first.poll() is None:
             first.kill()
@@ -92,3 +97,10 @@ def test_kill_9_mid_step_resumes_without_rerunning_completed_steps(
     assert pids["s1"] == {str(first.pid)}
     assert len(pids["s2"]) == 2  # started by the killed worker, finished by the second
     assert pids["s4"] == {str(second.pid)}
+    assert attempts == [
+        ("s1", "completed", 1, 1),
+        ("s2", "interrupted", 1, 1),
+        ("s2", "completed", 1, 2),
+        ("s3", "completed", 1, 2),
+        ("s4", "completed", 1, 2),
+    ]

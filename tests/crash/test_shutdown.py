@@ -102,6 +102,10 @@ def test_sigterm_with_a_shutdown_timeout_exits_in_time_and_hands_the_run_back(
     assert [(s.name, s.status, s.lease_generation) for s in client.get_steps(run.id)] == [
         ("s1", "completed", 1)
     ]
+    assert [(a.step_name, a.status) for a in client.get_step_attempts(run.id)] == [
+        ("s1", "completed"),
+        ("s2", "interrupted"),
+    ]
     first_events = [e for e in cluster.events() if e["pid"] == first.pid]
     assert [(e["event"], e.get("step")) for e in first_events if e["event"] != "persist-begin"][
         :5
