@@ -198,7 +198,14 @@ MAX_CLAIM_ERRORS = 20
 """Failed claims a worker may make during the outage (polling every 0.05 s would make ~60)."""
 MAX_OTHER_ERRORS = 6
 """Errors besides claims and lease renewals: at most a few writes of the runs in flight."""
-OUTAGE_CONTEXTS = {"claim", "lease-renewal", "step-persist", "run-execution", "idle-maintenance"}
+OUTAGE_CONTEXTS = {
+    "claim",
+    "lease-renewal",
+    "step-start",
+    "step-persist",
+    "run-execution",
+    "idle-maintenance",
+}
 
 
 def _start_kill_cluster(
