@@ -16,7 +16,13 @@ from .core.enqueue import EnqueueRequest
 from .errors import ValidationError
 from .models import Run
 from .retry import Retry
-from .triggers import DEFAULT_PRIORITY, DEFAULT_QUEUE, build_request, validate_labels
+from .triggers import (
+    DEFAULT_PRIORITY,
+    DEFAULT_QUEUE,
+    build_request,
+    plain_request,
+    validate_labels,
+)
 
 __all__ = [
     "AsyncJobFunction",
@@ -157,6 +163,17 @@ class Job(Generic[InputT, OutputT]):
         priority: int | None = None,
         queue: str | None = None,
     ) -> EnqueueRequest:
+        if (
+            idempotency_key is None
+            and concurrency_key is None
+            and coalesce is None
+            and labels is None
+            and delay is None
+            and run_at is None
+            and priority is None
+            and queue is None
+        ):  # most triggers: the job's queue and priority were checked when it was registered
+            return plain_request(self.name, input, self.queue, self.priority)
         return build_request(
             self.name,
             input,
@@ -276,9 +293,7 @@ class Job(Generic[InputT, OutputT]):
                         queue=item.queue,
                     )
                 else:
-                    request = build_request(
-                        self.name, item, queue=self.queue, priority=self.priority
-                    )
+                    request = plain_request(self.name, item, self.queue, self.priority)
             except ValidationError as exc:
                 raise ValidationError(f"{exc} (at index {index})") from None
             requests.append(request)

@@ -106,6 +106,26 @@ def _timing(delay: float | timedelta | None, run_at: datetime | None) -> tuple[i
     return None, round(seconds * 1000)
 
 
+def plain_request(job_name: str, input: Any, queue: str, priority: int) -> EnqueueRequest:
+    """A trigger without options, into a queue and priority already checked (its job's).
+
+    Most triggers, and every plain item of a batch: only the input to check.
+    """
+    return {
+        "job_name": job_name,
+        "input_json": serialization.dumps(input, what="The job input"),
+        "labels": None,
+        "labels_json": "{}",
+        "idempotency_key": None,
+        "concurrency_key": None,
+        "coalesce": False,
+        "queue": queue,
+        "priority": priority,
+        "run_at": None,
+        "delay_ms": 0,
+    }
+
+
 def build_request(
     job_name: str,
     input: Any,
@@ -128,21 +148,10 @@ def build_request(
     checked_queue = check_queue(queue)
     checked_priority = check_priority(priority)
     due, delay_ms = _timing(delay, run_at)
-    if labels is None and idempotency_key is None and concurrency_key is None:
-        # Most triggers, and every plain item of a batch: only the input to check.
-        return {
-            "job_name": job_name,
-            "input_json": serialization.dumps(input, what="The job input"),
-            "labels": None,
-            "labels_json": "{}",
-            "idempotency_key": None,
-            "concurrency_key": None,
-            "coalesce": False,
-            "queue": checked_queue,
-            "priority": checked_priority,
-            "run_at": due,
-            "delay_ms": delay_ms,
-        }
+    if labels is None and idempotency_key is None and concurrency_key is None and due is None:
+        request = plain_request(job_name, input, checked_queue, checked_priority)
+        request["delay_ms"] = delay_ms
+        return request
     checked_labels = validate_labels(labels)
     return {
         "job_name": job_name,

@@ -66,9 +66,9 @@ class Triggering(FacadeBase):
         if Disposition.CREATED in dispositions:
             due_times = self._runtime.due_times
             for request in requests:
-                run_at = claimable_at(request, now)
-                if run_at > now:  # delayed: wake a worker when it comes due
-                    due_times.add(run_at)
+                if request["delay_ms"] or request["run_at"] is not None:
+                    # delayed: wake a worker when it comes due
+                    due_times.add(claimable_at(request, now))
             self._runtime.wake_workers()
 
     def _emit_trigger_events(self, requests: Sequence[EnqueueRequest], runs: Sequence[Run]) -> None:
