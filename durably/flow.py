@@ -13,8 +13,7 @@ import threading
 from dataclasses import dataclass
 
 from .errors import ValidationError
-
-_MAX_NAME_LENGTH = 255
+from .triggers import check_queue
 
 
 @dataclass(frozen=True)
@@ -33,12 +32,7 @@ class QueueLimits:
     rate_limit: tuple[int, float] | None = None
 
     def __post_init__(self) -> None:
-        name: object = self.name
-        if not isinstance(name, str) or not name or len(name) > _MAX_NAME_LENGTH:
-            raise ValidationError(
-                f"A queue name must be a non-empty string of at most {_MAX_NAME_LENGTH} "
-                f"characters, got {name!r}"
-            )
+        name = check_queue(self.name)
         concurrency: object = self.concurrency
         if concurrency is not None and not _positive_int(concurrency):
             raise ValidationError(
