@@ -3,31 +3,19 @@ and every driver; step-level policies; what a user sees meanwhile (events, Run f
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from typing import Any
 
 import pytest
 
-from durably import Durably, Event, Retry, RunFailedError, RunStatus, StepContext, ValidationError
+from durably import Durably, Retry, RunFailedError, RunStatus, StepContext, ValidationError
+from tests.behaviour.recording import record_events
 
 pytestmark = pytest.mark.both_engines
 
 WAIT = 30.0
 QUICK = Retry(max_attempts=3, initial_delay=0.05, jitter=False)
-
-
-def _events(durably: Durably, event_type: str) -> list[Event]:
-    seen: list[Event] = []
-    lock = threading.Lock()
-
-    def record(event: Event) -> None:
-        with lock:
-            seen.append(event)
-
-    durably.on(event_type, record)
-    return seen
 
 
 def _flaky(
@@ -46,8 +34,8 @@ def _flaky(
 
 def test_a_failed_run_is_retried_from_its_failed_step_and_completes(durably: Durably) -> None:
     calls: Counter[str] = Counter()
-    scheduled = _events(durably, "run:retry-scheduled")
-    failed = _events(durably, "run:fail")
+    scheduled = record_events(durably, "run:retry-scheduled")
+    failed = record_events(durably, "run:fail")
 
     @durably.job("flaky", retry=QUICK)
     def flaky(step: StepContext, _input: None) -> int:
@@ -72,7 +60,7 @@ def test_a_failed_run_is_retried_from_its_failed_step_and_completes(durably: Dur
 
 def test_a_run_that_keeps_failing_fails_after_max_attempts(durably: Durably) -> None:
     calls: Counter[str] = Counter()
-    failed = _events(durably, "run:fail")
+    failed = record_events(durably, "run:fail")
 
     @durably.job("hopeless", retry=Retry(max_attempts=2, initial_delay=0.01, jitter=False))
     def hopeless(step: StepContext, _input: None) -> None:

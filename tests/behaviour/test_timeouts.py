@@ -16,7 +16,6 @@ import pytest
 from durably import (
     AsyncStepContext,
     Durably,
-    Event,
     Retry,
     RunFailedError,
     RunStatus,
@@ -24,24 +23,13 @@ from durably import (
     StepContext,
     StepStatus,
 )
+from tests.behaviour.recording import record_events
 
 pytestmark = pytest.mark.both_engines
 
 WAIT = 30.0
 TIMEOUT = 0.3
 TIMED_OUT = "RunTimeoutError: Run exceeded its timeout of 0.3s"
-
-
-def _events(durably: Durably, event_type: str) -> list[Event]:
-    seen: list[Event] = []
-    lock = threading.Lock()
-
-    def record(event: Event) -> None:
-        with lock:
-            seen.append(event)
-
-    durably.on(event_type, record)
-    return seen
 
 
 def _completed_steps(durably: Durably, run_id: str) -> dict[str, object]:
@@ -64,7 +52,7 @@ def _wait_until(condition: Callable[[], bool]) -> None:
 
 def test_an_async_job_past_its_timeout_is_cancelled_and_fails(durably: Durably) -> None:
     cancelled = threading.Event()
-    failed = _events(durably, "run:fail")
+    failed = record_events(durably, "run:fail")
 
     async def forever() -> str:
         try:
@@ -99,7 +87,7 @@ def test_a_timed_out_async_attempt_is_retried_and_the_next_one_completes(
     durably: Durably,
 ) -> None:
     attempts: Counter[str] = Counter()
-    scheduled = _events(durably, "run:retry-scheduled")
+    scheduled = record_events(durably, "run:retry-scheduled")
 
     async def work() -> str:
         attempts["work"] += 1
@@ -151,7 +139,7 @@ def blocked() -> Iterator[Blocked]:
 def test_a_def_job_past_its_timeout_fails_while_its_function_goes_on(
     durably: Durably, blocked: Blocked
 ) -> None:
-    failed = _events(durably, "run:fail")
+    failed = record_events(durably, "run:fail")
 
     @durably.job("stuck", timeout=TIMEOUT)
     def stuck(step: StepContext, _input: None) -> str:
@@ -304,7 +292,7 @@ def test_process_one_returns_at_the_deadline_of_a_stuck_def_job(
 
 
 def test_a_job_that_ends_within_its_timeout_is_unaffected(durably: Durably) -> None:
-    retried = _events(durably, "run:retry-scheduled")
+    retried = record_events(durably, "run:retry-scheduled")
 
     @durably.job("quick-def", timeout=WAIT)
     def quick_def(step: StepContext, input: int) -> int:
