@@ -143,16 +143,26 @@ _CAN_WAIT_AS_PENDING = sa.or_(
     ),
 )
 """The run may be pending again: no other pending run of its job has its concurrency key."""
-_RELEASE = (
-    runs.update()
-    .where(FENCE)
-    .values(
-        status=sa.case((_CAN_WAIT_AS_PENDING, sql_status(RunStatus.PENDING)), else_=runs.c.status),
-        lease_expires_at=sa.case((_CAN_WAIT_AS_PENDING, sa.null()), else_=NOW),
-        lease_owner=sa.null(),
-        updated_at=NOW,
-    )
-)
+
+
+def _waiting_until(claimable_at: Any) -> dict[str, Any]:
+    """The values that let go of a run until ``claimable_at``: it holds no lease from then.
+
+    It is pending again; beside a pending run of its concurrency key (which
+    may not have a second) it stays ``leased`` with its lease expiring at
+    ``claimable_at`` instead, which makes it just as claimable then (the
+    claim's expired-lease arm).
+    """
+    return {
+        "status": sa.case(
+            (_CAN_WAIT_AS_PENDING, sql_status(RunStatus.PENDING)), else_=runs.c.status
+        ),
+        "lease_expires_at": sa.case((_CAN_WAIT_AS_PENDING, sa.null()), else_=claimable_at),
+        "lease_owner": sa.null(),
+    }
+
+
+_RELEASE = runs.update().where(FENCE).values(**_waiting_until(NOW), updated_at=NOW)
 """The run is pending again (or, beside a pending run of its key, its lease expires now).
 
 Either way any worker may claim it at once, in its place in the queue, and
@@ -162,21 +172,16 @@ _SCHEDULE_RETRY = (
     runs.update()
     .where(FENCE)
     .values(
-        status=sa.case((_CAN_WAIT_AS_PENDING, sql_status(RunStatus.PENDING)), else_=runs.c.status),
-        lease_expires_at=sa.case((_CAN_WAIT_AS_PENDING, sa.null()), else_=_RUN_AT),
-        lease_owner=sa.null(),
+        **_waiting_until(_RUN_AT),
         run_at=_RUN_AT,
         attempt=runs.c.attempt + 1,
         error=sa.bindparam("run_error", type_=sa.Text),
         updated_at=NOW,
     )
 )
-"""The run waits for its next attempt until ``run_at``, holding no lease.
+"""The run waits for its next attempt until ``run_at``, holding no lease (``_waiting_until``).
 
-It is pending again, claimable once ``run_at`` comes; beside a pending run
-of its concurrency key (which may not have a second) its lease instead
-expires at ``run_at``, which makes it just as claimable then. ``error``
-keeps the failure that caused the retry, for whoever looks meanwhile."""
+``error`` keeps the failure that caused the retry, for whoever looks meanwhile."""
 _TOUCH_WORKER = (
     workers.update()
     .where(workers.c.id == sa.bindparam("worker_id", type_=sa.String))
