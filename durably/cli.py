@@ -57,6 +57,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    queues = check_queues(args.queue)  # refused before anything touches the database
     durably = load_app(args.app)
     if args.migrate:
         durably.migrate()
@@ -67,7 +68,6 @@ def _worker(args: argparse.Namespace) -> int:
             "worker error (%s, run %s): %s", event.context, event.run_id, event.error
         ),
     )
-    queues = check_queues(args.queue)
     if args.engine == "asyncio":
         asyncio.run(_asyncio_worker(durably, args.shutdown_timeout, queues, log))
         return 0
