@@ -289,7 +289,15 @@ step_attempts = Table(
     Column("traceback", Text),
     Column("started_at", BigInteger, nullable=False),
     Column("completed_at", BigInteger),
-    Index("ix_durably_step_attempts_run_id", "run_id", "id"),
+    # One attempt per step index and lease generation: the key its start and its
+    # outcome are written by (core/attempts.py), in the order the run made them.
+    Index(
+        "ux_durably_step_attempts_run_step",
+        "run_id",
+        "lease_generation",
+        "step_index",
+        unique=True,
+    ),
 )
 """Every execution of a step, kept until its run is deleted or purged (the steps
 table keeps only what a resume needs)."""

@@ -46,10 +46,11 @@ class StepStatus(str, Enum):
 class StepAttemptStatus(str, Enum):
     """Where one execution of a step's function stands (see ``Durably.get_step_attempts``).
 
-    ``started`` is written before the function is called, and replaced by
-    how it ended in the same transaction as the step's result. A worker that
-    died, lost its lease or was stopped mid-step writes nothing more: its
-    attempt reads back ``interrupted`` once the run has moved on without it.
+    An attempt is written with how it ended, in the step result's
+    transaction; ``started`` is written for a step still running when a
+    heartbeat comes round, or cut off (``durably.core.attempts``). A worker
+    that died, lost its lease or was stopped mid-step writes nothing more:
+    its attempt reads back ``interrupted`` once the run has moved on without it.
     """
 
     STARTED = "started"

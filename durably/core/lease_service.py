@@ -17,9 +17,9 @@ from ..clock import now_ms
 from ..config import Settings
 from ..flow import DeclaredQueues
 from ..status import StepStatus
-from . import lease_writes
+from . import attempts, lease_writes
 from .claim import claim_op
-from .leases import ClaimedRun, Lease, RenewOutcome
+from .leases import ClaimedRun, Lease, RenewOutcome, RunningStep
 from .operation import Operation, Storage, run
 
 
@@ -92,18 +92,9 @@ class LeaseService:
 
     # -- steps, progress, logs -------------------------------------------------
 
-    def start_attempt_op(
-        self, lease: Lease, *, name: str, index: int, run_attempt: int, started_at: int
-    ) -> Operation[int | None]:
-        """Record a step attempt as started; its id, or None when the lease is no longer ours."""
-        return lease_writes.start_attempt_op(
-            lease,
-            self.clock(),
-            name=name,
-            index=index,
-            run_attempt=run_attempt,
-            started_at=started_at,
-        )
+    def record_cut_off_op(self, lease: Lease, steps: list[RunningStep]) -> Operation[None]:
+        """Record steps cut off by a cancel or a shutdown as started: they read ``interrupted``."""
+        return attempts.record_started_op(lease, steps)
 
     def persist_step_op(
         self,
@@ -115,10 +106,10 @@ class LeaseService:
         output_json: str | None,
         error: str | None,
         started_at: int,
-        attempt_id: int | None = None,
+        run_attempt: int,
         traceback: str | None = None,
     ) -> Operation[bool]:
-        """Record one step execution and end its attempt; False when the lease is no longer ours."""
+        """Record one step execution and its attempt; False when the lease is no longer ours."""
         return lease_writes.persist_step_op(
             lease,
             self.clock(),
@@ -128,7 +119,7 @@ class LeaseService:
             output_json=output_json,
             error=error,
             started_at=started_at,
-            attempt_id=attempt_id,
+            run_attempt=run_attempt,
             traceback=traceback,
         )
 

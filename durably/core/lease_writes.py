@@ -14,8 +14,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import UpdateBase
 
-from ..schema import COUNTED_STEP_COUNTERS, logs, runs, sql_status, step_attempts, steps, workers
-from ..status import RunStatus, StepAttemptStatus, StepStatus
+from ..schema import COUNTED_STEP_COUNTERS, logs, runs, sql_status, steps, workers
+from ..status import RunStatus, StepStatus
+from . import attempts
 from .leases import FENCE, NOW, AbortReason, Lease, fence
 from .operation import Operation, Read, Write
 
@@ -44,42 +45,6 @@ INSERT_STEP = _fenced_insert(
     },
 )
 """A step row, inserted only if the lease still holds (INSERT … SELECT … WHERE EXISTS)."""
-
-_START_ATTEMPT = _fenced_insert(
-    step_attempts,
-    {
-        "run_id": sa.bindparam("fence_run", type_=sa.String),
-        "step_name": sa.bindparam("step_name", type_=sa.String),
-        "step_index": sa.bindparam("step_index", type_=sa.Integer),
-        "run_attempt": sa.bindparam("run_attempt", type_=sa.Integer),
-        "lease_generation": sa.bindparam("fence_generation", type_=sa.Integer),
-        "status": sa.literal_column(f"'{StepAttemptStatus.STARTED.value}'"),
-        "started_at": sa.bindparam("step_started", type_=sa.BigInteger),
-    },
-)
-"""A step attempt, before its function is called: fenced, so a stale worker starts none.
-
-Its id is the driver's last inserted rowid (``Outcome.last_id``): this write
-is on every step's path, and ``RETURNING`` would add a fetch to each."""
-_FINISH_ATTEMPT = (
-    step_attempts.update()
-    .where(
-        step_attempts.c.id == sa.bindparam("attempt_id", type_=sa.Integer),
-        sa.exists().where(FENCE),
-    )
-    .values(
-        status=sa.bindparam("attempt_status", type_=sa.String),
-        error=sa.bindparam("step_error", type_=sa.Text),
-        traceback=sa.bindparam("attempt_traceback", type_=sa.Text),
-        completed_at=NOW,
-    )
-)
-"""How the attempt ended; after ``INSERT_STEP`` in its batch, fenced alike, so both or neither."""
-_ATTEMPT_ENDED_AS = {
-    StepStatus.COMPLETED: StepAttemptStatus.COMPLETED.value,
-    StepStatus.FAILED: StepAttemptStatus.FAILED.value,
-    StepStatus.CANCELLED: StepAttemptStatus.INTERRUPTED.value,
-}
 
 _SET_PROGRESS = (
     runs.update()
@@ -199,25 +164,6 @@ unchanged: a claim increments it) is renewed too: a renewal the database
 kept waiting for its lock must not throw away the run's work."""
 
 
-def start_attempt_op(
-    lease: Lease, now: int, *, name: str, index: int, run_attempt: int, started_at: int
-) -> Operation[int | None]:
-    """Record that a step's function is about to run; its attempt's id, None if the lease is lost.
-
-    Committed before the function is called, so that a worker that dies in
-    it leaves its attempt behind (read back as ``interrupted``).
-    """
-    params = {
-        **fence(lease, now),
-        "step_name": name,
-        "step_index": index,
-        "run_attempt": run_attempt,
-        "step_started": started_at,
-    }
-    (outcome,) = yield Write([(_START_ATTEMPT, params)])
-    return outcome.last_id if outcome.rowcount == 1 else None
-
-
 def persist_step_op(
     lease: Lease,
     now: int,
@@ -228,10 +174,10 @@ def persist_step_op(
     output_json: str | None,
     error: str | None,
     started_at: int,
-    attempt_id: int | None = None,
+    run_attempt: int,
     traceback: str | None = None,
 ) -> Operation[bool]:
-    """Record one step execution, and end its attempt; False when the lease is no longer ours.
+    """Record one step execution, and its attempt; False when the lease is no longer ours.
 
     The run's step counters are counted from these rows when it is read
     (``schema.RUN_COLUMNS``): the run's own row is not written here.
@@ -245,15 +191,16 @@ def persist_step_op(
         "step_error": error,
         "step_started": started_at,
     }
-    batch: list[tuple[UpdateBase, dict[str, Any]]] = [(INSERT_STEP, row)]
-    if attempt_id is not None:
-        ended = {
-            **row,
-            "attempt_id": attempt_id,
-            "attempt_status": _ATTEMPT_ENDED_AS[status],
-            "attempt_traceback": traceback,
-        }
-        batch.append((_FINISH_ATTEMPT, ended))
+    attempt = {
+        **row,
+        "run_attempt": run_attempt,
+        "attempt_status": attempts.ENDED_AS[status],
+        "attempt_traceback": traceback,
+    }
+    batch: list[tuple[UpdateBase, dict[str, Any]]] = [
+        (INSERT_STEP, row),
+        (attempts.ENDED, attempt),
+    ]
     outcomes = yield Write(batch)
     return bool(outcomes[0].rowcount == 1)
 
@@ -322,24 +269,37 @@ def schedule_retry_op(lease: Lease, now: int, error: str, run_at: int) -> Operat
 
 
 def release_op(lease: Lease, now: int) -> Operation[bool]:
-    """Hand a run back early (interrupted, shutting down): it is claimable now, and shows so."""
-    (outcome,) = yield Write([(_RELEASE, fence(lease, now))])
-    return bool(outcome.rowcount == 1)
+    """Hand a run back early (interrupted, shutting down): it is claimable now, and shows so.
+
+    A step still running is recorded as started first: it reads ``interrupted``.
+    """
+    batch = attempts.started_rows(lease, lease.unrecorded_steps())
+    batch.append((_RELEASE, fence(lease, now)))
+    outcomes = yield Write(batch)
+    return bool(outcomes[-1].rowcount == 1)
 
 
 def renew_op(
     worker_ids: Sequence[str], leases: Sequence[Lease], now: int, expires: int
 ) -> Operation[tuple[list[Lease], list[tuple[Lease, str]]]]:
-    """Renew every lease held and mark the workers alive, in one transaction.
+    """Renew every lease held, mark the workers alive, and record the steps running, in one transaction.
 
     Returns the leases renewed and the leases lost, each with its
-    :class:`~durably.core.leases.AbortReason`.
+    :class:`~durably.core.leases.AbortReason`. A step recorded here is
+    marked so that the next heartbeat does not write it again.
     """
     batch: list[tuple[UpdateBase, dict[str, Any]]] = [
         (_TOUCH_WORKER, {"worker_id": worker_id, "now": now}) for worker_id in worker_ids
     ]
     batch += [(_RENEW, {**fence(lease, now), "expires": expires}) for lease in leases]
-    outcomes = (yield Write(batch))[len(worker_ids) :] if batch else []
+    running = [(lease, lease.unrecorded_steps()) for lease in leases]
+    for lease, steps_running in running:
+        batch += attempts.started_rows(lease, steps_running)
+    written = (yield Write(batch)) if batch else []
+    outcomes = written[len(worker_ids) : len(worker_ids) + len(leases)]
+    for _lease, steps_running in running:
+        for step in steps_running:
+            step.recorded = True
     renewed = [lease for lease, o in zip(leases, outcomes, strict=True) if o.rowcount == 1]
     refused = [lease for lease, o in zip(leases, outcomes, strict=True) if o.rowcount != 1]
     lost: list[tuple[Lease, str]] = (yield Read(_why_not_renewed, (refused,))) if refused else []
@@ -400,6 +360,10 @@ def fence_off_op(lease: Lease, now: int, expires: int) -> Operation[bool]:
     For an attempt whose code cannot be stopped (a ``def`` job past its
     timeout): the run stays leased, at the next generation, so the worker
     can record how the attempt ended while the attempt's late writes fail.
+    The steps it was running are recorded as started first, under its own
+    generation: they read ``interrupted``.
     """
-    (outcome,) = yield Write([(_FENCE_OFF, {**fence(lease, now), "expires": expires})])
-    return bool(outcome.rowcount == 1)
+    batch = attempts.started_rows(lease, lease.unrecorded_steps())
+    batch.append((_FENCE_OFF, {**fence(lease, now), "expires": expires}))
+    outcomes = yield Write(batch)
+    return bool(outcomes[-1].rowcount == 1)

@@ -34,6 +34,22 @@ class AbortReason:
     """The attempt outlived its job's ``timeout``: it was fenced off, its end recorded without it."""
 
 
+@dataclass(slots=True)
+class RunningStep:
+    """A step whose function is running now, which the heartbeat records as started.
+
+    See :mod:`durably.core.attempts`: a step that ends before a heartbeat
+    finds it is written once, with its outcome.
+    """
+
+    name: str
+    index: int
+    run_attempt: int
+    started_at: int
+    recorded: bool = False
+    """Written as started already (by a heartbeat)."""
+
+
 @dataclass(eq=False)
 class Lease:
     """This process's hold on one claimed run.
@@ -53,6 +69,8 @@ class Lease:
     deadline: float
     aborted: threading.Event = field(default_factory=threading.Event)
     abort_reason: str | None = None
+    running_steps: dict[int, RunningStep] = field(default_factory=dict, repr=False)
+    """The run's steps running now, by index (several when an ``async def`` job gathers)."""
     _abort_callbacks: list[Callable[[], None]] = field(default_factory=list, repr=False)
     _abort_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -86,6 +104,14 @@ class Lease:
     @property
     def expired_locally(self) -> bool:
         return time.monotonic() >= self.deadline
+
+    def unrecorded_steps(self) -> list[RunningStep]:
+        """The steps running now that no heartbeat has written yet; safe from any thread.
+
+        ``dict.copy`` is one step for the interpreter, so the worker adding or
+        removing a step meanwhile cannot break the heartbeat's iteration.
+        """
+        return [step for step in self.running_steps.copy().values() if not step.recorded]
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,9 @@ def get_steps(conn: Connection, run_id: str) -> list[RowMapping]:
 def get_step_attempts(conn: Connection, run_id: str) -> list[RowMapping]:
     """A run's step attempts, oldest first, each with its run's status and lease generation.
 
+    Oldest first is by lease generation, then step index: a lease starts its
+    steps in index order, and a run is claimed again only once its earlier
+    lease is over. (Ids say when a row was written, not when its step began.)
     The run's columns say whether a ``started`` attempt was left behind
     (see :class:`durably.models.StepAttempt`). An outer join: attempts are
     deleted with their run, and any that were not would show.
@@ -135,7 +138,7 @@ def get_step_attempts(conn: Connection, run_id: str) -> list[RowMapping]:
             )
             .outerjoin_from(step_attempts, runs, runs.c.id == step_attempts.c.run_id)
             .where(step_attempts.c.run_id == run_id)
-            .order_by(step_attempts.c.id)
+            .order_by(step_attempts.c.lease_generation, step_attempts.c.step_index)
         ).mappings()
     )
 

@@ -50,7 +50,6 @@ class AsyncExecution(Execution):
     def call_step(self, attempt: StepCall, fn: Callable[[], Any]) -> Any:
         """A ``def`` step in a step thread; a result that is awaitable comes back unrecorded."""
         db = self.runtime.db
-        operation.run(self.start_op(attempt), db)
         try:
             result = fn()
         except Exception as exc:
@@ -72,7 +71,6 @@ class AsyncExecution(Execution):
         if attempt.replayed:
             return attempt.output
         if inspect.iscoroutinefunction(fn):
-            await operation.run_async(self.start_op(attempt), self.runtime.async_db)
             awaitable: Awaitable[Any] = fn()
         else:
             # Progress and logs reported before this step are stored before its result.
@@ -85,7 +83,7 @@ class AsyncExecution(Execution):
         try:
             result = await self._await_step(attempt, awaitable)
         except (CancelledError, LeaseLostError):
-            self.current_step = None
+            await operation.run_async(self.cut_off_op(attempt), storage)
             raise
         except Exception as exc:
             await self.flush()
@@ -114,7 +112,7 @@ class AsyncExecution(Execution):
                 await asyncio.wait({task})
                 if not task.cancelled():
                     task.exception()  # retrieved: moot once the run stops
-                raise self.interrupted(attempt)
+                raise await operation.run_async(self.interrupted_op(attempt), self.runtime.async_db)
         except asyncio.CancelledError:
             task.cancel()
             raise

@@ -5,11 +5,11 @@ is written in its own short, fenced transaction after the step returns, so
 a crash loses at most the step in progress (which then runs again: steps
 are at-least-once, step *results* are recorded exactly once).
 
-A step goes through four phases: :meth:`Execution.begin_step` (replay or
-start; no I/O), :meth:`Execution.start_op` (its attempt, recorded before the
-function runs, so a worker that dies in it leaves a trace), the user's
-function, then :meth:`Execution.step_returned_op` or
-:meth:`Execution.step_raised_op` (the fenced write, which ends the attempt).
+A step goes through three phases: :meth:`Execution.begin_step` (replay, or
+start: no I/O; the heartbeat records a step still running as started, see
+:mod:`durably.core.attempts`), the user's function, then
+:meth:`Execution.step_returned_op` or :meth:`Execution.step_raised_op` (the
+fenced write of the step and its attempt).
 The writing phases and the run's end are operations
 (:mod:`durably.core.operation`), written once here; :class:`Execution` runs
 them in the calling thread (``def`` jobs),
@@ -27,7 +27,7 @@ from .. import serialization
 from ..clock import now_ms, to_datetime
 from ..core import operation
 from ..core.claim import recovery_limit_error
-from ..core.leases import AbortReason, ClaimedRun, Lease
+from ..core.leases import AbortReason, ClaimedRun, Lease, RunningStep
 from ..core.operation import Operation
 from ..errors import (
     CancelledError,
@@ -107,14 +107,35 @@ class Execution:
             return RunTimeoutError(timeout)  # a job still running past its timeout
         return LeaseLostError(self.lease.run_id)
 
-    def interrupted(self, attempt: StepCall) -> DurablyError:
-        """The step ran (or was awaiting) when the run was told to stop: do not record it."""
+    def interrupted_op(self, attempt: StepCall) -> Operation[DurablyError]:
+        """The step ran (or was awaiting) when the run was told to stop: record it as cut off."""
+        yield from self.cut_off_op(attempt)
         if self.lease.abort_reason == AbortReason.CANCELLED:
             self._emit(EventType.STEP_CANCEL, step_name=attempt.name, step_index=attempt.index)
         return self._abort_error()
 
+    def cut_off_op(self, attempt: StepCall) -> Operation[None]:
+        """Record a step that will have no result as started (it reads ``interrupted``).
+
+        Nothing if a heartbeat recorded it already, or if the run was taken
+        over since (``core.attempts``). A database that refuses this is
+        reported, never raised: the run is stopping for another reason.
+        """
+        running = self._step_ended(attempt)
+        if running is None or running.recorded:
+            return
+        try:
+            yield from self.runtime.service.record_cut_off_op(self.lease, [running])
+        except DatabaseError as exc:
+            self._worker_error(exc, "step-cut-off")
+
+    def _step_ended(self, attempt: StepCall) -> RunningStep | None:
+        self.current_step = None
+        return self.lease.running_steps.pop(attempt.index, None)
+
     def _refused_op(self, attempt: StepCall) -> Operation[DurablyError]:
         """A fenced write matched nothing: find out whether we were cancelled or replaced."""
+        yield from self.cut_off_op(attempt)
         status = yield from self.runtime.service.run_status_op(self.lease.run_id)
         if status == RunStatus.CANCELLED.value:
             self.lease.abort(AbortReason.CANCELLED)
@@ -145,37 +166,20 @@ class Execution:
         attempt = StepCall(
             name, index, replayed=False, started_at=now_ms(), started=time.monotonic(), retry=retry
         )
+        self.lease.running_steps[index] = RunningStep(name, index, self.attempt, attempt.started_at)
         self._emit(EventType.STEP_START, step_name=name, step_index=index)
         self.current_step = name
         return attempt
 
-    def start_op(self, attempt: StepCall) -> Operation[None]:
-        """Record the step attempt as started (fenced), before the step's function is called.
-
-        Refused, the run was cancelled or the lease lost: the function is not called.
-        """
-        try:
-            attempt.attempt_id = yield from self.runtime.service.start_attempt_op(
-                self.lease,
-                name=attempt.name,
-                index=attempt.index,
-                run_attempt=self.attempt,
-                started_at=attempt.started_at,
-            )
-        except DatabaseError as exc:
-            self.current_step = None
-            raise self._write_failed(exc, "step-start") from exc
-        if attempt.attempt_id is None:
-            self.current_step = None
-            raise (yield from self._refused_op(attempt))
-
     def step_raised_op(self, attempt: StepCall, exc: Exception) -> Operation[BaseException]:
         """Record a step that raised; returns the exception the job should see."""
-        self.current_step = None
         if isinstance(exc, (CancelledError, LeaseLostError)):
+            yield from self.cut_off_op(attempt)
             return exc
         if self.lease.abort_reason in (AbortReason.LEASE_LOST, AbortReason.SHUTDOWN):
+            yield from self.cut_off_op(attempt)
             return LeaseLostError(self.lease.run_id)
+        self._step_ended(attempt)
         cancelled = self.lease.abort_reason == AbortReason.CANCELLED
         error = describe(exc)
         status = StepStatus.CANCELLED if cancelled else StepStatus.FAILED
@@ -194,7 +198,6 @@ class Execution:
 
     def step_returned_op(self, attempt: StepCall, result: Any) -> Operation[Any]:
         """Record a step's result (fenced) and return its JSON round-trip."""
-        self.current_step = None
         # Told to stop while the step ran: a cancelled run records nothing
         # more, and a step that saw the stop (``step.cancelled``,
         # ``step.wait``) may have cut its work short. Otherwise the step did
@@ -204,7 +207,8 @@ class Execution:
         if self.lease.aborted.is_set() and (
             self.stop_seen or self.lease.abort_reason == AbortReason.CANCELLED
         ):
-            raise self.interrupted(attempt)
+            raise (yield from self.interrupted_op(attempt))
+        self._step_ended(attempt)
         try:
             output_json = serialization.dumps(result, what=f"The output of step {attempt.name!r}")
         except ValidationError as exc:
@@ -256,7 +260,7 @@ class Execution:
                     output_json=output_json,
                     error=error,
                     started_at=attempt.started_at,
-                    attempt_id=attempt.attempt_id,
+                    run_attempt=self.attempt,
                     traceback=traceback,
                 )
             )
@@ -282,7 +286,6 @@ class Execution:
     def call_step(self, attempt: StepCall, fn: Callable[[], Any]) -> Any:
         """Call a ``def`` step function here and record how it ended (the fenced write)."""
         db = self.runtime.db
-        operation.run(self.start_op(attempt), db)
         try:
             result = fn()
         except Exception as exc:

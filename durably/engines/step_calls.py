@@ -1,9 +1,9 @@
 """One call of ``step.run`` as the engine sees it, and what a failed one leaves behind.
 
 A call either replays a stored result or runs the step's function; a call
-that runs it is a *step attempt*, recorded (``durably_step_attempts``) as
-started before the function is called and ended with its outcome in the
-same transaction as the step's row (:mod:`durably.core.lease_writes`).
+that runs it is a *step attempt*, recorded (``durably_step_attempts``) with
+its outcome in the same transaction as the step's row, or as started by a
+heartbeat that finds it running (:mod:`durably.core.attempts`).
 """
 
 from __future__ import annotations
@@ -29,8 +29,6 @@ class StepCall:
     started: float = 0.0
     retry: Retry | None = None
     """The step's own retry policy, if it has one."""
-    attempt_id: int | None = None
-    """The id of its step attempt, once recorded as started (``Execution.start_op``)."""
 
 
 def describe(exc: BaseException) -> str:

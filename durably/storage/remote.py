@@ -44,7 +44,7 @@ def send_batch(pooled: PoolProxiedConnection, statements: Sequence[Compiled]) ->
         else:
             result = next(results)
             rows = [dict(zip(result.columns, r, strict=True)) for r in result.rows]
-            outcomes.append(Outcome(result.affected_row_count, rows, result.last_insert_rowid))
+            outcomes.append(Outcome(result.affected_row_count, rows))
     return outcomes
 
 

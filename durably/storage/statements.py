@@ -32,14 +32,10 @@ class Outcome:
     """What one statement of a write batch did.
 
     ``rows`` holds what a statement with ``RETURNING`` returned, by column name.
-    ``last_id`` is the driver's last inserted rowid: the new row's id after an
-    ``INSERT`` whose ``rowcount`` is 1, and meaningless otherwise. It costs
-    nothing to read, where ``RETURNING id`` costs a fetch.
     """
 
     rowcount: int
     rows: Sequence[Mapping[str, Any]] = ()
-    last_id: int | None = None
 
 
 Statement = tuple[UpdateBase, Mapping[str, Any] | Sequence[Mapping[str, Any]]]
@@ -173,7 +169,7 @@ def _execute(raw: Any, statement: Compiled) -> Outcome:
     try:
         cursor.execute(statement.prepared.sql, statement.args[0])
         rows = _fetch_named(cursor) if cursor.description else ()
-        return Outcome(cursor.rowcount, rows, cursor.lastrowid)
+        return Outcome(cursor.rowcount, rows)
     finally:
         cursor.close()
 

@@ -51,6 +51,7 @@ def _persist(
         output_json=output,
         error=error,
         started_at=now_ms(),
+        run_attempt=1,
     )
     return testing.run_operation(durably, step)
 

@@ -22,7 +22,6 @@ from durably import (
     StepContext,
     testing,
 )
-from durably.clock import now_ms
 
 pytestmark = pytest.mark.both_engines
 
@@ -174,45 +173,58 @@ def test_attempts_are_deleted_with_their_run(make_durably: Any) -> None:
     assert [a.step_name for a in durably.get_step_attempts(kept.id)] == ["one", "two"]
 
 
-def test_an_attempt_left_by_a_dead_worker_reads_interrupted_and_its_rerun_completed(
-    durably: Durably,
+def test_a_step_a_heartbeat_found_running_reads_interrupted_once_its_run_is_taken_over(
+    make_durably: Any,
 ) -> None:
+    entered, release = threading.Event(), threading.Event()
     calls: Counter[str] = Counter()
 
-    @durably.job("slow")
-    def slow(step: StepContext, _input: None) -> str:
-        def work() -> str:
-            calls["work"] += 1
-            return "done"
+    def define(app: Durably) -> Any:
+        @app.job("slow")
+        def slow(step: StepContext, _input: None) -> str:
+            def work() -> str:
+                calls["work"] += 1
+                if calls["work"] == 1:  # the first call outlives its worker's lease
+                    entered.set()
+                    release.wait(WAIT)
+                return "done"
 
-        return step.run("work", work)
+            return step.run("work", work)
 
-    run = slow.trigger(None)
-    # Another worker claims the run and starts its step, then dies in it.
-    claimed = testing.claim(durably, "dead-worker")
-    assert claimed is not None
-    started = testing.lease_service(durably).start_attempt_op(
-        claimed.lease, name="work", index=0, run_attempt=1, started_at=now_ms()
-    )
-    assert testing.run_operation(durably, started) is not None
-    assert _summary(durably.get_step_attempts(run.id)) == [("work", 0, "started", 1, 1)]
+        return slow
 
-    testing.expire_lease(durably, run.id)
-    # Expired, but nobody took the run since: its worker may yet renew and finish.
-    assert [a.status for a in durably.get_step_attempts(run.id)] == [STARTED]
+    # A worker whose heartbeats we make by hand; another takes the run over.
+    first = make_durably(heartbeat_interval=60.0, stale_threshold=120.0)
+    second = make_durably()
+    run = define(first).trigger(None)
+    define(second)
+    first.start()
+    try:
+        assert entered.wait(WAIT)
+        assert first.get_step_attempts(run.id) == []  # nothing written before the step ends
+        testing.renew_leases(first)  # a heartbeat finds the step running
+        assert _summary(first.get_step_attempts(run.id)) == [("work", 0, "started", 1, 1)]
 
-    durably.process_until_idle()
-    assert durably.wait_for_run(run.id, timeout=WAIT).output == "done"
-    attempts = durably.get_step_attempts(run.id)
+        testing.expire_lease(first, run.id)
+        # Expired, but nobody took the run since: its worker may yet renew and finish.
+        assert [a.status for a in first.get_step_attempts(run.id)] == [STARTED]
+        second.process_until_idle()
+        assert second.wait_for_run(run.id, timeout=WAIT).output == "done"
+    finally:
+        release.set()
+        first.stop()
+    attempts = second.get_step_attempts(run.id)
     assert _summary(attempts) == [
         ("work", 0, "interrupted", 1, 1),
         ("work", 0, "completed", 1, 2),
     ]
     assert (attempts[0].completed_at, attempts[0].error) == (None, None)
-    assert calls["work"] == 1
+    assert calls["work"] == 2
 
 
-def test_a_step_cut_short_by_a_cancel_reads_interrupted(durably: Durably) -> None:
+def test_a_step_cut_short_by_a_cancel_reads_interrupted(make_durably: Any) -> None:
+    # No heartbeat while the step runs: the step is recorded as it is cut off.
+    durably = make_durably(heartbeat_interval=60.0, stale_threshold=120.0)
     entered = threading.Event()
 
     @durably.job("waits")
@@ -227,7 +239,7 @@ def test_a_step_cut_short_by_a_cancel_reads_interrupted(durably: Durably) -> Non
     run = waits.trigger(None)
     durably.start()
     assert entered.wait(WAIT)
-    assert [a.status for a in durably.get_step_attempts(run.id)] == [STARTED]
+    assert durably.get_step_attempts(run.id) == []
 
     durably.cancel(run.id)
     durably.stop()
@@ -238,7 +250,7 @@ def test_a_step_cut_short_by_a_cancel_reads_interrupted(durably: Durably) -> Non
     assert (attempt.status, attempt.completed_at) == (INTERRUPTED, None)
 
 
-def test_a_step_running_now_reads_started(durably: Durably) -> None:
+def test_a_step_running_reads_started_once_a_heartbeat_found_it(durably: Durably) -> None:
     entered, release = threading.Event(), threading.Event()
 
     @durably.job("blocks")
@@ -256,6 +268,7 @@ def test_a_step_running_now_reads_started(durably: Durably) -> None:
     durably.start()
     try:
         assert entered.wait(WAIT)
+        testing.renew_leases(durably)  # what the heartbeat does every interval
         attempts = durably.get_step_attempts(run.id)
         assert [(a.step_name, a.status) for a in attempts] == [
             ("first", COMPLETED),

@@ -64,6 +64,11 @@ def test_kill_9_mid_step_resumes_without_rerunning_completed_steps(
     try:
         marker = tmp_path / f"{run.id}.s2.entered"
         _wait_for(marker.exists, 20)
+        # Killed once a heartbeat has recorded s2 as running (a step that dies
+        # sooner leaves no attempt: its row is written with its outcome).
+        _wait_for(
+            lambda: [a.step_name for a in client.get_step_attempts(run.id)][-1:] == ["s2"], 20
+        )
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         assert client.get_run(run.id).status == "leased"  # type: ignore[union-attr]

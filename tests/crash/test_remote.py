@@ -201,7 +201,7 @@ MAX_OTHER_ERRORS = 6
 OUTAGE_CONTEXTS = {
     "claim",
     "lease-renewal",
-    "step-start",
+    "step-cut-off",
     "step-persist",
     "run-execution",
     "idle-maintenance",

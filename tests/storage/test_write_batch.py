@@ -12,7 +12,6 @@ from durably import Durably, DurablyError, testing
 from durably.clock import now_ms
 from durably.core import claim, enqueue, lease_writes
 from durably.core import runs as run_changes
-from durably.core.leases import fence
 from durably.jobs import build_request
 from durably.storage.statements import Prepared
 
@@ -120,32 +119,3 @@ def test_many_rows_that_may_be_taken_count_only_those_inserted(durably: Durably)
     assert sorted(run.idempotency_key or "" for run in stored) == sorted(
         f"k{n}" for n in range(150)
     )
-
-
-def test_an_insert_reports_the_id_of_the_row_it_added(durably: Durably) -> None:
-    """``Outcome.last_id``, which a step attempt's start reads instead of ``RETURNING``.
-
-    Right for an insert alone (autocommit) and for each insert of a batch.
-    """
-    durably.job("ids")(lambda step, input: None).trigger(None)
-    claimed = testing.claim(durably)
-    assert claimed is not None
-    lease = claimed.lease
-    db = testing.database(durably)
-    params = {
-        **fence(lease, now_ms()),
-        "step_name": "s",
-        "step_index": 0,
-        "run_attempt": 1,
-        "step_started": now_ms(),
-    }
-    start = lease_writes._START_ATTEMPT
-
-    alone = db.write_batch([(start, params)])
-    together = db.write_batch([(start, params), (start, {**params, "step_index": 1})])
-    refused = db.write_batch([(start, {**params, "fence_generation": lease.generation + 1})])
-
-    ids = [attempt.id for attempt in durably.get_step_attempts(lease.run_id)]
-    assert len(ids) == 3
-    assert [outcome.last_id for outcome in (*alone, *together)] == ids
-    assert [outcome.rowcount for outcome in refused] == [0]
