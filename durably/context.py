@@ -106,8 +106,9 @@ class StepContext(_BaseStepContext):
     def run(self, name: str, fn: Callable[[], T], *, retry: Retry | None = None) -> T:
         """Run ``fn`` once per run and return its result, replayed from storage thereafter.
 
-        The value returned is the JSON round-trip of ``fn()``'s result (a
-        tuple comes back as a list), the same on the first run and on replay.
+        The value returned is ``fn()``'s result as stored and decoded
+        (:mod:`durably.values`): equal to it and of the same type, the same on
+        the first run and on replay.
         With ``retry``, a failure of this step is retried under that policy
         (see :class:`~durably.Retry`) rather than the job's.
         """

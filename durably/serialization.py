@@ -1,9 +1,10 @@
 """JSON in and out of the database.
 
-Inputs, outputs, labels and progress are stored as JSON text. Encoding is
-strict (no NaN, no silent ``str()`` of unknown objects) so that what a job
-gets back on replay is exactly what was stored; failures become a
-:class:`~durably.errors.ValidationError` naming what could not be encoded.
+Inputs, outputs, labels and progress are stored as JSON text, with the
+Python types of :mod:`durably.values` in typed envelopes. Encoding is strict
+(no NaN, no silent ``str()`` of unknown objects) so that what a job gets
+back on replay is exactly what was stored; failures become a
+:class:`~durably.errors.ValidationError` naming what could not be stored.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from .errors import ValidationError
+from .values import from_json_object, to_json
 
 _encode = make_encoder(
     None,  # markers: no cycle detection (see below)
@@ -34,25 +36,25 @@ it is inside to detect a cycle, which costs more than encoding a small
 value. Without that dict a value that contains itself exhausts the
 recursion limit instead, which :func:`dumps` reports as such.
 """
-_decoder = json.JSONDecoder()
+_decoder = json.JSONDecoder(object_hook=from_json_object)
 # The decoder's scanner: set by JSONDecoder.__init__, not declared by typeshed.
 _scan: Callable[[str, int], tuple[Any, int]] = _decoder.scan_once  # type: ignore[attr-defined]
 
 
 def dumps(value: Any, *, what: str) -> str:
-    """Encode ``value``; ``what`` names it in the error (e.g. ``"input"``)."""
+    """Encode ``value``; ``what`` names it in the error (e.g. ``"The job input"``)."""
     try:
-        return "".join(_encode(value, 0))
+        return "".join(_encode(to_json(value), 0))
     except (TypeError, ValueError) as exc:
-        raise ValidationError(f"{what} is not JSON-serialisable: {exc}") from None
+        raise ValidationError(f"{what} cannot be stored: {exc}") from None
     except RecursionError:
         raise ValidationError(
-            f"{what} is not JSON-serialisable: it contains itself, or is nested too deeply"
+            f"{what} cannot be stored: it contains itself, or is nested too deeply"
         ) from None
 
 
 def loads(text: str | None) -> Any:
-    """Decode stored JSON.
+    """Decode stored JSON, envelopes into their values (``values.from_json_object``).
 
     durably's own JSON has no surrounding whitespace, so it goes straight to
     the decoder's C scanner (``json.loads`` matches whitespace around it in

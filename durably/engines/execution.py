@@ -197,7 +197,7 @@ class Execution:
         return exc
 
     def step_returned_op(self, attempt: StepCall, result: Any) -> Operation[Any]:
-        """Record a step's result (fenced) and return its JSON round-trip."""
+        """Record a step's result (fenced) and return it as stored, decoded (as a replay would)."""
         # Told to stop while the step ran: a cancelled run records nothing
         # more, and a step that saw the stop (``step.cancelled``,
         # ``step.wait``) may have cut its work short. Otherwise the step did

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable
+from datetime import date, datetime, timezone
 from typing import Any
 
 import pytest
@@ -140,13 +141,15 @@ def test_retry_resumes_from_the_failed_step_without_rerunning_completed_ones(
     assert done.output == {"first": "computed-call-1", "second": "step2-ok"}
 
 
-def test_step_value_is_the_json_round_trip_first_time_and_on_replay(durably: Durably) -> None:
+def test_step_value_is_the_same_value_of_the_same_type_first_time_and_on_replay(
+    durably: Durably,
+) -> None:
     seen: list[Any] = []
     attempts: Counter[str] = Counter()
 
     @durably.job("round-trip")
     def round_trip(step: StepContext, input: None) -> Any:
-        value = step.run("pair", lambda: (1, ("nested", 2)))
+        value = step.run("pair", lambda: (1, ("nested", 2), {date(2026, 12, 6)}))
         seen.append(value)
 
         def flaky() -> None:
@@ -163,12 +166,31 @@ def test_step_value_is_the_json_round_trip_first_time_and_on_replay(durably: Dur
     done = _run_one(durably, run.id)
 
     assert done.status == RunStatus.COMPLETED
-    assert seen == [[1, ["nested", 2]], [1, ["nested", 2]]]
-    assert all(type(value) is list and type(value[1]) is list for value in seen)
-    assert done.output == [1, ["nested", 2]]
+    expected = (1, ("nested", 2), {date(2026, 12, 6)})
+    assert seen == [expected, expected]
+    assert all(type(value) is tuple and type(value[1]) is tuple for value in seen)
+    assert done.output == expected
 
 
-def test_non_json_step_output_fails_the_step_and_the_run(durably: Durably) -> None:
+def test_a_runs_input_and_output_keep_their_types(durably: Durably) -> None:
+    when = datetime(2026, 12, 6, 9, 30, tzinfo=timezone.utc)
+
+    @durably.job("typed")
+    def typed(step: StepContext, input: dict[str, Any]) -> dict[str, Any]:
+        assert type(input["when"]) is datetime
+        return {"pair": input["pair"], "day": step.run("day", lambda: input["when"].date())}
+
+    run = typed.trigger({"when": when, "pair": (1, 2)})
+    assert run.input == {"when": when, "pair": (1, 2)}
+    done = _run_one(durably, run.id)
+    assert done.status == RunStatus.COMPLETED
+    assert done.output == {"pair": (1, 2), "day": date(2026, 12, 6)}
+    stored = durably.get_run(run.id)
+    assert stored is not None
+    assert type(stored.output["pair"]) is tuple
+
+
+def test_a_step_output_durably_cannot_store_fails_the_step_and_the_run(durably: Durably) -> None:
     @durably.job("unserialisable")
     def unserialisable(step: StepContext, input: None) -> None:
         step.run("opaque", lambda: object())
@@ -178,7 +200,7 @@ def test_non_json_step_output_fails_the_step_and_the_run(durably: Durably) -> No
 
     assert failed.status == RunStatus.FAILED
     assert failed.error is not None
-    assert "JSON" in failed.error
+    assert "a object (builtins:object) is not a value durably stores" in failed.error
     assert "opaque" in failed.error
     steps = durably.get_steps(run.id)
     assert [(s.name, s.status) for s in steps] == [("opaque", StepStatus.FAILED)]
