@@ -36,20 +36,25 @@ _DURATION = re.compile(r"^(\d+)([dhm])$")
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60}
 
 
-def parse_duration(value: timedelta | str) -> timedelta:
-    """``"30d"``, ``"24h"``, ``"60m"`` or a ``timedelta``."""
+def parse_duration(value: timedelta | str, what: str = "retain_runs") -> timedelta:
+    """``"30d"``, ``"24h"``, ``"60m"`` or a ``timedelta``; ``what`` names it in errors.
+
+    One spelling for every "how long ago" a user writes: ``retain_runs``,
+    ``purge_runs(older_than=...)`` and ``durably purge --older-than``.
+    """
     if isinstance(value, timedelta):
         if value <= timedelta(0):
-            raise ValidationError("retain_runs must be positive")
+            raise ValidationError(f"{what} must be positive")
         return value
     match = _DURATION.match(value) if isinstance(value, str) else None
     if match is None:
         raise ValidationError(
-            f'Invalid duration format: "{value}". Use e.g. "30d", "24h" or "60m", or a timedelta.'
+            f'Invalid duration for {what}: "{value}". Use e.g. "30d", "24h" or "60m", '
+            "or a timedelta."
         )
     amount = int(match.group(1))
     if amount == 0:
-        raise ValidationError("retain_runs must be positive")
+        raise ValidationError(f"{what} must be positive")
     return timedelta(seconds=amount * _UNIT_SECONDS[match.group(2)])
 
 
