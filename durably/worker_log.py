@@ -83,30 +83,22 @@ def _retry_scheduled(log: logging.Logger, event: Event) -> None:
 
 
 def _worker_error(log: logging.Logger, event: Event) -> None:
+    """One line per ``worker:error``, always ``worker error (CONTEXT, run ID): …`` so that a
+    log search (or a test) finds every one of them with one pattern."""
     exception = event.exception
+    detail = event.error
     if isinstance(exception, LeaseLostError) or (
         exception is None and event.context == "lease-renewal" and event.run_id
     ):
-        log.warning(
-            "run %s (job %s): lease lost (%s); the worker stopped running it, another "
-            "worker resumes it",
-            event.run_id,
-            event.job_name,
-            event.context,
-        )
-        return
+        detail = f"lease lost, this worker stopped the run and another resumes it ({detail})"
     if event.retry_in is not None:
-        log.warning(
-            "%s failed: %s; trying again in %.1fs", event.context, event.error, event.retry_in
-        )
-        return
-    run = f" (run {event.run_id})" if event.run_id else ""
+        detail = f"{detail}; claiming again in {event.retry_in:.1f}s"
     # durably's own errors say what happened; anything else is a bug worth its traceback
     unexpected = exception is not None and not isinstance(exception, DurablyError)
     log.warning(
-        "%s failed%s: %s",
+        "worker error (%s, run %s): %s",
         event.context,
-        run,
-        event.error,
+        event.run_id,
+        detail,
         exc_info=exception if unexpected else None,
     )

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from ..errors import ConflictError, DurablyError, NotFoundError, ValidationError
+from ..errors import DurablyError, ValidationError
 from . import health, runs, schedules, worker
 from .common import EXIT_FAILED, EXIT_USAGE, Failure, UsageError, database_options, json_option
 
@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except (UsageError, ValidationError) as exc:
         return _fail(exc, EXIT_USAGE)
-    except (Failure, NotFoundError, ConflictError, DurablyError) as exc:
+    except (Failure, DurablyError) as exc:  # not found, refused, the database unreachable
         return _fail(exc, EXIT_FAILED)
     except KeyboardInterrupt:
         return 130

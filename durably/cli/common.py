@@ -69,6 +69,8 @@ def opened(args: argparse.Namespace, *, create: bool = False) -> Iterator[Durabl
     durably tables" instead of "no such file".
     """
     spec = getattr(args, "app", None)
+    if spec and args.url:
+        raise UsageError("give --url or --app, not both: the app names its own database")
     if spec:
         durably = load_app(spec)
     else:

@@ -72,6 +72,6 @@ def test_a_missing_directory_is_named(tmp_path: Path, scheme: str) -> None:
     path = tmp_path / "not-mounted" / "app.db"
     with (
         Durably(f"{scheme}:///{path}") as durably,
-        pytest.raises(DatabaseError, match="its directory '.*not-mounted' does not exist"),
+        pytest.raises(DatabaseError, match=r"its directory '.*not-mounted' does not exist"),
     ):
         durably.migrate()
