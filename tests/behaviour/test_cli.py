@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from durably import Durably, StepContext, __version__
+from tests.conftest import REMOTE_TOKEN
 
 DURABLY = Path(sys.executable).with_name("durably")
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,14 +39,20 @@ Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture
-def cli(db_url: str, tmp_path: Path) -> Cli:
-    """Run ``durably ARGS`` in an empty directory with ``DURABLY_DATABASE_URL`` set."""
+def cli(db_url: str, driver: str, tmp_path: Path) -> Cli:
+    """Run ``durably ARGS`` in an empty directory, the database named by the environment:
+    ``DURABLY_DATABASE_URL`` for a file, Turso's two variables for the remote server."""
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()
+    named = {"DURABLY_DATABASE_URL": db_url}
+    if driver == "remote":
+        token = f"&auth_token={REMOTE_TOKEN}"
+        assert token in db_url
+        named = {"TURSO_DATABASE_URL": db_url.replace(token, ""), "TURSO_AUTH_TOKEN": REMOTE_TOKEN}
 
     def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         environ = {k: v for k, v in os.environ.items() if not k.startswith(("DURABLY_", "TURSO_"))}
-        environ["DURABLY_DATABASE_URL"] = db_url
+        environ.update(named)
         environ.update(env or {})
         return subprocess.run(
             [str(DURABLY), *args],
@@ -198,6 +205,8 @@ def test_mistakes_are_one_line_and_an_exit_code(cli: Cli, tmp_path: Path, db_url
     no_dir = tmp_path / "no" / "such" / "dir" / "app.db"
     refused(cli("migrate", "--url", f"sqlite:///{no_dir}"), 1, f"its directory '{no_dir.parent}'")
     refused(cli("stats", env={"DURABLY_DATABASE_URL": ""}), 2, "No database configured")
+    both = cli("stats", "--app", "app:durably", "--url", db_url)
+    refused(both, 2, "give --url or --app, not both")
 
 
 @pytest.mark.parametrize("driver", ["sqlite"])
