@@ -21,6 +21,8 @@ MAX_CONCURRENT_RUNS_LIMIT = 1000
 DEFAULT_LOCK_TIMEOUT = 30.0
 """Seconds a database operation keeps retrying while another connection holds the write lock."""
 DEFAULT_PURGE_LIMIT = 500
+DEFAULT_LIST_LIMIT = 50
+"""Runs ``durably runs list`` shows unless told ``--limit``: a screenful, newest first."""
 MAINTENANCE_INTERVAL = 60.0
 """Seconds between idle maintenance passes (retention purge, worker reaping, WAL checkpoint)."""
 DEFAULT_MAX_RECOVERIES = 5

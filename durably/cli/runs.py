@@ -46,7 +46,12 @@ def add_commands(
     listing.add_argument(
         "--label", action="append", metavar="KEY=VALUE", help="runs with all these labels"
     )
-    listing.add_argument("--limit", type=_positive_int, default=50, help="(default: 50)")
+    listing.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=config.DEFAULT_LIST_LIMIT,
+        help=f"(default: {config.DEFAULT_LIST_LIMIT})",
+    )
     listing.set_defaults(handler=list_runs)
 
     show = actions.add_parser(
