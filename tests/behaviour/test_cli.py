@@ -190,7 +190,9 @@ def test_changing_commands(app: Durably, cli: Cli) -> None:
 
 
 @pytest.mark.parametrize("driver", ["sqlite"])
-def test_mistakes_are_one_line_and_an_exit_code(cli: Cli, tmp_path: Path, db_url: str) -> None:
+def test_mistakes_are_one_line_and_an_exit_code(
+    durably: Durably, cli: Cli, tmp_path: Path, db_url: str
+) -> None:
     version = cli("--version")
     assert (version.returncode, version.stdout.strip()) == (0, f"durably {__version__}")
     refused(cli("runs", "show", "01NOPE"), 1, "Run not found: 01NOPE")
