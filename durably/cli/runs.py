@@ -81,7 +81,14 @@ def add_commands(
     )
     retrigger.add_argument("run_id", metavar="ID")
     retrigger.set_defaults(handler=retrigger_run)
+    _add_purge(commands, database, json_flag)
 
+
+def _add_purge(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    database: argparse.ArgumentParser,
+    json_flag: argparse.ArgumentParser,
+) -> None:
     purge = commands.add_parser(
         "purge", parents=[database, json_flag], help="delete finished runs older than a duration"
     )
