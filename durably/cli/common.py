@@ -3,8 +3,8 @@
 Operational commands work from the database alone (``--url``, or the
 environment), because the person who asks "which runs failed?" is often on a
 machine, or in a shell, where the app's code is not importable. ``--app``
-uses the app's own ``Durably`` instead, when its jobs are needed (a
-retriggered run or a schedule's run then goes to the job's current queue).
+uses the app's own ``Durably`` instead, when its jobs matter: a schedule's run
+then goes to its job's queue, and a retrigger checks that the job still exists.
 """
 
 from __future__ import annotations
