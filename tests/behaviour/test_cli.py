@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from durably import Durably, StepContext, __version__
+from durably import Durably, StepContext, __version__, testing
 from tests.conftest import REMOTE_TOKEN
 
 DURABLY = Path(sys.executable).with_name("durably")
@@ -150,10 +150,18 @@ def test_reading_commands(app: Durably, cli: Cli, driver: str) -> None:
         app.stop()
     assert [(w["id"], w["is_stale"]) for w in workers] == [(app.worker_id, False)]
 
+    # A run whose worker died: leased, its lease expired; stale, not running.
+    stuck = app.get_job("import").trigger({})  # type: ignore[union-attr]
+    assert testing.claim(app, "a-worker-that-died") is not None
+    testing.expire_lease(app, stuck.id)
+    stats = ok_json(cli("stats", "--json"))
+    assert (stats["pending"], stats["running"], stats["stale"]) == (1, 0, 1)
+
     if driver == "sqlite":  # the tables people read: aligned columns, the traceback
         table = cli("runs", "list").stdout.splitlines()
         assert table[0].split()[:3] == ["ID", "JOB", "STATUS"]
         assert {line.index("import") for line in table[1:]} == {table[0].index("JOB")}
+        assert "leased (lease expired)" in cli("runs", "list", "--status", "leased").stdout
         human = cli("runs", "show", failed["id"])
         assert human.returncode == 0
         assert "Traceback (most recent call last)" in human.stdout

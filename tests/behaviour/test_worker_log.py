@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from durably import Durably, SchemaError
 
 DURABLY = Path(sys.executable).with_name("durably")
@@ -52,11 +54,14 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> N
         time.sleep(0.05)
 
 
-def test_a_failed_run_is_one_error_record_with_its_traceback(tmp_path: Path) -> None:
+@pytest.mark.parametrize("worker_engine", ["thread", "asyncio"])
+def test_a_failed_run_is_one_error_record_with_its_traceback(
+    tmp_path: Path, worker_engine: str
+) -> None:
     (tmp_path / "app.py").write_text(APP)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DURABLY_", "TURSO_"))}
     worker = subprocess.Popen(
-        [str(DURABLY), "worker", "app:durably", "--migrate"],
+        [str(DURABLY), "worker", "app:durably", "--migrate", "--engine", worker_engine],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
