@@ -52,10 +52,11 @@ def print_json(value: Any) -> None:
 
 
 def print_table(headers: Sequence[str], rows: Iterable[Sequence[str]], empty: str) -> None:
-    """Columns padded to their widest cell; ``empty`` (on stderr) when there are no rows."""
+    """Columns padded to their widest cell; ``empty`` instead when there are no rows (on
+    stdout, in its place among the other sections of ``runs show``)."""
     lines = [list(headers), *([cell or NONE for cell in row] for row in rows)]
     if len(lines) == 1:
-        print(empty, file=sys.stderr)
+        print(empty)
         return
     widths = [max(len(line[column]) for line in lines) for column in range(len(headers))]
     for line in lines:

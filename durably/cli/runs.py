@@ -207,7 +207,7 @@ def _each(
     if as_json:
         output.print_json({done: changed})
     elif not run_ids:
-        print(f"nothing {done}: no matching runs", file=sys.stderr)
+        print(f"nothing {done}: no matching runs")
     if refused:
         raise Failure(f"{refused} of {len(run_ids)} run(s) not {done}")
     return EXIT_OK
