@@ -21,6 +21,8 @@ MAX_CONCURRENT_RUNS_LIMIT = 1000
 DEFAULT_LOCK_TIMEOUT = 30.0
 """Seconds a database operation keeps retrying while another connection holds the write lock."""
 DEFAULT_PURGE_LIMIT = 500
+DEFAULT_LIST_LIMIT = 50
+"""Runs ``durably runs list`` shows unless told ``--limit``: a screenful, newest first."""
 MAINTENANCE_INTERVAL = 60.0
 """Seconds between idle maintenance passes (retention purge, worker reaping, WAL checkpoint)."""
 DEFAULT_MAX_RECOVERIES = 5
@@ -36,20 +38,25 @@ _DURATION = re.compile(r"^(\d+)([dhm])$")
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60}
 
 
-def parse_duration(value: timedelta | str) -> timedelta:
-    """``"30d"``, ``"24h"``, ``"60m"`` or a ``timedelta``."""
+def parse_duration(value: timedelta | str, what: str = "retain_runs") -> timedelta:
+    """``"30d"``, ``"24h"``, ``"60m"`` or a ``timedelta``; ``what`` names it in errors.
+
+    One spelling for every "how long ago" a user writes: ``retain_runs``,
+    ``purge_runs(older_than=...)`` and ``durably purge --older-than``.
+    """
     if isinstance(value, timedelta):
         if value <= timedelta(0):
-            raise ValidationError("retain_runs must be positive")
+            raise ValidationError(f"{what} must be positive")
         return value
     match = _DURATION.match(value) if isinstance(value, str) else None
     if match is None:
         raise ValidationError(
-            f'Invalid duration format: "{value}". Use e.g. "30d", "24h" or "60m", or a timedelta.'
+            f'Invalid duration for {what}: "{value}". Use e.g. "30d", "24h" or "60m", '
+            "or a timedelta."
         )
     amount = int(match.group(1))
     if amount == 0:
-        raise ValidationError("retain_runs must be positive")
+        raise ValidationError(f"{what} must be positive")
     return timedelta(seconds=amount * _UNIT_SECONDS[match.group(2)])
 
 

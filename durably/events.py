@@ -97,6 +97,10 @@ class Event:
     run_at: datetime | None = None
     """On ``run:retry-scheduled``: when that attempt may start."""
     exception: BaseException | None = None
+    """On ``run:fail`` and ``run:retry-scheduled`` (when the job raised) and ``worker:error``:
+    the exception itself, with its traceback, for logging."""
+    retry_in: float | None = None
+    """On ``worker:error`` from the claim loop: seconds the worker waits before it claims again."""
     timestamp: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     sequence: int = 0
 

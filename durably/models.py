@@ -359,14 +359,18 @@ class WorkerInfo:
 class QueueStats:
     """How much work waits and for how long: the numbers to alert on.
 
-    ``oldest_pending_age`` growing means workers are too few, stopped, or
-    cannot reach the database; ``running`` above the workers' total
-    concurrency means leases are being held by workers that died (they
-    expire after ``stale_threshold``).
+    ``running`` counts runs leased by live workers (their lease is current);
+    ``stale`` counts leased runs whose lease expired: their worker stopped
+    renewing it (it died, was paused, or cannot reach the database), and any
+    worker may reclaim them. ``stale`` above zero for longer than a polling
+    interval means no worker is taking them over: none runs their job, or
+    every worker is busy. ``oldest_pending_age`` growing means workers are
+    too few, stopped, or cannot reach the database.
     """
 
     pending: int
     running: int
+    stale: int
     oldest_pending_age: timedelta | None
 
 

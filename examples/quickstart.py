@@ -10,6 +10,7 @@ chunks it had already counted instead of starting over.
 
 from __future__ import annotations
 
+import os
 import sys
 import sysconfig
 from pathlib import Path
@@ -55,6 +56,23 @@ def show(event: Event) -> None:
         print(f"  step {event.step_name!r} done")
 
 
+def print_next_steps(run_id: str) -> None:
+    """Where to look next: what was stored, and the commands that read it."""
+    command = Path(sys.executable).with_name("durably")
+    cli = str(command) if command.exists() else "durably"
+    if command.exists() and not os.path.relpath(command).startswith(".."):
+        cli = os.path.relpath(command)  # .venv/bin/durably, from the clone's root
+    url = f"--url {DATABASE_URL}"
+    print(
+        "\nWhat next:\n"
+        f"  the database   {Path(DATABASE_URL.removeprefix('sqlite:///')).resolve()}\n"
+        f"  its runs       {cli} runs list {url}\n"
+        f"  this run       {cli} runs show {run_id} {url}\n"
+        f"  queue depth    {cli} stats {url}\n"
+        "  the docs       docs/quickstart.md, then docs/concepts.md and docs/operations.md"
+    )
+
+
 def main() -> int:
     durably.migrate()
     durably.on("run:progress", show)
@@ -68,6 +86,7 @@ def main() -> int:
             print("already completed earlier; stored result:")
         done = durably.wait_for_run(run.id, timeout=300)
         print(f"result: {done.output}")
+        print_next_steps(run.id)
     except KeyboardInterrupt:
         # Hand the run back at its next step boundary: the next start resumes it.
         durably.stop(timeout=0)

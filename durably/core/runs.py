@@ -89,24 +89,30 @@ def list_runs(conn: Connection, run_filter: RunFilter) -> list[RowMapping]:
     return list(conn.execute(query).mappings())
 
 
-def queue_stats(conn: Connection) -> tuple[dict[str, int], int | None]:
-    """Counts of pending and leased runs, and when the oldest pending run was created.
+def queue_stats(conn: Connection, now: int) -> tuple[dict[str, int], int, int | None]:
+    """Counts of pending and leased runs, how many of the leased ones have an expired lease at
+    ``now``, and when the oldest pending run was created.
 
-    Served from the (status, id) index and one row, so its cost does not grow
-    with the number of finished runs.
+    Served from the (status, id) and (status, lease_expires_at) indexes and one row, so its cost
+    does not grow with the number of finished runs.
     """
     counts = conn.execute(
         sa.select(runs.c.status, sa.func.count())
         .where(runs.c.status.in_(_SQL_ACTIVE))
         .group_by(runs.c.status)
     )
+    expired = conn.execute(
+        sa.select(sa.func.count()).where(
+            runs.c.status == sql_status(RunStatus.LEASED), runs.c.lease_expires_at <= now
+        )
+    ).scalar()
     oldest = conn.execute(
         sa.select(runs.c.created_at)
         .where(runs.c.status == sql_status(RunStatus.PENDING))
         .order_by(runs.c.id)
         .limit(1)
     ).scalar()
-    return {status: int(count) for status, count in counts}, oldest
+    return {status: int(count) for status, count in counts}, int(expired or 0), oldest
 
 
 def get_steps(conn: Connection, run_id: str) -> list[RowMapping]:

@@ -85,8 +85,9 @@ class ClaimPolicy:
     def claim_failed(self, exc: Exception) -> float:
         """Report a failed claim; the seconds to wait before the next."""
         self._failures += 1
-        self.report(exc, "claim")
-        return error_backoff(self._failures, self.polling_interval)
+        delay = error_backoff(self._failures, self.polling_interval)
+        self.report(exc, "claim", retry_in=delay)
+        return delay
 
     def claim_next_op(self, into: list[ClaimedRun]) -> Operation[None]:
         """Claim a slot's next run beside its last write; what it claims goes ``into`` the list.
@@ -155,7 +156,18 @@ class ClaimPolicy:
             except Exception as exc:
                 self.report(exc, "shutdown-hand-back", lease.run_id)
 
-    def report(self, exc: BaseException, context: str, run_id: str | None = None) -> None:
+    def report(
+        self,
+        exc: BaseException,
+        context: str,
+        run_id: str | None = None,
+        retry_in: float | None = None,
+    ) -> None:
         self.runtime.events.emit(
-            EventType.WORKER_ERROR, run_id=run_id, error=str(exc), exception=exc, context=context
+            EventType.WORKER_ERROR,
+            run_id=run_id,
+            error=str(exc),
+            exception=exc,
+            context=context,
+            retry_in=retry_in,
         )

@@ -381,7 +381,7 @@ class Execution:
         lease = self.lease
         if isinstance(exc, (CancelledError, LeaseLostError)):
             if lease.abort_reason is None:  # raised by the job itself, not by durably
-                return (yield from self.fail_op(describe(exc)))
+                return (yield from self.fail_op(describe(exc), exc))
             return (yield from self._stopped_op())
         if isinstance(exc, Exception):
             if lease.abort_reason in (AbortReason.LEASE_LOST, AbortReason.SHUTDOWN):
@@ -389,8 +389,8 @@ class Execution:
             job_policy = None if self.job is None else self.job.retry
             delay = retry_delay(exc, job_policy, self.attempt, self.failed_step)
             if delay is not None:
-                return (yield from self.retry_op(describe(exc), delay))
-            return (yield from self.fail_op(describe(exc)))
+                return (yield from self.retry_op(describe(exc), delay, exc))
+            return (yield from self.fail_op(describe(exc), exc))
         try:
             yield from self.runtime.service.release_op(lease)
         finally:
@@ -412,14 +412,16 @@ class Execution:
             return "completed"
         return (yield from self._not_ours_op("run-completion"))
 
-    def fail_op(self, error: str) -> Operation[Outcome]:
+    def fail_op(self, error: str, exc: BaseException | None = None) -> Operation[Outcome]:
         accepted, failed_step = yield from self.runtime.service.fail_op(self.lease, error)
         if accepted:
-            self._emit(EventType.RUN_FAIL, error=error, failed_step_name=failed_step)
+            self._emit(EventType.RUN_FAIL, error=error, failed_step_name=failed_step, exception=exc)
             return "failed"
         return (yield from self._not_ours_op("run-failure"))
 
-    def retry_op(self, error: str, delay: float) -> Operation[Outcome]:
+    def retry_op(
+        self, error: str, delay: float, exc: BaseException | None = None
+    ) -> Operation[Outcome]:
         """End this attempt; the run waits ``delay`` seconds, pending, for the next."""
         run_at = yield from self.runtime.service.schedule_retry_op(self.lease, error, delay)
         if run_at is None:
@@ -430,6 +432,7 @@ class Execution:
             error=error,
             attempt=self.attempt + 1,
             run_at=to_datetime(run_at),
+            exception=exc,
         )
         return "retrying"
 

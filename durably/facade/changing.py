@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from .. import config
 from ..bridge import blocking
@@ -65,12 +65,20 @@ class Changing(Triggering):
     @blocking
     def retrigger(self, run_id: str) -> Run:
         """A fresh run (new id) with the same job, input, labels and concurrency key."""
+        return self._retrigger(run_id, registered_only=True)
+
+    def _retrigger(self, run_id: str, *, registered_only: bool) -> Run:
+        """:meth:`retrigger`; without ``registered_only``, also a run of a job not registered here.
+
+        The command line works from the database alone, without the app's jobs: the new
+        run copies everything it needs (queue and priority too) from the old one.
+        """
         run = self._current_run(run_id)
         if run is None:
             raise NotFoundError(f"Run not found: {run_id}")
         if run.is_active:
             raise ConflictError(f"Cannot retrigger {run.status} run: {run_id}")
-        if run.job_name not in self._registry:
+        if registered_only and run.job_name not in self._registry:
             raise NotFoundError(f"Unknown job: {run.job_name}")
         request = build_request(
             run.job_name,
@@ -83,14 +91,37 @@ class Changing(Triggering):
         return self.enqueue([request])[0]
 
     @blocking
-    def purge_runs(self, older_than: datetime, limit: int = config.DEFAULT_PURGE_LIMIT) -> int:
-        """Delete up to ``limit`` terminal runs completed before ``older_than``; returns how many."""
-        if not isinstance(older_than, datetime):
-            raise ValidationError("older_than must be a datetime")
-        if not isinstance(limit, int) or limit < 1:
+    def purge_runs(
+        self, older_than: datetime | timedelta | str, limit: int = config.DEFAULT_PURGE_LIMIT
+    ) -> int:
+        """Delete up to ``limit`` terminal runs completed before ``older_than``; returns how many.
+
+        ``older_than`` is a moment (an aware ``datetime``) or an age: a
+        ``timedelta`` or a duration as ``retain_runs`` takes it (``"30d"``),
+        so that "purge last month" is written the same way everywhere.
+        """
+        cutoff = self._purge_cutoff(older_than)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValidationError("limit must be a positive integer")
         self._ensure_schema()
-        return operation.run(run_store.purge_op(to_ms(older_than), limit), self._runtime.db)
+        return operation.run(run_store.purge_op(cutoff, limit), self._runtime.db)
+
+    def _purge_cutoff(self, older_than: datetime | timedelta | str) -> int:
+        """``older_than`` as milliseconds since the epoch (a naive datetime is refused: which
+        zone would it be in?)."""
+        if isinstance(older_than, datetime):
+            if older_than.tzinfo is None or older_than.utcoffset() is None:
+                raise ValidationError(
+                    "older_than must be timezone-aware, e.g. datetime.now(timezone.utc)"
+                )
+            return to_ms(older_than)
+        if isinstance(older_than, (timedelta, str)):
+            age = config.parse_duration(older_than, "older_than")
+            return self._runtime.clock() - int(age.total_seconds() * 1000)
+        raise ValidationError(
+            'older_than must be an aware datetime, a timedelta or a duration such as "30d", '
+            f"got {older_than!r}"
+        )
 
     # -- async twins: the same changes, run in a database thread
 
@@ -107,6 +138,6 @@ class Changing(Triggering):
         return await self._runtime.call(self.retrigger, run_id)
 
     async def purge_runs_async(
-        self, older_than: datetime, limit: int = config.DEFAULT_PURGE_LIMIT
+        self, older_than: datetime | timedelta | str, limit: int = config.DEFAULT_PURGE_LIMIT
     ) -> int:
         return await self._runtime.call(self.purge_runs, older_than, limit)

@@ -77,12 +77,20 @@ class Reading(FacadeBase):
 
     @blocking
     def get_queue_stats(self) -> QueueStats:
-        """Pending and running run counts and the age of the oldest pending run."""
-        counts, oldest = self._reads.read(run_store.queue_stats)
-        age = None if oldest is None else timedelta(milliseconds=max(0, now_ms() - oldest))
+        """Pending runs, runs leased by live workers, runs whose lease expired, and the age of
+        the oldest pending run.
+
+        A leased run whose lease expired is not running: its worker stopped renewing it
+        (died, paused, lost the database) and the run waits to be reclaimed. Counting it
+        as running would hide exactly the runs an operator has to look at.
+        """
+        now = now_ms()
+        counts, stale, oldest = self._reads.read(run_store.queue_stats, now)
+        age = None if oldest is None else timedelta(milliseconds=max(0, now - oldest))
         return QueueStats(
             pending=counts.get(RunStatus.PENDING.value, 0),
-            running=counts.get(RunStatus.LEASED.value, 0),
+            running=counts.get(RunStatus.LEASED.value, 0) - stale,
+            stale=stale,
             oldest_pending_age=age,
         )
 

@@ -23,6 +23,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Concatenate, TypeVar
 
 import sqlalchemy as sa
@@ -30,7 +31,7 @@ from sqlalchemy.dialects import registry
 from sqlalchemy.engine import URL, Connection, Engine
 from typing_extensions import ParamSpec
 
-from ..errors import DatabaseLockedError, ValidationError
+from ..errors import DatabaseError, DatabaseLockedError, ValidationError
 from .commit.checkpointer import Checkpointer
 from .commit.group import GroupCommit
 from .commit.turns import WriteTurns, lock_file_for
@@ -233,7 +234,7 @@ class Database:
                     self.engine.dispose()
                     continue
                 if not is_locked_error(exc):
-                    raise translate(exc) from exc
+                    raise (self._missing_directory() or translate(exc)) from exc
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise self._still_locked() from exc
@@ -243,6 +244,23 @@ class Database:
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 if in_turn:
                     self._turns.acquire(deadline)  # or, if it does not come in time, without
+
+    def _missing_directory(self) -> DatabaseError | None:
+        """The error for a local file whose directory does not exist, naming both.
+
+        SQLite only says "unable to open database file", which does not say
+        which file, nor that a typo in the path (or a volume not mounted) is
+        the usual cause.
+        """
+        if self.remote or not self.url.database:
+            return None
+        path = Path(self.url.database).expanduser().absolute()
+        if path.parent.is_dir():
+            return None
+        return DatabaseError(
+            f"The database {str(path)!r} cannot be opened: its directory {str(path.parent)!r} "
+            "does not exist"
+        )
 
     def _still_locked(self) -> DatabaseLockedError:
         return DatabaseLockedError(

@@ -27,7 +27,7 @@ def test_worker_refuses_a_bad_queue_name_in_one_line(tmp_path: Path, queues: lis
         timeout=60,
         check=False,
     )
-    assert result.returncode == 1, result
+    assert result.returncode == 2, result  # a usage mistake
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("durably: A queue name must be"), result.stderr

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+import durably
 from tests.hrana.process import start_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,6 +85,19 @@ def test_python_block_runs(
         f"{where} exited {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n"
         f"{result.stderr}"
     )
+
+
+def test_api_reference_lists_everything_durably_exports() -> None:
+    """The import list at the top of docs/api.md is ``durably.__all__``, name for name."""
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    listing = re.search(r"from durably import \((.*?)\)", text, re.DOTALL)
+    assert listing is not None, "docs/api.md starts with `from durably import (...)`"
+    documented = {name.strip() for name in listing.group(1).split(",") if name.strip()}
+    exported = set(durably.__all__)
+    assert sorted(exported - documented) == [], "exported but not in docs/api.md"
+    assert sorted(documented - exported) == [], "in docs/api.md but not exported"
+    for name in exported:  # and each is described below the list, not only named in it
+        assert text.count(name) >= 2, f"docs/api.md names {name} only in its import list"
 
 
 def test_docs_link_to_existing_pages() -> None:

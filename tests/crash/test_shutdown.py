@@ -1,6 +1,6 @@
 """SIGTERM to a worker process: it stops claiming, nothing is half-written, no run is lost.
 
-The policy of ``durably worker`` (durably/cli.py, ``ThreadWorker.stop``):
+The policy of ``durably worker`` (durably/cli/worker.py, ``ThreadWorker.stop``):
 
 * by default it lets the in-flight run finish, however long that takes, and
   claims nothing more;

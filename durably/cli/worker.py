@@ -1,0 +1,143 @@
+"""``durably migrate`` and ``durably worker``: prepare the database, run a worker process.
+
+    durably migrate --url sqlite:///app.db
+    durably worker myapp.jobs:durably          # runs until SIGTERM / Ctrl-C
+    durably worker myapp.jobs:durably --engine asyncio
+
+A worker process stops gracefully on SIGTERM or SIGINT: it stops claiming,
+lets in-flight runs finish (up to ``--shutdown-timeout`` seconds), then
+hands any still-running run back so another worker resumes it at once. It
+logs on the ``durably`` logger (:mod:`durably.worker_log`): its start and
+stop, every failed run with its traceback, retries, lost leases, and the
+errors it survives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import threading
+from types import FrameType
+
+from ..app import Durably
+from ..facade.processing import check_queues
+from ..storage.urls import display_url
+from ..worker_log import LOGGER_NAME, log_worker_events
+from .common import EXIT_OK, load_app, opened
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def add_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    database: argparse.ArgumentParser,
+) -> None:
+    migrate = commands.add_parser(
+        "migrate", parents=[database], help="create or upgrade durably's tables"
+    )
+    migrate.set_defaults(handler=migrate_database)
+
+    worker = commands.add_parser("worker", help="run a worker until SIGTERM")
+    worker.add_argument("app", metavar="APP", help="MODULE:ATTRIBUTE of your Durably instance")
+    worker.add_argument(
+        "--engine",
+        choices=("thread", "asyncio"),
+        default="thread",
+        help="worker engine (both run def and async def jobs; default: thread)",
+    )
+    worker.add_argument("--migrate", action="store_true", help="migrate before starting")
+    worker.add_argument(
+        "--queue",
+        action="append",
+        metavar="NAME",
+        help="serve only this queue (repeatable; default: every queue of the app's jobs)",
+    )
+    worker.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=None,
+        help="seconds to wait for in-flight runs on shutdown (default: until they finish)",
+    )
+    worker.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="info",
+        help="the durably logger's level (debug adds a line per run started and completed)",
+    )
+    worker.set_defaults(handler=run_worker)
+
+
+def migrate_database(args: argparse.Namespace) -> int:
+    with opened(args, create=True) as durably:
+        durably.migrate()
+        shown = display_url(durably.engine.url)
+    print(f"durably: schema is up to date ({shown})")
+    return EXIT_OK
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    queues = check_queues(args.queue)  # refused before anything touches the database
+    durably = load_app(args.app)
+    log = _configure_logging(args.log_level)
+    if args.migrate:
+        durably.migrate()
+    log_worker_events(durably.on, log)
+    if args.engine == "asyncio":
+        asyncio.run(_asyncio_worker(durably, args.shutdown_timeout, queues, log))
+        return EXIT_OK
+    stopping = threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    durably.start(queues=queues)
+    _started(log, durably)
+    stopping.wait()
+    log.info("worker %s stopping", durably.worker_id)
+    durably.stop(timeout=args.shutdown_timeout)
+    durably.close()
+    log.info("worker %s stopped", durably.worker_id)
+    return EXIT_OK
+
+
+async def _asyncio_worker(
+    durably: Durably,
+    shutdown_timeout: float | None,
+    queues: frozenset[str] | None,
+    log: logging.Logger,
+) -> None:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await durably.start_async(queues=queues)
+    _started(log, durably)
+    await stopping.wait()
+    log.info("worker %s stopping", durably.worker_id)
+    await durably.stop_async(timeout=shutdown_timeout)
+    await durably.close_async()
+    log.info("worker %s stopped", durably.worker_id)
+
+
+def _started(log: logging.Logger, durably: Durably) -> None:
+    log.info(
+        "worker %s started (%s engine, %s, jobs: %s)",
+        durably.worker_id,
+        durably.engine_name,
+        display_url(durably.engine.url),
+        ", ".join(sorted(durably.jobs)) or "none",
+    )
+
+
+def _configure_logging(level: str) -> logging.Logger:
+    """Records of durably's logger at ``level``; other libraries' (Alembic's INFO lines about
+    its migration context) only from WARNING: a worker's output is about its runs."""
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
+    log = logging.getLogger(LOGGER_NAME)
+    log.setLevel(level.upper())
+    return log
