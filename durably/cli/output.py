@@ -18,6 +18,7 @@ from typing import Any
 
 from ..models import Run
 from ..status import RunStatus
+from ..values import to_json
 
 NONE = "-"
 """What an empty cell shows."""
@@ -43,7 +44,9 @@ def to_data(value: Any) -> Any:
         return {str(key): to_data(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_data(item) for item in value]
-    return value
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return to_json(value)  # a stored value of another type (a date, a set): as it is stored
 
 
 def print_json(value: Any) -> None:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,7 @@ def app(make_durably: Callable[..., Durably]) -> Durably:
 
     @durably.job("import")
     def import_job(step: StepContext, input: Any) -> Any:
-        step.run("read", lambda: 1)
+        step.run("read", lambda: date(2026, 12, 6))
         step.progress(1, 2, "read")
         step.log.info("importing", {"rows": 3})
         return step.run("write", lambda: explode(input["why"]) if input.get("why") else 2)
@@ -130,6 +131,8 @@ def test_reading_commands(app: Durably, cli: Cli, driver: str) -> None:
         ("read", "completed"),
         ("write", "failed"),
     ]
+    # A value JSON has no type for shows as it is stored.
+    assert shown["steps"][0]["output"] == {"$type": "date", "value": "2026-12-06"}
     assert shown["run"]["progress"] == {"current": 1, "total": 2, "message": "read"}
     assert [(log["message"], log["data"]) for log in shown["logs"]] == [("importing", {"rows": 3})]
     failed_attempt = shown["attempts"][-1]
