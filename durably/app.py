@@ -36,6 +36,7 @@ from .facade.reading import Reading
 from .facade.scheduling import Scheduling
 from .flow import QueueLimits
 from .ids import new_id
+from .io_models import check_model
 from .jobs import AsyncJobFunction, Job, JobDecorator, JobFunction
 from .retry import Retry, check_retry
 from .storage import Database
@@ -56,6 +57,8 @@ class JobOptions:
     priority: int
     timeout: float | None
     max_recoveries: int | None
+    input_model: type | None = None
+    output_model: type | None = None
 
 
 def default_worker_id() -> str:
@@ -182,6 +185,8 @@ class Durably(Changing, Reading, Processing, Scheduling):
         priority: int = DEFAULT_PRIORITY,
         timeout: float | None = None,
         max_recoveries: int | config.Inherit | None = config.INHERIT,
+        input: type | None = None,
+        output: type | None = None,
     ) -> JobDecorator: ...
 
     @overload
@@ -199,6 +204,8 @@ class Durably(Changing, Reading, Processing, Scheduling):
         priority: int = DEFAULT_PRIORITY,
         timeout: float | None = None,
         max_recoveries: int | config.Inherit | None = config.INHERIT,
+        input: type | None = None,
+        output: type | None = None,
     ) -> Any:
         """Register a job: ``@durably.job("name")`` (or bare ``@durably.job``: the function name).
 
@@ -208,6 +215,9 @@ class Durably(Changing, Reading, Processing, Scheduling):
         ``priority`` (higher first) unless a trigger says otherwise;
         ``timeout`` fails an attempt that runs longer (seconds);
         ``max_recoveries`` overrides the instance's setting for its runs.
+        ``input`` and ``output`` are models (a pydantic model class or a
+        dataclass) its input and output are checked against and converted to
+        (:mod:`durably.io_models`).
         """
         if max_recoveries is config.INHERIT:
             max_recoveries = self.settings.max_recoveries
@@ -217,6 +227,8 @@ class Durably(Changing, Reading, Processing, Scheduling):
             priority=check_priority(priority),
             timeout=config.check_timeout(timeout),
             max_recoveries=config.check_max_recoveries(max_recoveries),
+            input_model=check_model(input, "A job's input model"),
+            output_model=check_model(output, "A job's output model"),
         )
         if callable(name):
             return self._register(name.__name__, name, options)
@@ -244,6 +256,8 @@ class Durably(Changing, Reading, Processing, Scheduling):
             queue=options.queue,
             priority=options.priority,
             timeout=options.timeout,
+            input_model=options.input_model,
+            output_model=options.output_model,
         )
         registry[name] = job
         return job

@@ -14,6 +14,7 @@ from .bridge import blocking
 from .config import DEFAULT_MAX_RECOVERIES
 from .core.enqueue import EnqueueRequest
 from .errors import ValidationError
+from .io_models import conform
 from .models import Run
 from .retry import Retry
 from .triggers import (
@@ -129,6 +130,8 @@ class Job(Generic[InputT, OutputT]):
         queue: str = DEFAULT_QUEUE,
         priority: int = DEFAULT_PRIORITY,
         timeout: float | None = None,
+        input_model: type | None = None,
+        output_model: type | None = None,
     ) -> None:
         self.name = name
         self.fn = fn
@@ -142,6 +145,10 @@ class Job(Generic[InputT, OutputT]):
         """Its runs' priority, unless a trigger gives another: higher runs first."""
         self.timeout = timeout
         """Seconds an attempt may run before it fails with ``RunTimeoutError`` (None: no limit)."""
+        self.input_model = input_model
+        """What its input is converted to and checked against (:mod:`durably.io_models`)."""
+        self.output_model = output_model
+        """What its output is converted to and checked against."""
         self.is_async = inspect.iscoroutinefunction(fn)
         self._durably = durably
         self.__doc__ = fn.__doc__
@@ -163,6 +170,8 @@ class Job(Generic[InputT, OutputT]):
         priority: int | None = None,
         queue: str | None = None,
     ) -> EnqueueRequest:
+        if self.input_model is not None:
+            input = self._conform_input(input)
         if (
             idempotency_key is None
             and concurrency_key is None
@@ -274,6 +283,9 @@ class Job(Generic[InputT, OutputT]):
             return []
         return await self._durably.enqueue_async(requests)
 
+    def _conform_input(self, input: Any) -> Any:
+        return conform(self.input_model, input, f"The input of job {self.name!r}")
+
     def _batch_requests(
         self, items: Sequence[InputT | TriggerItem[InputT]]
     ) -> list[EnqueueRequest]:
@@ -293,6 +305,8 @@ class Job(Generic[InputT, OutputT]):
                         queue=item.queue,
                     )
                 else:
+                    if self.input_model is not None:
+                        item = self._conform_input(item)
                     request = plain_request(self.name, item, self.queue, self.priority)
             except ValidationError as exc:
                 raise ValidationError(f"{exc} (at index {index})") from None

@@ -38,6 +38,7 @@ from ..errors import (
     ValidationError,
 )
 from ..events import EventType
+from ..io_models import conform
 from ..models import Progress
 from ..retry import Retry, check_retry
 from ..status import LogLevel, RunStatus, StepStatus
@@ -365,6 +366,10 @@ class Execution:
             job_input = serialization.loads(self.claimed.row["input"])
         except ValueError:
             return "The run's stored input is not valid JSON"
+        try:  # a run stored before the job declared its input model
+            job_input = conform(job.input_model, job_input, f"The input of job {job.name!r}")
+        except ValidationError as exc:
+            return str(exc)
         try:
             serialization.loads(self.claimed.row["labels"])
         except ValueError:
@@ -399,6 +404,8 @@ class Execution:
     def settle_output_op(self, output: Any, started: float) -> Operation[Outcome]:
         """Record a job's return value as the run's output (fenced by the lease)."""
         try:
+            model = None if self.job is None else self.job.output_model
+            output = conform(model, output, "The job's output")
             output_json = serialization.dumps(output, what="The job's output")
         except ValidationError as exc:
             return (yield from self.fail_op(str(exc)))

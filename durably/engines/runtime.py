@@ -33,6 +33,9 @@ class RegisteredJob(Protocol):
     and where the runs a scheduler makes for it go (its queue and priority)."""
 
     @property
+    def name(self) -> str: ...
+
+    @property
     def fn(self) -> Callable[..., Any]: ...
 
     @property
@@ -52,6 +55,12 @@ class RegisteredJob(Protocol):
 
     @property
     def priority(self) -> int: ...
+
+    @property
+    def input_model(self) -> type | None: ...
+
+    @property
+    def output_model(self) -> type | None: ...
 
 
 class DueTimes:
