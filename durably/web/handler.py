@@ -1,0 +1,109 @@
+"""The HTTP API, framework-neutral: a :class:`Request` in, a response or an event stream out.
+
+Every request runs the same way: ``auth.authenticate`` (when there is an
+``auth``), then, for a route that changes state, the write checks (below),
+then the route. A hook's :class:`HTTPError` and durably's own errors
+(``NotFoundError`` → 404, ``ConflictError`` → 409, ``ValidationError`` →
+400...) become ``{"error": message}`` with their status; anything else is
+logged and answered 500 without its details.
+
+The write checks keep a state-changing route from being reached by a page
+of another site: without ``auth``, such routes answer 403 unless the app
+said ``allow_unauthenticated=True``; a body must be JSON (a plain HTML form
+cannot send that), and a browser's ``Sec-Fetch-Site: cross-site`` is
+refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..errors import DurablyError
+from . import routes, static
+from .api import Session, route_table
+from .auth import Auth
+from .effects import Flow, Hook
+from .http import HTTPError, Request, Response, Result, error_response
+from .streams import Pacing
+
+logger = logging.getLogger("durably.web")
+
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+NOT_FOUND = Response(404, (("content-type", "text/plain; charset=utf-8"),), b"Not Found")
+
+
+class Handler:
+    """One mounted API: the durably instance, its auth, and the routing table."""
+
+    def __init__(
+        self,
+        durably: Any,
+        *,
+        auth: Auth | None,
+        allow_unauthenticated: bool,
+        dashboard: bool,
+        sse_throttle: float,
+    ) -> None:
+        if auth is not None and not isinstance(auth, Auth):
+            raise TypeError("auth must be a durably.web.Auth")
+        if isinstance(sse_throttle, bool) or not isinstance(sse_throttle, (int, float)):
+            raise TypeError("sse_throttle must be a number of seconds")
+        self.durably = durably
+        self.auth = auth
+        self.allow_unauthenticated = allow_unauthenticated
+        self.dashboard = dashboard
+        self.pacing = Pacing(
+            throttle=float(sse_throttle),
+            poll=max(0.25, float(durably.settings.polling_interval)),
+        )
+        self.routes = route_table()
+
+    def handle(self, request: Request) -> Flow[Result]:
+        """Answer one request; never raises."""
+        try:
+            ctx = None
+            if self.auth is not None:
+                ctx = yield Hook(self.auth.authenticate, (request,))
+            key = (request.method, request.path)
+            if key not in self.routes:
+                return self._page(request)
+            route, changes_state = self.routes[key]
+            if changes_state:
+                self._check_write(request)
+            session = Session(self.durably, self.auth, ctx, self.pacing)
+            return (yield from route(session, request))
+        except HTTPError as exc:
+            return error_response(exc.status_code, exc.message)
+        except DurablyError as exc:
+            return error_response(exc.status_code, str(exc))
+        except Exception:
+            logger.exception("durably.web: %s %s failed", request.method, request.path)
+            return error_response(500, "Internal server error")
+
+    def _page(self, request: Request) -> Response:
+        """The dashboard's page and files, or 404."""
+        if not self.dashboard or request.method not in ("GET", "HEAD"):
+            return NOT_FOUND
+        if request.path == routes.DASHBOARD:
+            return static.page()
+        if request.path.startswith(routes.STATIC_PREFIX):
+            found = static.asset(request.path[len(routes.STATIC_PREFIX) :])
+            if found is not None:
+                return found
+        return NOT_FOUND
+
+    def _check_write(self, request: Request) -> None:
+        if self.auth is None and not self.allow_unauthenticated:
+            raise HTTPError(
+                403,
+                "This route changes state: configure auth=Auth(...) "
+                "or pass allow_unauthenticated=True",
+            )
+        if request.headers.get("sec-fetch-site") == "cross-site":
+            raise HTTPError(403, "Cross-site requests may not change state")
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if request.body and content_type != "application/json":
+            raise HTTPError(415, "The request body must be JSON (Content-Type: application/json)")
+        if content_type and content_type != "application/json":
+            raise HTTPError(415, "The request body must be JSON (Content-Type: application/json)")
