@@ -144,6 +144,8 @@ class _Adapter:
         self.receive = receive
         self.send = send
         self.inbox: _AsyncInbox | None = None
+        self.headers: list[tuple[bytes, bytes]] | None = None
+        """A stream's headers, until its first chunk is sent."""
 
     async def perform(self, effect: Effect) -> Any:
         if isinstance(effect, (Call, Hook)):
@@ -158,6 +160,11 @@ class _Adapter:
         if isinstance(effect, Send):
             if self.inbox is not None and self.inbox.gone:
                 return False
+            if self.headers is not None:  # sent with the first chunk, as a WSGI server does
+                await self.send(
+                    {"type": "http.response.start", "status": 200, "headers": self.headers}
+                )
+                self.headers = None
             await self.send({"type": "http.response.body", "body": effect.data, "more_body": True})
             return True
         raise TypeError(f"unknown effect {effect!r}")
@@ -203,10 +210,11 @@ async def _drive(flow: Flow[Any], adapter: _Adapter) -> Any:
 
 async def _stream(stream: Stream, adapter: _Adapter) -> None:
     send = adapter.send
-    await send({"type": "http.response.start", "status": 200, "headers": _raw(stream.headers)})
+    adapter.headers = _raw(stream.headers)
     watcher = asyncio.ensure_future(_watch_disconnect(adapter.receive, adapter))
     try:
         await _drive(stream.body, adapter)
+        await adapter.perform(Send(b""))  # the headers, if nothing was written yet
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     except OSError:  # the client went away mid-write
         pass

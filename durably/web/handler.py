@@ -10,26 +10,30 @@ logged and answered 500 without its details.
 The write checks keep a state-changing route from being reached by a page
 of another site: without ``auth``, such routes answer 403 unless the app
 said ``allow_unauthenticated=True``; a body must be JSON (a plain HTML form
-cannot send that), and a browser's ``Sec-Fetch-Site: cross-site`` is
-refused.
+cannot send that), and a browser request from a page of another site
+(``Sec-Fetch-Site: cross-site``, or an ``Origin`` that is not the
+``Host``) is refused: no form and no ``fetch`` of another site can make a
+logged-in browser cancel or delete a run.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..errors import DurablyError
 from . import routes, static
 from .api import Session, route_table
 from .auth import Auth
 from .effects import Flow, Hook
-from .http import HTTPError, Request, Response, Result, error_response
+from .http import JSON_TYPE, HTTPError, Request, Response, Result, error_response
 from .streams import Pacing
 
 logger = logging.getLogger("durably.web")
 
-UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 NOT_FOUND = Response(404, (("content-type", "text/plain; charset=utf-8"),), b"Not Found")
 
 
@@ -100,10 +104,23 @@ class Handler:
                 "This route changes state: configure auth=Auth(...) "
                 "or pass allow_unauthenticated=True",
             )
-        if request.headers.get("sec-fetch-site") == "cross-site":
+        if _cross_site(request.headers):
             raise HTTPError(403, "Cross-site requests may not change state")
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if request.body and content_type != "application/json":
+        if content_type in FORM_TYPES or (request.body and content_type != JSON_TYPE):
             raise HTTPError(415, "The request body must be JSON (Content-Type: application/json)")
-        if content_type and content_type != "application/json":
-            raise HTTPError(415, "The request body must be JSON (Content-Type: application/json)")
+
+
+def _cross_site(headers: Mapping[str, str]) -> bool:
+    """Whether a browser sent this from a page of another site.
+
+    Browsers send ``Sec-Fetch-Site`` (recent ones) and ``Origin`` (with
+    every POST); a client that is not a browser sends neither and passes.
+    """
+    if headers.get("sec-fetch-site") == "cross-site":
+        return True
+    origin = headers.get("origin")
+    if origin is None:
+        return False
+    hosts = {headers.get("host"), headers.get("x-forwarded-host")}
+    return urlsplit(origin).netloc not in hosts

@@ -87,6 +87,9 @@ EVENT_STATUS: Mapping[EventType, RunStatus] = {
 """The status an event leaves its run in, so polling does not announce it again."""
 
 LIST_POLL_LIMIT = 100
+OPENING = b": stream open\n\n"
+"""A comment (clients skip it) written first: a WSGI server sends the headers
+with the first chunk, and a client waits for them before it listens."""
 
 
 def frame(payload: Mapping[str, Any]) -> bytes:
@@ -172,9 +175,9 @@ def run_state_events(run: Run) -> list[Event]:
 def run_stream(durably: Any, inbox: Inbox, run: Run, pacing: Pacing) -> Flow[None]:
     """``/subscribe``: the run's state, then its events until it ends (or the client leaves)."""
     try:
-        initial = run_state_events(run)
-        for event in initial:
-            if not (yield Send(frame(wire.event(event)))):
+        chunks = [OPENING, *(frame(wire.event(event)) for event in run_state_events(run))]
+        for chunk in chunks:
+            if not (yield Send(chunk)):
                 return
         if run.is_terminal:
             return
@@ -192,6 +195,9 @@ def list_stream(
     try:
         poll = _ListPoll(filters)
         poll.seed((yield poll.call(durably)))
+        # Only now the headers go out: a client that has them knows the snapshot is taken.
+        if not (yield Send(OPENING)):
+            return
         yield from _pump(durably, inbox, pacing, wire.list_event, poll, lambda e: False)
     finally:
         inbox.close()

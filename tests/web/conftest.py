@@ -37,6 +37,12 @@ class Jobs:
                     return None
             return step.run("after", lambda: "opened")
 
+        @durably.job("count")
+        def count(step: StepContext, input: Any) -> Any:
+            for n in range(1, input["to"] + 1):
+                step.progress(n, input["to"])
+            return step.run("done", lambda: input["to"])
+
         @durably.job("flaky")
         def flaky(step: StepContext, input: Any) -> Any:
             step.run("first", lambda: "kept")
@@ -71,10 +77,10 @@ def jobs(durably: Durably) -> Iterator[Jobs]:
 
 
 @pytest.fixture(params=sorted(SERVERS))
-def serve(request: pytest.FixtureRequest, durably: Durably, jobs: Jobs) -> Iterator[Serve]:
+def serve(request: pytest.FixtureRequest, durably: Durably, jobs: Jobs) -> Serve:
     """``serve(**options)``: a context manager giving the base URL of the mounted app."""
     server = SERVERS[str(request.param)]
-    yield lambda **options: server(durably, **options)
+    return lambda **options: server(durably, **options)
 
 
 @pytest.fixture
