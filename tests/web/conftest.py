@@ -35,6 +35,8 @@ class Jobs:
             while not self.gate.is_set():
                 if step.wait(0.02):
                     return None
+            step.progress(2, 2, "through the gate")
+            step.log.warn("the gate opened", {"gate": "main"})
             return step.run("after", lambda: "opened")
 
         @durably.job("count")

@@ -52,6 +52,9 @@ def serve_asgi(durably: Durably, **options: Any) -> Iterator[str]:
 
 class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True
+    # wsgiref's backlog of 5 drops the connections of a client that opens
+    # many at once (a page with several event streams); they come a second later.
+    request_queue_size = 128
 
 
 class _QuietHandler(WSGIRequestHandler):
