@@ -24,6 +24,9 @@ from .streams import LIST_EVENTS, RUN_EVENTS, Pacing, list_stream, run_stream
 SUCCESS = {"success": True}
 _NON_NEGATIVE = re.compile(r"^[0-9]+$")
 LABEL_PREFIX = "label."
+MAX_COUNT = 2**53 - 1
+"""The largest ``limit``/``offset`` taken: JavaScript's largest exact integer (SQLite's
+integers would overflow a little further on)."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ def _count(request: Request, name: str) -> int | None:
     value = request.param(name)
     if value is None:
         return None
-    if not _NON_NEGATIVE.match(value):
+    if not _NON_NEGATIVE.match(value) or int(value) > MAX_COUNT:
         raise HTTPError(400, f"Invalid {name}: must be a non-negative integer")
     return int(value)
 

@@ -182,3 +182,26 @@ def test_retry_resumes_a_failed_run_where_it_failed(api: str) -> None:
     ]
     assert "RuntimeError: flaky step failed" in attempts[1]["traceback"]
     assert call("POST", f"{api}/retry?runId={run_id}").status == 409
+
+
+def test_bad_input_is_a_json_error_never_a_traceback(api: str) -> None:
+    trigger_bodies: list[Any] = [
+        [1, 2],
+        "greet",
+        {"jobName": 7},
+        {"jobName": "greet", "labels": "team=a"},
+        {"jobName": "greet", "labels": {"team": 1}},
+        {"jobName": "greet", "priority": "high"},
+        {"jobName": "greet", "delay": -5},
+        {"jobName": "greet", "queue": ""},
+        {"jobName": "greet", "coalesce": "skip"},
+        {"jobName": "greet", "idempotencyKey": ["k"]},
+    ]
+    for body in trigger_bodies:
+        reply = call("POST", f"{api}/trigger", body)
+        assert reply.status == 400, (body, reply.body)
+        assert isinstance(reply.json()["error"], str)
+    for query in ("label.bad%20key=x", "limit=99999999999999999999999", "offset=1e3"):
+        reply = call("GET", f"{api}/runs?{query}")
+        assert reply.status == 400, reply.body
+        assert isinstance(reply.json()["error"], str)
