@@ -18,7 +18,7 @@ from ..status import RunStatus
 from . import routes, wire
 from .auth import Auth, RunFilter, TriggerRequest
 from .effects import Call, Flow, Hook, Listen
-from .http import SSE_HEADERS, HTTPError, Request, Response, Result, Stream, json_response
+from .http import SSE_HEADERS, HTTPError, Request, Result, Stream, json_response
 from .streams import LIST_EVENTS, RUN_EVENTS, Pacing, list_stream, run_stream
 
 SUCCESS = {"success": True}
@@ -289,6 +289,3 @@ def route_table() -> Mapping[tuple[str, str], tuple[RouteFn, bool]]:
         ("POST", routes.SCHEDULE_PAUSE): (_schedule_change("pause_schedule"), True),
         ("POST", routes.SCHEDULE_RESUME): (_schedule_change("resume_schedule"), True),
     }
-
-
-__all__ = ["Response", "Session", "route_table"]

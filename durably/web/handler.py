@@ -19,11 +19,13 @@ logged-in browser cancel or delete a run.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import DurablyError
+from ..app import Durably
+from ..errors import DurablyError, ValidationError
 from . import routes, static
 from .api import Session, route_table
 from .auth import Auth
@@ -49,10 +51,16 @@ class Handler:
         dashboard: bool,
         sse_throttle: float,
     ) -> None:
+        if not isinstance(durably, Durably):
+            raise ValidationError(f"expected a Durably instance, got {type(durably).__name__}")
         if auth is not None and not isinstance(auth, Auth):
-            raise TypeError("auth must be a durably.web.Auth")
-        if isinstance(sse_throttle, bool) or not isinstance(sse_throttle, (int, float)):
-            raise TypeError("sse_throttle must be a number of seconds")
+            raise ValidationError("auth must be a durably.web.Auth")
+        if (
+            isinstance(sse_throttle, bool)
+            or not isinstance(sse_throttle, (int, float))
+            or not math.isfinite(sse_throttle)
+        ):
+            raise ValidationError("sse_throttle must be a number of seconds (0: no throttling)")
         self.durably = durably
         self.auth = auth
         self.allow_unauthenticated = allow_unauthenticated
@@ -87,7 +95,7 @@ class Handler:
 
     def _page(self, request: Request) -> Response:
         """The dashboard's page and files, or 404."""
-        if not self.dashboard or request.method not in ("GET", "HEAD"):
+        if not self.dashboard or request.method != "GET":
             return NOT_FOUND
         if request.path == routes.DASHBOARD:
             return static.page()

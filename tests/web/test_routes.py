@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from durably import Durably
+import pytest
+
+from durably import Durably, ValidationError
+from durably.web import asgi_app, wsgi_app
 from tests.web.conftest import Jobs
 from tests.web.http_client import call, eventually
 
@@ -205,3 +208,19 @@ def test_bad_input_is_a_json_error_never_a_traceback(api: str) -> None:
         reply = call("GET", f"{api}/runs?{query}")
         assert reply.status == 400, reply.body
         assert isinstance(reply.json()["error"], str)
+
+
+@pytest.mark.parametrize("make", [asgi_app, wsgi_app])
+@pytest.mark.parametrize(
+    "options",
+    [{"auth": "token"}, {"sse_throttle": "fast"}, {"sse_throttle": float("nan")}],
+)
+def test_the_apps_refuse_bad_options(make: Any, options: dict[str, Any], durably: Durably) -> None:
+    with pytest.raises(ValidationError):
+        make(durably, **options)
+
+
+@pytest.mark.parametrize("make", [asgi_app, wsgi_app])
+def test_the_apps_need_a_durably_instance(make: Any) -> None:
+    with pytest.raises(ValidationError, match="expected a Durably instance"):
+        make("sqlite:///durably.db")
