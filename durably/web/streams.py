@@ -207,18 +207,18 @@ class _RunPoll:
     """Events for one run that another process changed, read by polling."""
 
     def __init__(self, run: Run) -> None:
-        self.run_id = run.id
+        self.run = run
         self.status: RunStatus | None = run.status
 
     def call(self, durably: Any) -> Call:
-        return Call(durably, "get_run", (self.run_id,))
+        return Call(durably, "get_run", (self.run.id,))
 
     def seen(self, event: Event) -> None:
         self.status = EVENT_STATUS.get(event.type, self.status)
 
     def changes(self, run: Run | None) -> list[Event]:
         if run is None:
-            return [Event(type=EventType.RUN_DELETE, run_id=self.run_id)]
+            return [_synthetic(EventType.RUN_DELETE, self.run)]
         if run.status is self.status:
             return []
         self.status = run.status
