@@ -102,3 +102,29 @@ def test_the_dashboard_fits_a_phone_screen(
         assert overflow <= 0
     finally:
         context.close()
+
+
+def test_the_run_list_filters_by_status_job_and_label(
+    page: Page, dashboard: str, durably: Durably
+) -> None:
+    greet, flaky = durably.get_job("greet"), durably.get_job("flaky")
+    assert greet is not None
+    assert flaky is not None
+    acme = greet.trigger({"name": "a"}, labels={"tenant": "acme"})
+    other = greet.trigger({"name": "b"}, labels={"tenant": "other"})
+    failed = flaky.trigger({})
+    for run in (acme, other, failed):
+        eventually(lambda run=run: (found := durably.get_run(run.id)) and found.is_terminal)
+    page.goto(dashboard)
+    rows = page.locator(".run")
+    expect(rows).to_have_count(3)
+    page.select_option("#filter-status", "failed")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-run-id", failed.id)
+    page.select_option("#filter-status", "")
+    page.select_option("#filter-job", "greet")
+    expect(rows).to_have_count(2)
+    page.fill("#filter-label", "tenant=acme")
+    page.press("#filter-label", "Enter")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-run-id", acme.id)

@@ -270,8 +270,9 @@ function listen() {
 
 function start() {
   fillSelect($("filter-status"), CONFIG.statuses);
-  $("filters").addEventListener("change", () => { state.page = 0; loadRuns(); listen(); });
-  $("filters").addEventListener("submit", (event) => event.preventDefault());
+  const apply = () => { state.page = 0; loadRuns(); listen(); };
+  $("filters").addEventListener("change", apply);
+  $("filters").addEventListener("submit", (event) => { event.preventDefault(); apply(); });
   $("prev").addEventListener("click", () => { state.page = Math.max(0, state.page - 1); loadRuns(); });
   $("next").addEventListener("click", () => { state.page += 1; loadRuns(); });
   $("close").addEventListener("click", () => select(null));
