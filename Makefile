@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test check clean bench bench-peers
+.PHONY: install run test check clean bench bench-peers web-test-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,28 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python examples/quickstart.py
 
+# -- what the web tests need beyond .venv (tests/web) ----------------------------
+# The @coji/durably-react client, pinned by tests/web/client/package-lock.json,
+# runs in Node; the dashboard tests drive Debian's chromium through Playwright
+# (no browser download). Both are installed here, never assumed.
+SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+NODE_CLIENT := tests/web/client/node_modules/.package-lock.json
+CHROMIUM    := /usr/bin/chromium
+
+$(NODE_CLIENT): tests/web/client/package-lock.json
+	command -v npm >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm; }
+	cd tests/web/client && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
+
+web-test-deps: $(NODE_CLIENT) $(CHROMIUM)
+
 ## test: the whole test suite (the command CI runs)
-test: $(STAMP)
+test: $(STAMP) web-test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## check: lint + strict type check
@@ -30,7 +50,7 @@ check: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) $(PEERS_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS_VENV) tests/web/client/node_modules build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
 # -- benchmark (docs/performance.md) ------------------------------------------
 # Peers (DBOS, huey) live in their own venv so they never leak into .venv.

@@ -1,0 +1,43 @@
+"""The routes beyond Durably-TS over real HTTP: workers, stats, schedules."""
+
+from __future__ import annotations
+
+from durably import Durably
+from tests.web.conftest import Jobs
+from tests.web.http_client import call, eventually
+from tests.web.test_routes import trigger
+
+
+def test_workers_lists_the_running_engine(api: str, durably: Durably) -> None:
+    workers = eventually(lambda: call("GET", f"{api}/workers").json())
+    assert durably.worker_id in [w["id"] for w in workers]
+    ours = next(w for w in workers if w["id"] == durably.worker_id)
+    assert ours["isStale"] is False
+    assert ours["engine"] in ("thread", "asyncio")
+
+
+def test_stats_counts_the_queue_and_names_the_jobs(api: str, jobs: Jobs) -> None:
+    trigger(api, "gated", {})
+    trigger(api, "gated", {})
+    stats = eventually(lambda: (s := call("GET", f"{api}/stats").json())["running"] == 1 and s)
+    assert stats["pending"] == 1
+    assert stats["oldestPendingAgeMs"] >= 0
+    assert stats["jobs"] == ["count", "flaky", "gated", "greet"]
+    jobs.gate.set()
+
+
+def test_schedules_are_listed_paused_and_resumed(api: str, durably: Durably) -> None:
+    durably.schedule("hourly-greet", "greet", every=3600, input={"name": "clock"})
+    listed = call("GET", f"{api}/schedules").json()
+    assert [(s["name"], s["jobName"], s["everyMs"], s["paused"]) for s in listed] == [
+        ("hourly-greet", "greet", 3_600_000, False)
+    ]
+    paused = call("POST", f"{api}/schedules/pause?name=hourly-greet")
+    assert (paused.status, paused.json()["paused"], paused.json()["nextTick"]) == (200, True, None)
+    assert durably.get_schedules()[0].paused
+    resumed = call("POST", f"{api}/schedules/resume?name=hourly-greet").json()
+    assert resumed["paused"] is False
+    assert call("POST", f"{api}/schedules/pause?name=nope").status == 404
+    assert call("POST", f"{api}/schedules/pause").json() == {
+        "error": "name query parameter is required"
+    }
