@@ -6,6 +6,7 @@
     durably runs show ID
     durably runs retry --all-failed
     durably stats
+    durably dashboard myapp.jobs:durably
 
 Every command but ``worker`` works from the database alone: ``--url``, or
 ``DURABLY_DATABASE_URL`` (then ``TURSO_DATABASE_URL``) in the environment, so
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import DurablyError, ValidationError
-from . import health, runs, schedules, worker
+from . import dashboard, health, runs, schedules, worker
 from .common import EXIT_FAILED, EXIT_USAGE, Failure, UsageError, database_options, json_option
 
 __all__ = ["main"]
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_commands(commands, database, json_flag)
     health.add_commands(commands, database, json_flag)
     schedules.add_commands(commands, database, json_flag)
+    dashboard.add_commands(commands, database)
     return parser
 
 
