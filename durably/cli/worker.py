@@ -81,13 +81,24 @@ def migrate_database(args: argparse.Namespace) -> int:
 def run_worker(args: argparse.Namespace) -> int:
     queues = check_queues(args.queue)  # refused before anything touches the database
     durably = load_app(args.app)
-    log = _configure_logging(args.log_level)
+    log = configure_logging(args.log_level)
     if args.migrate:
         durably.migrate()
     log_worker_events(durably.on, log)
     if args.engine == "asyncio":
         asyncio.run(_asyncio_worker(durably, args.shutdown_timeout, queues, log))
-        return EXIT_OK
+    else:
+        run_until_signalled(durably, args.shutdown_timeout, queues, log)
+    return EXIT_OK
+
+
+def run_until_signalled(
+    durably: Durably,
+    shutdown_timeout: float | None,
+    queues: frozenset[str] | None,
+    log: logging.Logger,
+) -> None:
+    """Run the thread engine (already started is fine) until SIGTERM or SIGINT, then stop it."""
     stopping = threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -95,14 +106,14 @@ def run_worker(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    durably.start(queues=queues)
+    if not durably.is_running:
+        durably.start(queues=queues)
     _started(log, durably)
     stopping.wait()
     log.info("worker %s stopping", durably.worker_id)
-    durably.stop(timeout=args.shutdown_timeout)
+    durably.stop(timeout=shutdown_timeout)
     durably.close()
     log.info("worker %s stopped", durably.worker_id)
-    return EXIT_OK
 
 
 async def _asyncio_worker(
@@ -134,7 +145,7 @@ def _started(log: logging.Logger, durably: Durably) -> None:
     )
 
 
-def _configure_logging(level: str) -> logging.Logger:
+def configure_logging(level: str) -> logging.Logger:
     """Records of durably's logger at ``level``; other libraries' (Alembic's INFO lines about
     its migration context) only from WARNING: a worker's output is about its runs."""
     logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)

@@ -149,3 +149,115 @@ def test_asgi_example_under_uvicorn_stops_gracefully_on_sigterm(db_url: str) -> 
             server.kill()
     stderr = server.stderr.read() if server.stderr else ""
     assert "Application shutdown complete" in stderr
+
+
+def _serve(command: list[str], db_url: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env={**os.environ, "DURABLY_DATABASE_URL": db_url},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _first_response(server: subprocess.Popen[str], method: str, url: str, body: Any) -> Any:
+    """The answer to the first request the server takes (it may still be starting)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return _http(method, url, body)
+        except (urllib.error.URLError, ConnectionError):
+            assert server.poll() is None, server.communicate()[1]
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.1)
+
+
+def _stopped_by_sigterm(server: subprocess.Popen[str]) -> str:
+    """SIGTERM, and the server's stderr once it exited gracefully."""
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it got
+    return server.stderr.read() if server.stderr else ""
+
+
+def _workers(db_url: str) -> list[Any]:
+    from durably import Durably
+
+    with Durably(db_url) as client:
+        return client.get_workers()
+
+
+def test_fastapi_example_under_uvicorn_runs_a_job_and_stops_on_sigterm(db_url: str) -> None:
+    """durably.contrib.fastapi: the lifespan runs the engine; get_durably reaches it."""
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = _serve(
+        [sys.executable, "-m", "uvicorn", "examples.fastapi_app:app", "--port", str(port)], db_url
+    )
+    try:
+        status, created = _first_response(server, "POST", f"{base}/thumbnails?image=cat.png", None)
+        assert status == 202
+        done = _poll(lambda: _http("GET", f"{base}/thumbnails/{created['id']}")[1])
+        assert done == {"status": "completed", "output": ["cat.png@64w", "cat.png@256w"]}
+        stderr = _stopped_by_sigterm(server)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert "Application shutdown complete" in stderr
+    assert _workers(db_url) == []  # the engine stopped and unregistered
+
+
+def test_flask_example_under_gunicorn_runs_a_job_and_stops_on_sigterm(db_url: str) -> None:
+    """durably.contrib.flask: each gunicorn worker builds the app and runs its own engine."""
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "gunicorn", "examples.wsgi_app:create_app()"]
+    server = _serve([*command, "--bind", f"127.0.0.1:{port}", "--workers", "2"], db_url)
+    try:
+        status, created = _first_response(
+            server, "POST", f"{base}/signups", {"email": "ada@example.com"}
+        )
+        assert status == 202
+        done = _poll(lambda: _http("GET", f"{base}/signups/{created['id']}")[1])
+        assert done["output"]["receipt"] == "sent 'Welcome!' to ada@example.com"
+        _stopped_by_sigterm(server)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert _workers(db_url) == []
+
+
+def test_flask_durably_worker_runs_jobs_until_sigterm(db_url: str) -> None:
+    from durably import Durably
+
+    worker = _serve(
+        [
+            sys.executable,
+            "-m",
+            "flask",
+            "--app",
+            "examples.wsgi_app:create_app()",
+            "durably",
+            "worker",
+        ],
+        db_url,
+    )
+    try:
+        with Durably(db_url) as client:
+            client.migrate()
+            deadline = time.monotonic() + 30
+            while not client.get_workers():  # migrated and started
+                assert worker.poll() is None, worker.communicate()[1]
+                assert time.monotonic() < deadline, "the worker did not start"
+                time.sleep(0.1)
+            job = client.job("welcome")(lambda step, input: None)  # triggers only
+            run = job.trigger({"email": "bo@example.com"})
+            done = client.wait_for_run(run.id, timeout=30)
+        assert done.output["receipt"] == "sent 'Welcome!' to bo@example.com"
+        stderr = _stopped_by_sigterm(worker)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert "stopped" in stderr
+    assert _workers(db_url) == []
