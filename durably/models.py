@@ -104,7 +104,8 @@ class Run:
     """Higher runs first; equal priorities in the order they became claimable."""
     run_at: datetime
     """When the run is (or was) claimable: its trigger time, later for a delayed run or
-    one waiting out a retry's backoff (aware UTC)."""
+    one waiting out a retry's backoff; for a ``waiting`` run, when it wakes (9999-12-31
+    while it waits for a signal with no deadline). Aware UTC."""
     attempt: int
     """Which attempt of the run this is (or was last): 1 for the first."""
     disposition: Disposition | None = field(default=None, compare=False)

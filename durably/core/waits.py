@@ -317,10 +317,10 @@ def _check_signal(row: Mapping[str, Any], payload_json: str, signal_id: str | No
                 f"Wait {wait_id} already took signal {signal_id!r} with another payload"
             )
         return
-    if status == WaitStatus.TIMED_OUT.value:
-        raise WaitExpiredError(f"Wait {wait_id} has timed out: its deadline has passed")
     if row["kind"] != SIGNAL:
         raise ConflictError(f"Wait {wait_id} is a sleep: no signal ends it")
+    if status == WaitStatus.TIMED_OUT.value:
+        raise WaitExpiredError(f"Wait {wait_id} has timed out: its deadline has passed")
     run_status = row["run_status"]
     if status == WaitStatus.CANCELLED.value or run_status is None or run_status in _TERMINAL:
         raise ConflictError(
