@@ -369,6 +369,8 @@ class QueueStats:
     pending: int
     running: int
     oldest_pending_age: timedelta | None
+    waiting: int = 0
+    """Runs suspended at a durable sleep or wait: they hold no worker."""
 
 
 @dataclass(frozen=True, slots=True)

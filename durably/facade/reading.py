@@ -77,13 +77,14 @@ class Reading(FacadeBase):
 
     @blocking
     def get_queue_stats(self) -> QueueStats:
-        """Pending and running run counts and the age of the oldest pending run."""
+        """Pending, running and waiting run counts and the age of the oldest pending run."""
         counts, oldest = self._reads.read(run_store.queue_stats)
         age = None if oldest is None else timedelta(milliseconds=max(0, now_ms() - oldest))
         return QueueStats(
             pending=counts.get(RunStatus.PENDING.value, 0),
             running=counts.get(RunStatus.LEASED.value, 0),
             oldest_pending_age=age,
+            waiting=counts.get(RunStatus.WAITING.value, 0),
         )
 
     @blocking

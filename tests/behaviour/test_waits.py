@@ -85,6 +85,7 @@ def test_a_waiting_run_frees_the_only_slot_for_another_run_and_resumes_on_signal
     assert stored is not None
     assert (stored.lease_owner, stored.lease_expires_at) == (None, None), "no lease while waiting"
     assert [r.id for r in durably.get_runs(status="waiting")] == [run.id]
+    assert durably.get_queue_stats().waiting == 1
 
     other = quick.trigger(None)
     assert durably.wait_for_run(other.id, timeout=WAIT).output == "done"
