@@ -56,11 +56,12 @@ class Waits(FacadeBase):
         if result.disposition == "expired":
             runtime.events.emit(EventType.WAIT_TIMED_OUT, **fields)
             raise WaitExpiredError(f"Wait {wait_id} has timed out: its deadline has passed")
-        if result.disposition == "accepted":
-            runtime.events.emit(EventType.WAIT_SIGNALLED, data=loads(payload_json), **fields)
-            if result.woke:
-                runtime.wake_workers()
-        return result.disposition
+        if result.disposition == "duplicate":
+            return "duplicate"
+        runtime.events.emit(EventType.WAIT_SIGNALLED, data=loads(payload_json), **fields)
+        if result.woke:
+            runtime.wake_workers()
+        return "accepted"
 
     @blocking
     def get_wait(self, wait_id: str) -> Wait | None:
