@@ -91,7 +91,7 @@ class Wait:
         return max(timedelta(0), self.resumed_at - max(self.resolved_at, self.suspended_at))
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Wait:
+    def from_row(cls, row: Mapping[Any, Any]) -> Wait:
         return cls(
             id=row["id"],
             run_id=row["run_id"],

@@ -240,7 +240,7 @@ def mark_resumed_op(lease: Lease, wait_id: str) -> Operation[bool]:
 @dataclass(frozen=True)
 class Signalled:
     disposition: Literal["accepted", "duplicate", "expired"]
-    wait: Mapping[str, Any]
+    wait: Mapping[Any, Any]
     """The wait as it is after the signal (as it was, for a duplicate)."""
     woke: bool
     """The signal made its waiting run claimable now."""
@@ -306,7 +306,7 @@ def signal_wait(
     )
 
 
-def _check_signal(row: Mapping[str, Any], payload_json: str, signal_id: str | None) -> None:
+def _check_signal(row: Mapping[Any, Any], payload_json: str, signal_id: str | None) -> None:
     """Refuse a signal the wait cannot take (nothing written); a duplicate passes."""
     wait_id, status = row["id"], row["status"]
     if status == WaitStatus.SIGNALLED.value:
