@@ -369,3 +369,25 @@ def test_wait_misuse_fails_the_run_with_a_validation_error(durably: Durably) -> 
         assert stored is not None
         assert stored.status == RunStatus.FAILED, run.input
         assert (stored.error or "").startswith("ValidationError"), stored.error
+
+
+def test_a_signal_and_a_sleep_wake_a_worker_of_this_process_without_waiting_for_its_poll(
+    make_durably: Callable[..., Durably],
+) -> None:
+    durably = make_durably(polling_interval=120.0)  # a poll would come far too late
+    calls: Counter[str] = Counter()
+    approval = _approval_job(durably, calls)
+
+    @durably.job("nap")
+    def nap(step: StepContext, _input: None) -> str:
+        step.sleep("nap", 0.2)
+        return "rested"
+
+    durably.start()
+    run = approval.trigger({"doc": 8})
+    _waiting(durably, run.id)
+    (wait,) = durably.get_waits(run.id)
+    durably.signal(wait.id, "now")
+    assert durably.wait_for_run(run.id, timeout=WAIT).output["payload"] == "now"
+    napping = nap.trigger(None)
+    assert durably.wait_for_run(napping.id, timeout=WAIT).output == "rested"
