@@ -22,6 +22,7 @@ from .errors import (
     RunTimeoutError,
     SchemaError,
     ValidationError,
+    WaitExpiredError,
 )
 from .events import Event, EventType
 from .flow import QueueLimits
@@ -29,8 +30,9 @@ from .jobs import Job, TriggerItem
 from .migrate import alembic_version_location
 from .models import LogEntry, Progress, QueueStats, Run, Schedule, Step, StepAttempt, WorkerInfo
 from .retry import Retry
-from .status import Disposition, LogLevel, RunStatus, StepAttemptStatus, StepStatus
+from .status import Disposition, LogLevel, RunStatus, StepAttemptStatus, StepStatus, WaitStatus
 from .storage.replica import Replica
+from .waits import Wait, WaitResult
 
 __all__ = [
     "AsyncStepContext",
@@ -70,6 +72,10 @@ __all__ = [
     "StepStatus",
     "TriggerItem",
     "ValidationError",
+    "Wait",
+    "WaitExpiredError",
+    "WaitResult",
+    "WaitStatus",
     "WorkerInfo",
     "alembic_version_location",
 ]

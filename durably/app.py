@@ -2,7 +2,7 @@
 
 The facade is put together from parts with one concern each
 (:mod:`durably.facade`): triggering, reading and waiting, changing runs,
-schedules.
+schedules, durable waits and signals.
 This module holds construction, jobs, the schema, the worker engines and
 serverless processing.
 """
@@ -34,6 +34,7 @@ from .facade.changing import Changing
 from .facade.processing import Processing, check_queues
 from .facade.reading import Reading
 from .facade.scheduling import Scheduling
+from .facade.waits import Waits
 from .flow import QueueLimits
 from .ids import new_id
 from .io_models import check_model
@@ -65,7 +66,7 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:].lower()}"
 
 
-class Durably(Changing, Reading, Processing, Scheduling):
+class Durably(Changing, Reading, Processing, Scheduling, Waits):
     """Durable jobs on one SQLite/libSQL database.
 
     ::

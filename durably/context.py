@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any, Protocol, TypeVar, overload
 
 from .core.leases import Lease
 from .retry import Retry
 from .status import LogLevel
+from .waits import Wait, WaitResult
 
 T = TypeVar("T")
 
@@ -40,6 +42,24 @@ class AsyncExecution(Execution, Protocol):
     async def wait_async(self, seconds: float) -> bool: ...
 
 
+class Waits(Protocol):
+    """What a step context asks of its run's durable waits (:mod:`durably.engines.waiting`)."""
+
+    def prepare_wait(self, name: str, timeout: float | timedelta | None, metadata: Any) -> Wait: ...
+
+    def wait_for(self, wait: Wait) -> WaitResult: ...
+
+    def sleep(self, name: str, duration: float | timedelta) -> None: ...
+
+    async def prepare_wait_async(
+        self, name: str, timeout: float | timedelta | None, metadata: Any
+    ) -> Wait: ...
+
+    async def wait_for_async(self, wait: Wait) -> WaitResult: ...
+
+    async def sleep_async(self, name: str, duration: float | timedelta) -> None: ...
+
+
 class StepLogger:
     """``step.log.info/warn/error(message, data)``: persisted with the run and emitted."""
 
@@ -61,8 +81,9 @@ class StepLogger:
 class _BaseStepContext:
     """What both kinds of step context share: identity, progress, logs, cancellation."""
 
-    def __init__(self, execution: Execution) -> None:
+    def __init__(self, execution: Execution, waits: Waits) -> None:
         self._execution = execution
+        self._waits = waits
         self.log = StepLogger(execution)
 
     @property
@@ -115,8 +136,43 @@ class StepContext(_BaseStepContext):
         return self._execution.run_step(name, fn, retry)  # type: ignore[no-any-return]
 
     def wait(self, seconds: float) -> bool:
-        """Sleep up to ``seconds``, waking early on cancel; returns True if cancelled."""
+        """Sleep up to ``seconds`` in this worker, waking early on cancel; True if cancelled.
+
+        Not durable: the run keeps its lease and its worker slot, and a run
+        resumed after a crash sleeps again. Use :meth:`sleep` to wait long.
+        """
         return self._execution.wait(seconds)
+
+    def sleep(self, name: str, duration: float | timedelta) -> None:
+        """Wait ``duration`` (seconds or a ``timedelta``) durably, giving up the worker meanwhile.
+
+        The run becomes ``waiting`` with no lease and no slot, and is taken up
+        again when the time comes, at the time fixed by the first call of this
+        ``name``, whatever crashes or restarts happen meanwhile. The job is
+        replayed up to here: code before this line runs again (steps do not).
+        """
+        self._waits.sleep(name, duration)
+
+    def prepare_wait(
+        self, name: str, *, timeout: float | timedelta | None = None, metadata: Any = None
+    ) -> Wait:
+        """Store a wait for an outside event before starting what will signal it.
+
+        ``wait.id`` is the address for ``durably.signal(wait.id, payload)``. A
+        signal that comes before :meth:`wait_for` is kept. The first call of a
+        ``name`` fixes the deadline (now + ``timeout``, by the database's
+        clock); a replay returns the same wait, whatever it passes.
+        """
+        return self._waits.prepare_wait(name, timeout, metadata)
+
+    def wait_for(self, wait: Wait) -> WaitResult:
+        """The wait's result: ``WaitResult("signal", payload)`` or ``WaitResult("timeout")``.
+
+        Without a result yet, the run becomes ``waiting`` (no lease, no slot)
+        and is replayed up to here once the signal comes or the deadline
+        passes; this call then returns the result.
+        """
+        return self._waits.wait_for(wait)
 
 
 class AsyncStepContext(_BaseStepContext):
@@ -129,8 +185,8 @@ class AsyncStepContext(_BaseStepContext):
     queued and stored, in order, before the step's result.
     """
 
-    def __init__(self, execution: AsyncExecution) -> None:
-        super().__init__(execution)
+    def __init__(self, execution: AsyncExecution, waits: Waits) -> None:
+        super().__init__(execution, waits)
         self._async_execution = execution
 
     @overload
@@ -151,3 +207,20 @@ class AsyncStepContext(_BaseStepContext):
     async def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``, waking early on cancel; returns True if cancelled."""
         return await self._async_execution.wait_async(seconds)
+
+    async def sleep(self, name: str, duration: float | timedelta) -> None:
+        """Wait ``duration`` durably, giving up the worker meanwhile (see ``StepContext.sleep``)."""
+        await self._waits.sleep_async(name, duration)
+
+    async def prepare_wait(
+        self, name: str, *, timeout: float | timedelta | None = None, metadata: Any = None
+    ) -> Wait:
+        """Store a wait before starting what will signal it (see ``StepContext.prepare_wait``).
+
+        Awaited: storing it is a database write, which must not block the loop.
+        """
+        return await self._waits.prepare_wait_async(name, timeout, metadata)
+
+    async def wait_for(self, wait: Wait) -> WaitResult:
+        """The wait's result, the run waiting durably for it (see ``StepContext.wait_for``)."""
+        return await self._waits.wait_for_async(wait)

@@ -32,6 +32,12 @@ class ConflictError(DurablyError):
     status_code = 409
 
 
+class WaitExpiredError(ConflictError):
+    """A signal came at or after its wait's deadline: the wait has timed out, the signal is not kept."""
+
+    status_code = 410
+
+
 class CancelledError(DurablyError):
     """The run was cancelled.
 

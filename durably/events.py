@@ -30,6 +30,7 @@ class EventType(str, Enum):
     RUN_COMPLETE = "run:complete"
     RUN_FAIL = "run:fail"
     RUN_RETRY_SCHEDULED = "run:retry-scheduled"
+    RUN_WAITING = "run:waiting"
     RUN_CANCEL = "run:cancel"
     RUN_DELETE = "run:delete"
     RUN_PROGRESS = "run:progress"
@@ -38,6 +39,9 @@ class EventType(str, Enum):
     STEP_FAIL = "step:fail"
     STEP_CANCEL = "step:cancel"
     LOG_WRITE = "log:write"
+    WAIT_PREPARED = "wait:prepared"
+    WAIT_SIGNALLED = "wait:signalled"
+    WAIT_TIMED_OUT = "wait:timed-out"
     WORKER_ERROR = "worker:error"
 
     def __str__(self) -> str:
@@ -51,6 +55,7 @@ DOMAIN_EVENTS = frozenset(
         EventType.RUN_COMPLETE,
         EventType.RUN_FAIL,
         EventType.RUN_RETRY_SCHEDULED,
+        EventType.RUN_WAITING,
         EventType.RUN_CANCEL,
         EventType.RUN_DELETE,
     }
@@ -95,7 +100,11 @@ class Event:
     attempt: int | None = None
     """On ``run:retry-scheduled``: the number of the attempt to come (2 after the first failed)."""
     run_at: datetime | None = None
-    """On ``run:retry-scheduled``: when that attempt may start."""
+    """On ``run:retry-scheduled``: when that attempt may start. On ``run:waiting``: when the
+    run wakes if no signal comes first (None: no deadline)."""
+    wait_id: str | None = None
+    """On ``run:waiting`` and the ``wait:*`` events: the wait (``data`` holds a signal's payload)."""
+    wait_name: str | None = None
     exception: BaseException | None = None
     """On ``run:fail`` and ``run:retry-scheduled`` (when the job raised) and ``worker:error``:
     the exception itself, with its traceback, for logging."""

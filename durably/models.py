@@ -104,7 +104,8 @@ class Run:
     """Higher runs first; equal priorities in the order they became claimable."""
     run_at: datetime
     """When the run is (or was) claimable: its trigger time, later for a delayed run or
-    one waiting out a retry's backoff (aware UTC)."""
+    one waiting out a retry's backoff; for a ``waiting`` run, when it wakes (9999-12-31
+    while it waits for a signal with no deadline). Aware UTC."""
     attempt: int
     """Which attempt of the run this is (or was last): 1 for the first."""
     disposition: Disposition | None = field(default=None, compare=False)
@@ -372,6 +373,8 @@ class QueueStats:
     running: int
     stale: int
     oldest_pending_age: timedelta | None
+    waiting: int = 0
+    """Runs suspended at a durable sleep or wait: they hold no worker."""
 
 
 @dataclass(frozen=True, slots=True)

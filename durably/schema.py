@@ -54,6 +54,7 @@ def sql_status(status: RunStatus) -> ColumnElement[Any]:
 
 
 PENDING_ONLY = text("status = 'pending'")
+WAITING_ONLY = text("status = 'waiting'")
 PENDING_WITH_KEY = text("status = 'pending' AND concurrency_key IS NOT NULL")
 COMPLETED_ONLY = text("status = 'completed'")
 # Partial indexes hold only the rows their queries look for. Each index a
@@ -167,6 +168,18 @@ Index(
     runs.c.id,
     sqlite_where=PENDING_ONLY,
     postgresql_where=PENDING_ONLY,
+)
+
+# Claim of waiting runs whose time has come (revision durably_0010): a waiting
+# run's ``run_at`` is when it wakes (its sleep's end, its wait's deadline, or
+# at once once its signal arrived). Only waiting runs are in it, so the
+# claim's third arm seeks past the not-yet-due ones and never scans them.
+Index(
+    "ix_durably_runs_waiting",
+    runs.c.status,
+    runs.c.run_at,
+    sqlite_where=WAITING_ONLY,
+    postgresql_where=WAITING_ONLY,
 )
 
 run_labels = Table(
@@ -301,6 +314,33 @@ step_attempts = Table(
 )
 """Every execution of a step, kept until its run is deleted or purged (the steps
 table keeps only what a resume needs)."""
+
+waits = Table(
+    "durably_waits",
+    metadata,
+    # A ULID: the address a job hands to the outside world (``wait.id``).
+    Column("id", String(26), primary_key=True),
+    Column("run_id", String(26), nullable=False),
+    Column("name", String(255), nullable=False),
+    # ``signal`` (step.prepare_wait) or ``sleep`` (step.sleep: a wait no signal ends).
+    Column("kind", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("metadata", Text),
+    Column("payload", Text),
+    Column("signal_id", String(255)),
+    # Fixed by the first prepare; NULL: no deadline.
+    Column("deadline_at", BigInteger),
+    Column("created_at", BigInteger, nullable=False),
+    # The timings (see durably.waits.Wait): when the run first suspended on
+    # the wait, when its result came, and when a worker first resumed the
+    # run after that.
+    Column("suspended_at", BigInteger),
+    Column("resolved_at", BigInteger),
+    Column("resumed_at", BigInteger),
+    # One wait per name and run: a replayed prepare finds the first one.
+    Index("ux_durably_waits_run_name", "run_id", "name", unique=True),
+)
+"""Durable waits (revision durably_0010): a run's prepared waits and sleeps, and their results."""
 
 queue_claims = Table(
     "durably_queue_claims",

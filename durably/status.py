@@ -10,6 +10,9 @@ class RunStatus(str, Enum):
 
     PENDING = "pending"
     LEASED = "leased"
+    WAITING = "waiting"
+    """Suspended at ``step.sleep`` or ``step.wait_for``: no lease, no worker slot, until
+    its time comes or its signal arrives (see docs/waits.md)."""
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -27,9 +30,27 @@ class RunStatus(str, Enum):
 
 
 TERMINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
-ACTIVE_STATUSES = frozenset({RunStatus.PENDING, RunStatus.LEASED})
+ACTIVE_STATUSES = frozenset({RunStatus.PENDING, RunStatus.LEASED, RunStatus.WAITING})
 RETRYABLE_STATUSES = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
 """What ``retry`` puts back to pending."""
+
+
+class WaitStatus(str, Enum):
+    """Where a durable wait (``step.prepare_wait``, ``step.sleep``) stands.
+
+    ``pending`` until it has a result: ``signalled`` (``durably.signal``) or
+    ``timed_out`` (its deadline passed first; a sleep always ends so). A
+    pending wait of a run that is cancelled becomes ``cancelled``; a retry of
+    that run opens it again.
+    """
+
+    PENDING = "pending"
+    SIGNALLED = "signalled"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class StepStatus(str, Enum):

@@ -2,11 +2,16 @@
 
 The candidate is chosen by two index-driven arms, each in claim order
 (higher ``priority`` first, then earlier ``run_at``, then id: a ULID, so
-creation order), and the first of the two is taken:
+creation order), and the first of them is taken:
 
 * the first *pending* run that is due (``run_at`` has come);
 * the first *leased* run whose lease has expired (its worker died or lost
-  touch; a claim takes it directly, no reaper needed).
+  touch; a claim takes it directly, no reaper needed);
+* the first *waiting* run that is due: its sleep ended, its wait's deadline
+  passed, or its signal arrived (a signal sets ``run_at`` to its own time,
+  see :mod:`durably.core.waits`). No write wakes it: its ``run_at`` coming
+  is what makes it claimable, and the index of waiting runs, ordered by
+  ``run_at``, lets the claim seek past those still asleep.
 
 Each arm takes only runs of the jobs this worker has registered (during a
 rolling deploy an old worker leaves a new job's runs to the workers that know
@@ -41,6 +46,7 @@ from .operation import Operation, Read, Transaction, Write
 
 _LEASED = sql_status(RunStatus.LEASED)
 _PENDING = sql_status(RunStatus.PENDING)
+_WAITING = sql_status(RunStatus.WAITING)
 _NOW = sa.bindparam("claim_now", type_=sa.BigInteger)
 _OTHER = runs.alias("other")
 
@@ -131,8 +137,16 @@ def _claim_statement(
         lambda run: run.c.status == _LEASED,
         lambda run: run.c.lease_expires_at <= _NOW,
     )
-    both = sa.union_all(sa.select(pending), sa.select(expired)).subquery()
-    candidate = sa.select(both.c.id).order_by(*_claim_order(both)).limit(1)
+    waking = _first(
+        "waking",
+        job_names,
+        queues,
+        limits,
+        lambda run: run.c.status == _WAITING,
+        lambda run: run.c.run_at <= _NOW,
+    )
+    arms = sa.union_all(sa.select(pending), sa.select(expired), sa.select(waking)).subquery()
+    candidate = sa.select(arms.c.id).order_by(*_claim_order(arms)).limit(1)
     return (
         runs.update()
         .where(runs.c.id == candidate.scalar_subquery())

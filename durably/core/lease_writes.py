@@ -20,7 +20,7 @@ from . import attempts
 from .leases import FENCE, NOW, AbortReason, Lease, fence
 from .operation import Operation, Read, Write
 
-_ENDED = (RunStatus.COMPLETED.value, RunStatus.FAILED.value)
+_ENDED = (RunStatus.COMPLETED.value, RunStatus.FAILED.value, RunStatus.WAITING.value)
 
 
 def _fenced_insert(table: sa.Table, values: dict[str, Any]) -> sa.Insert:
@@ -336,7 +336,7 @@ def _why_not_renewed(conn: Connection, refused: Sequence[Lease]) -> list[tuple[L
         elif current.status == RunStatus.CANCELLED.value:
             lost.append((lease, AbortReason.CANCELLED))
         elif current.lease_generation == lease.generation and current.status in _ENDED:
-            pass  # this lease itself just completed or failed the run: nothing lost
+            pass  # this lease itself just ended (or suspended) the run: nothing lost
         else:
             lost.append((lease, AbortReason.LEASE_LOST))
     return lost

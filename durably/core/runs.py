@@ -30,8 +30,9 @@ from ..schema import (
     sql_status,
     step_attempts,
     steps,
+    waits,
 )
-from ..status import ACTIVE_STATUSES, RETRYABLE_STATUSES, TERMINAL_STATUSES, RunStatus
+from ..status import ACTIVE_STATUSES, RETRYABLE_STATUSES, TERMINAL_STATUSES, RunStatus, WaitStatus
 from ..storage.statements import Outcome
 from .operation import Operation, Read, Write
 
@@ -174,6 +175,36 @@ _CANCEL = (
     .returning(*runs.c)
 )
 
+_RUN_IS = runs.alias("run_is")
+
+
+def _run_is(status: RunStatus) -> Any:
+    return sa.exists().where(_RUN_IS.c.id == _RUN_ID, _RUN_IS.c.status == sql_status(status))
+
+
+def _waits_from(status: WaitStatus, to: WaitStatus, run_now: RunStatus, **values: Any) -> Any:
+    """The run's waits in ``status`` move to ``to``, if the change before it in the batch landed
+    (the run is ``run_now``)."""
+    return (
+        waits.update()
+        .where(
+            waits.c.run_id == _RUN_ID,
+            waits.c.status == sa.literal_column(f"'{status.value}'"),
+            _run_is(run_now),
+        )
+        .values(status=sa.literal_column(f"'{to.value}'"), **values)
+    )
+
+
+_CLOSE_WAITS = _waits_from(
+    WaitStatus.PENDING, WaitStatus.CANCELLED, RunStatus.CANCELLED, resolved_at=_NOW
+)
+"""After ``_CANCEL``: its pending waits take no signal any more."""
+_REOPEN_WAITS = _waits_from(
+    WaitStatus.CANCELLED, WaitStatus.PENDING, RunStatus.PENDING, resolved_at=sa.null()
+)
+"""After ``_RETRY``: the waits its cancel closed are open again for the resumed run."""
+
 _blocking = runs.alias("blocking")
 _RETRY = (
     runs.update()
@@ -204,6 +235,7 @@ _RETRY = (
 
 _IS_TERMINAL = sa.exists().where(runs.c.id == _RUN_ID, runs.c.status.in_(_SQL_TERMINAL))
 _DELETE_RUN = (
+    waits.delete().where(waits.c.run_id == _RUN_ID, _IS_TERMINAL),
     step_attempts.delete().where(step_attempts.c.run_id == _RUN_ID, _IS_TERMINAL),
     steps.delete().where(steps.c.run_id == _RUN_ID, _IS_TERMINAL),
     logs.delete().where(logs.c.run_id == _RUN_ID, _IS_TERMINAL),
@@ -224,6 +256,7 @@ _PURGEABLE = (
     .scalar_subquery()
 )
 _PURGE = (
+    waits.delete().where(waits.c.run_id.in_(_PURGEABLE)),
     step_attempts.delete().where(step_attempts.c.run_id.in_(_PURGEABLE)),
     steps.delete().where(steps.c.run_id.in_(_PURGEABLE)),
     logs.delete().where(logs.c.run_id.in_(_PURGEABLE)),
@@ -235,9 +268,13 @@ deleting children does not change which runs qualify."""
 
 
 def cancel_op(run_id: str, now: int) -> Operation[Mapping[str, Any]]:
-    """Cancel a pending or leased run. A leased run's worker stops at its next step."""
+    """Cancel a pending, leased or waiting run. A leased run's worker stops at its next step.
+
+    Its pending waits are closed with it: a later signal is refused.
+    """
     outcome: Outcome
-    (outcome,) = yield Write([(_CANCEL, {"run_id": run_id, "now": now})])
+    params = {"run_id": run_id, "now": now}
+    outcome, _ = yield Write([(_CANCEL, params), (_CLOSE_WAITS, params)])
     if outcome.rows:
         return outcome.rows[0]
     row = yield Read(require_run, (run_id,))
@@ -251,7 +288,8 @@ def retry_op(run_id: str, now: int) -> Operation[Mapping[str, Any]]:
     one that did not complete.
     """
     outcome: Outcome
-    (outcome,) = yield Write([(_RETRY, {"run_id": run_id, "now": now})])
+    params = {"run_id": run_id, "now": now}
+    outcome, _ = yield Write([(_RETRY, params), (_REOPEN_WAITS, params)])
     if outcome.rows:
         return outcome.rows[0]
     row = yield Read(require_run, (run_id,))

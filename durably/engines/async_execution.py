@@ -44,8 +44,9 @@ class AsyncExecution(Execution):
         """Where the job's ``def`` steps run (None: the loop's default executor)."""
         self._writes: _WriteQueue | None = None
         self._abort_event: asyncio.Event | None = None
-        self._step_waiter: asyncio.Future[None] | None = None
-        """What the awaiting task waits on while an async step runs (``_await_step``)."""
+        self._step_waiters: set[asyncio.Future[None]] = set()
+        """What the awaiting tasks wait on while async steps run (``_await_step``): several
+        at once when the job awaits steps concurrently (``asyncio.gather``)."""
 
     def call_step(self, attempt: StepCall, fn: Callable[[], Any]) -> Any:
         """A ``def`` step in a step thread; a result that is awaitable comes back unrecorded."""
@@ -102,7 +103,8 @@ class AsyncExecution(Execution):
         """
         aborted = self._aborted()
         task = asyncio.ensure_future(awaitable)
-        waiter = self._step_waiter = task.get_loop().create_future()
+        waiter = task.get_loop().create_future()
+        self._step_waiters.add(waiter)
         task.add_done_callback(functools.partial(_wake, waiter))
         try:
             if not aborted.is_set():
@@ -117,13 +119,13 @@ class AsyncExecution(Execution):
             task.cancel()
             raise
         finally:
-            self._step_waiter = None
+            self._step_waiters.discard(waiter)
         return task.result()
 
     def _aborted(self) -> asyncio.Event:
         """An event set (on this loop) when the lease is aborted from any thread.
 
-        The abort also wakes the step being awaited, if any (``_await_step``).
+        The abort also wakes the steps being awaited, if any (``_await_step``).
         """
         if self._abort_event is None:
             event = self._abort_event = asyncio.Event()
@@ -131,8 +133,8 @@ class AsyncExecution(Execution):
 
             def on_loop() -> None:
                 event.set()
-                if self._step_waiter is not None:
-                    _wake(self._step_waiter)
+                for waiter in list(self._step_waiters):
+                    _wake(waiter)
 
             def from_any_thread() -> None:
                 with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits

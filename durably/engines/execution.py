@@ -48,7 +48,7 @@ from .step_calls import StepCall, describe, format_traceback
 if TYPE_CHECKING:
     from .runtime import RegisteredJob, Runtime
 
-Outcome = Literal["completed", "failed", "retrying", "cancelled", "lease-lost"]
+Outcome = Literal["completed", "failed", "retrying", "waiting", "cancelled", "lease-lost"]
 
 
 class Execution:

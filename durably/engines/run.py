@@ -24,6 +24,7 @@ from .async_execution import AsyncExecution
 from .execution import Execution, Outcome
 from .runtime import Runtime
 from .timeouts import Overran, await_within, call_within, timed_out_op
+from .waiting import RunWaits, Suspended, suspend_op
 
 Then = Callable[[], Operation[None]]
 """An operation to run beside a run's last write; it must not raise."""
@@ -41,13 +42,16 @@ def execute(runtime: Runtime, claimed: ClaimedRun, then: Then | None = None) -> 
             return operation.run(_record(execution.fail_op(found), then), runtime.db)
         job, job_input = found
         started = time.monotonic()
+        step = StepContext(execution, RunWaits(execution))
         try:
             if job.timeout is None:
-                output = job.fn(StepContext(execution), job_input)
+                output = job.fn(step, job_input)
             else:
-                output = call_within(job.timeout, job.fn, StepContext(execution), job_input)
+                output = call_within(job.timeout, job.fn, step, job_input)
         except Overran as overran:
             record = timed_out_op(execution, overran.timeout)
+        except Suspended as suspended:
+            record = suspend_op(execution, suspended)
         except BaseException as exc:
             then = then if isinstance(exc, Exception) else None  # the worker goes down with it
             record = execution.settle_error_op(exc)
@@ -75,14 +79,17 @@ async def execute_async(
             return await operation.run_async(_record(execution.fail_op(found), then), storage)
         job, job_input = found
         started = time.monotonic()
+        step = AsyncStepContext(execution, RunWaits(execution))
         try:
             if job.timeout is None:
-                output = await cast(Any, job.fn)(AsyncStepContext(execution), job_input)
+                output = await cast(Any, job.fn)(step, job_input)
             else:
-                called = cast(Any, job.fn)(AsyncStepContext(execution), job_input)
-                output = await await_within(job.timeout, called)
+                output = await await_within(job.timeout, cast(Any, job.fn)(step, job_input))
         except Overran as overran:
             record = timed_out_op(execution, overran.timeout)
+        except Suspended as suspended:
+            await execution.flush()
+            record = suspend_op(execution, suspended)
         except BaseException as exc:
             then = then if isinstance(exc, Exception) else None  # the worker goes down with it
             await execution.flush()

@@ -20,7 +20,7 @@ from .triggering import Triggering
 class Changing(Triggering):
     @blocking
     def cancel(self, run_id: str) -> Run:
-        """Cancel a pending or leased run. A running run stops at its next step boundary."""
+        """Cancel a pending, leased or waiting run. A running run stops at its next step boundary."""
         self._ensure_schema()
         row = operation.run(run_store.cancel_op(run_id, now_ms()), self._runtime.db)
         run = Run.from_row(row)

@@ -77,8 +77,8 @@ class Reading(FacadeBase):
 
     @blocking
     def get_queue_stats(self) -> QueueStats:
-        """Pending runs, runs leased by live workers, runs whose lease expired, and the age of
-        the oldest pending run.
+        """Pending runs, runs leased by live workers, runs whose lease expired, waiting runs,
+        and the age of the oldest pending run.
 
         A leased run whose lease expired is not running: its worker stopped renewing it
         (died, paused, lost the database) and the run waits to be reclaimed. Counting it
@@ -92,6 +92,7 @@ class Reading(FacadeBase):
             running=counts.get(RunStatus.LEASED.value, 0) - stale,
             stale=stale,
             oldest_pending_age=age,
+            waiting=counts.get(RunStatus.WAITING.value, 0),
         )
 
     @blocking

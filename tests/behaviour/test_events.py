@@ -30,6 +30,7 @@ DOMAIN = {
     "run:complete",
     "run:fail",
     "run:retry-scheduled",
+    "run:waiting",
     "run:cancel",
     "run:delete",
 }
@@ -42,6 +43,9 @@ OPERATIONAL = {
     "step:fail",
     "step:cancel",
     "log:write",
+    "wait:prepared",
+    "wait:signalled",
+    "wait:timed-out",
     "worker:error",
 }
 
@@ -475,8 +479,8 @@ def test_failed_cancel_emits_nothing(durably: Durably) -> None:
 
 def test_event_types_are_partitioned_into_domain_and_operational() -> None:
     assert {t.value for t in EventType} == DOMAIN | OPERATIONAL
-    assert len(DOMAIN) == 7
-    assert len(OPERATIONAL) == 9
+    assert len(DOMAIN) == 8
+    assert len(OPERATIONAL) == 12
 
 
 @pytest.mark.parametrize("event_type", sorted(DOMAIN | OPERATIONAL))

@@ -41,13 +41,16 @@ def test_every_table_access_of_the_claim_uses_an_index(
 ) -> None:
     plan = _claim_plan(durably, claim_statement(frozenset(jobs), queues))
     accesses = _table_accesses(plan)
-    assert len(accesses) == 5  # the run itself, both arms, both concurrency-key checks
+    assert len(accesses) == 7  # the run itself, the three arms, their concurrency-key checks
     assert all(line.startswith("SEARCH") and "USING INDEX" in line for line in accesses), plan
     # The pending arm walks the claim index in claim order and stops at the
-    # first due run: no sort of every pending run. (Leased runs, few, are
-    # sorted, and so are the two arms' candidates.)
+    # first due run: no sort of every pending run.
     assert "SEARCH pending USING INDEX ix_durably_runs_claim (status=?)" in plan, plan
-    assert sum("TEMP B-TREE" in line for line in plan) == 2, plan
+    # The waiting arm seeks to the due waiting runs only: those still asleep
+    # (run_at to come) are not read.
+    assert "SEARCH waking USING INDEX ix_durably_runs_waiting (status=? AND run_at<?)" in plan
+    # Leased and due waiting runs, few, are sorted, and so are the arms' candidates.
+    assert sum("TEMP B-TREE" in line for line in plan) == 3, plan
 
 
 def test_a_claim_within_queue_limits_counts_them_on_indexes_once(durably: Durably) -> None:
@@ -57,11 +60,11 @@ def test_a_claim_within_queue_limits_counts_them_on_indexes_once(durably: Durabl
     )
     plan = _claim_plan(durably, claim_statement(frozenset({"job"}), None, limits))
     accesses = _table_accesses(plan)
-    # Besides the claim's own five, per arm: two counts of live leases, one of claim times.
-    assert len(accesses) == 5 + 2 * 3, plan
+    # Besides the claim's own seven, per arm: two counts of live leases, one of claim times.
+    assert len(accesses) == 7 + 3 * 3, plan
     assert all(line.startswith("SEARCH") and "INDEX" in line for line in accesses), plan
     # The counts do not depend on the run looked at: SQLite makes each once per claim.
-    assert sum("CORRELATED" in line for line in plan) == 2, plan  # the concurrency-key checks
+    assert sum("CORRELATED" in line for line in plan) == 3, plan  # the concurrency-key checks
 
 
 def _plans_of(durably: Durably, call: Callable[[], object]) -> list[list[str]]:
