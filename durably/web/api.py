@@ -15,8 +15,9 @@ from typing import Any
 
 from ..models import Run
 from ..status import RunStatus
+from ..waits import Wait
 from . import routes, wire
-from .auth import Auth, RunFilter, TriggerRequest
+from .auth import Auth, RunFilter, SignalRequest, TriggerRequest
 from .effects import Call, Flow, Hook, Listen
 from .http import SSE_HEADERS, HTTPError, Request, Result, Stream, json_response
 from .streams import LIST_EVENTS, RUN_EVENTS, Pacing, list_stream, run_stream
@@ -265,6 +266,58 @@ def _schedule_change(method: str) -> Callable[[Session, Request], Flow[Result]]:
     return change
 
 
+# -- durable waits (Durably-TS main, ADR-0012) -----------------------------------
+
+
+def _wait_run(s: Session, request: Request, operation: str) -> Flow[Run]:
+    """The run whose waits are asked for: with an ``auth``, ``on_run_access`` must decide."""
+    if s.auth is not None and s.auth.on_run_access is None:
+        raise HTTPError(400, "Wait access requires onRunAccess")
+    run: Run = yield from s.run_for(request, operation)
+    return run
+
+
+def _wait_of(s: Session, request: Request, run: Run) -> Flow[Wait]:
+    """The wait named by ``?waitId=``, if it is this run's (a wait id alone grants nothing)."""
+    wait_id = request.param("waitId")
+    if not wait_id:
+        raise HTTPError(400, "waitId query parameter is required")
+    wait = yield Call(s.durably, "get_wait", (wait_id,))
+    if wait is None or wait.run_id != run.id:
+        raise HTTPError(404, "Wait not found")
+    return wait  # type: ignore[no-any-return]
+
+
+def get_waits(s: Session, request: Request) -> Flow[Result]:
+    run = yield from _wait_run(s, request, "waits")
+    waits = yield Call(s.durably, "get_waits", (run.id,))
+    return json_response([wire.wait(value) for value in waits])
+
+
+def get_wait(s: Session, request: Request) -> Flow[Result]:
+    run = yield from _wait_run(s, request, "waits")
+    wait = yield from _wait_of(s, request, run)
+    return json_response(wire.wait(wait))
+
+
+def signal(s: Session, request: Request) -> Flow[Result]:
+    run = yield from _wait_run(s, request, "signal")
+    wait = yield from _wait_of(s, request, run)
+    body = _json_body(request)
+    signal_id = body.get("signalId")
+    if not isinstance(signal_id, str) or not signal_id:
+        raise HTTPError(400, "signalId is required")
+    if "payload" not in body:
+        raise HTTPError(400, "payload is required")
+    signal_request = SignalRequest(signal_id=signal_id, payload=body["payload"])
+    yield from s.hook("on_signal", run, wait, signal_request)
+    disposition = yield Call(
+        s.durably, "signal", (wait.id, signal_request.payload), {"signal_id": signal_id}
+    )
+    signalled = yield Call(s.durably, "get_wait", (wait.id,))
+    return json_response({"wait": wire.wait(signalled), "disposition": disposition})
+
+
 RouteFn = Callable[[Session, Request], Flow[Result]]
 
 
@@ -288,4 +341,7 @@ def route_table() -> Mapping[tuple[str, str], tuple[RouteFn, bool]]:
         ("GET", routes.SCHEDULES): (get_schedules, False),
         ("POST", routes.SCHEDULE_PAUSE): (_schedule_change("pause_schedule"), True),
         ("POST", routes.SCHEDULE_RESUME): (_schedule_change("resume_schedule"), True),
+        ("GET", routes.WAITS): (get_waits, False),
+        ("GET", routes.WAIT): (get_wait, False),
+        ("POST", routes.SIGNAL): (signal, True),
     }

@@ -44,9 +44,29 @@ class RunFilter:
 
 
 RUN_OPERATIONS = frozenset(
-    {"read", "subscribe", "steps", "retrigger", "cancel", "delete", "retry", "attempts", "logs"}
+    {
+        "read",
+        "subscribe",
+        "steps",
+        "retrigger",
+        "cancel",
+        "delete",
+        "waits",
+        "signal",
+        "retry",
+        "attempts",
+        "logs",
+    }
 )
-"""The ``operation`` passed to ``on_run_access``: TS's six, and durably's retry, attempts, logs."""
+"""The ``operation`` passed to ``on_run_access``: TS's eight, and durably's retry, attempts, logs."""
+
+
+@dataclass(frozen=True)
+class SignalRequest:
+    """What ``POST /signal`` asked for, as ``on_signal`` sees it (after validation)."""
+
+    signal_id: str
+    payload: Any
 
 
 @dataclass(frozen=True)
@@ -57,7 +77,10 @@ class Auth:
     * ``on_trigger(ctx, trigger_request)``: before ``POST /trigger`` creates a run.
     * ``on_run_access(ctx, run, operation)``: before any route reads or changes one run.
     * ``scope_runs(ctx, run_filter)`` → ``RunFilter``: narrows ``GET /runs`` and ``/runs/subscribe``.
-    * ``on_signal(ctx, run, wait)``: kept for the durable-wait routes to come.
+    * ``on_signal(ctx, run, wait, signal_request)``: before ``POST /signal`` signals a wait.
+
+    The wait routes (``/waits``, ``/wait``, ``/signal``) need ``on_run_access``
+    when there is an ``auth``: a wait id alone grants nothing.
     """
 
     authenticate: Callable[..., Any]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from ..values import to_json
 from .effects import Flow
 
 JSON_TYPE = "application/json"
@@ -87,9 +88,11 @@ def iso(value: datetime | None) -> str | None:
 
 
 def _default(value: Any) -> Any:
+    """A datetime as TS writes one; another value JSON has no type for (in a run's input or
+    output: a date, a set, a dataclass) as durably stores it, in its typed envelope."""
     if isinstance(value, datetime):
         return iso(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+    return to_json(value)
 
 
 @dataclass(frozen=True)

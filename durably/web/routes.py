@@ -26,6 +26,10 @@ STATS = "/stats"
 SCHEDULES = "/schedules"
 SCHEDULE_PAUSE = "/schedules/pause"
 SCHEDULE_RESUME = "/schedules/resume"
+# the durable-wait routes of Durably-TS's main branch (ADR-0012)
+WAITS = "/waits"
+WAIT = "/wait"
+SIGNAL = "/signal"
 
 # the dashboard
 DASHBOARD = "/"

@@ -14,6 +14,8 @@ from typing import Any
 
 from ..events import Event, EventType
 from ..models import LogEntry, Progress, QueueStats, Run, Schedule, Step, StepAttempt, WorkerInfo
+from ..status import RunStatus
+from ..waits import Wait
 from .http import iso
 
 
@@ -42,6 +44,7 @@ def client_run(run: Run) -> dict[str, Any]:
         "priority": run.priority,
         "runAt": iso(run.run_at),
         "attempt": run.attempt,
+        "isWaiting": run.status is RunStatus.WAITING,
     }
 
 
@@ -103,6 +106,8 @@ def stats(value: QueueStats, jobs: list[str]) -> dict[str, Any]:
     return {
         "pending": value.pending,
         "running": value.running,
+        "stale": value.stale,
+        "waiting": value.waiting,
         "oldestPendingAgeMs": _ms(value.oldest_pending_age),
         "jobs": jobs,
     }
@@ -123,6 +128,27 @@ def schedule(value: Schedule) -> dict[str, Any]:
         "nextTick": iso(value.next_tick),
         "createdAt": iso(value.created_at),
         "updatedAt": iso(value.updated_at),
+    }
+
+
+def wait(value: Wait) -> dict[str, Any]:
+    """A durable wait, as TS's ``DurableWait`` (its timings in milliseconds)."""
+    return {
+        "id": value.id,
+        "runId": value.run_id,
+        "name": value.name,
+        "kind": value.kind,
+        "status": value.status.value,
+        "metadata": value.metadata,
+        "payload": value.payload,
+        "signalId": value.signal_id,
+        "deadlineAt": iso(value.deadline_at),
+        "createdAt": iso(value.created_at),
+        "suspendedAt": iso(value.suspended_at),
+        "resolvedAt": iso(value.resolved_at),
+        "resumedAt": iso(value.resumed_at),
+        "inputWaitMs": _ms(value.input_wait),
+        "slotWaitMs": _ms(value.slot_wait),
     }
 
 

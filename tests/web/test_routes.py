@@ -118,7 +118,7 @@ def test_runs_are_filtered_and_paged_as_in_durably_ts(api: str, durably: Durably
     running = call("GET", f"{api}/runs?status=running")
     assert running.status == 400
     assert running.json()["error"] == (
-        "Invalid status: running. Must be one of: pending, leased, completed, failed, cancelled"
+        "Invalid status: running. Must be one of: pending, leased, waiting, completed, failed, cancelled"
     )
     empty = call("GET", f"{api}/runs?status=&status=failed")
     assert empty.status == 400
