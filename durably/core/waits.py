@@ -37,7 +37,6 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from .. import serialization
 from ..errors import ConflictError, NotFoundError, WaitExpiredError
 from ..schema import runs, sql_status, waits
 from ..status import TERMINAL_STATUSES, RunStatus, WaitStatus
@@ -329,5 +328,10 @@ def _check_signal(row: Mapping[Any, Any], payload_json: str, signal_id: str | No
 
 
 def _canonical(payload_json: str | None) -> str:
-    """JSON text that two equal payloads share, whatever their key order."""
-    return json.dumps(serialization.loads(payload_json), sort_keys=True, separators=(",", ":"))
+    """JSON text that two equal payloads share, whatever their key order.
+
+    Compared as stored JSON (typed values in their envelopes), not decoded:
+    a payload of a type JSON has none for (a ``datetime``) would not re-encode.
+    """
+    stored = None if payload_json is None else json.loads(payload_json)
+    return json.dumps(stored, sort_keys=True, separators=(",", ":"))

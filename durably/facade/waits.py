@@ -26,7 +26,7 @@ class Waits(FacadeBase):
     def signal(
         self, wait_id: str, payload: Any = None, *, signal_id: str | None = None
     ) -> Disposition:
-        """Give a prepared wait its result: ``payload`` (any JSON value) for ``step.wait_for``.
+        """Give a prepared wait its result: ``payload`` (a value durably stores) for ``step.wait_for``.
 
         Returns ``"accepted"``, or ``"duplicate"`` when a signal with this
         ``signal_id`` and an equal payload was accepted before (so a sender

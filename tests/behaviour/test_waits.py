@@ -8,7 +8,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -157,6 +157,21 @@ def test_signals_are_idempotent_by_signal_id_and_the_first_result_wins(durably: 
     assert done is not None
     assert done.output["payload"] == {"a": 1, "b": [2]}
     assert durably.signal(wait.id, {"a": 1, "b": [2]}, signal_id="s-1") == "duplicate"
+
+
+def test_a_payload_of_typed_values_is_kept_and_a_resend_is_a_duplicate(durably: Durably) -> None:
+    approval = _approval_job(durably, Counter())
+    run = approval.trigger({"doc": 3})
+    durably.process_one()
+    (wait,) = durably.get_waits(run.id)
+    payload = {"approved_at": datetime(2026, 12, 7, 9, 0, tzinfo=timezone.utc), "by": ("ana",)}
+
+    assert durably.signal(wait.id, payload, signal_id="s-1") == "accepted"
+    assert durably.signal(wait.id, dict(payload), signal_id="s-1") == "duplicate"
+    durably.process_until_idle()
+    done = durably.get_run(run.id)
+    assert done is not None
+    assert done.output["payload"] == payload  # the same types, not their JSON
 
 
 def test_a_signal_before_wait_for_is_kept_and_the_job_does_not_suspend(durably: Durably) -> None:
