@@ -110,6 +110,8 @@ class Event:
     the exception itself, with its traceback, for logging."""
     retry_in: float | None = None
     """On ``worker:error`` from the claim loop: seconds the worker waits before it claims again."""
+    queue: str | None = None
+    """On the events a worker emits while it runs a run: the run's queue."""
     timestamp: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     sequence: int = 0
 

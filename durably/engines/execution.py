@@ -468,6 +468,7 @@ class Execution:
             run_id=self.lease.run_id,
             job_name=self.lease.job_name,
             labels=self.lease.labels,
+            queue=self.claimed.row["queue"],
             **fields,
         )
 

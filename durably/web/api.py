@@ -19,7 +19,7 @@ from ..waits import Wait
 from . import routes, wire
 from .auth import Auth, RunFilter, SignalRequest, TriggerRequest
 from .effects import Call, Flow, Hook, Listen
-from .http import SSE_HEADERS, HTTPError, Request, Result, Stream, json_response
+from .http import SSE_HEADERS, HTTPError, Request, Response, Result, Stream, json_response
 from .streams import LIST_EVENTS, RUN_EVENTS, Pacing, list_stream, run_stream
 
 SUCCESS = {"success": True}
@@ -318,6 +318,21 @@ def signal(s: Session, request: Request) -> Flow[Result]:
     return json_response({"wait": wire.wait(signalled), "disposition": disposition})
 
 
+def get_metrics(s: Session, request: Request) -> Flow[Result]:
+    """Prometheus's text format, for an instance with ``DurablyMetrics`` (``durably[prometheus]``)."""
+    try:
+        from ..contrib.prometheus import CONTENT_TYPE, metrics_of
+    except ImportError:  # prometheus_client is not installed
+        raise HTTPError(404, "No metrics: install durably[prometheus]") from None
+    metrics = metrics_of(s.durably)
+    if metrics is None:
+        raise HTTPError(
+            404, "No metrics: create durably.contrib.prometheus.DurablyMetrics(durably)"
+        )
+    body = yield Call(metrics, "exposition")
+    return Response(200, (("content-type", CONTENT_TYPE),), body)
+
+
 RouteFn = Callable[[Session, Request], Flow[Result]]
 
 
@@ -341,6 +356,7 @@ def route_table() -> Mapping[tuple[str, str], tuple[RouteFn, bool]]:
         ("GET", routes.SCHEDULES): (get_schedules, False),
         ("POST", routes.SCHEDULE_PAUSE): (_schedule_change("pause_schedule"), True),
         ("POST", routes.SCHEDULE_RESUME): (_schedule_change("resume_schedule"), True),
+        ("GET", routes.METRICS): (get_metrics, False),
         ("GET", routes.WAITS): (get_waits, False),
         ("GET", routes.WAIT): (get_wait, False),
         ("POST", routes.SIGNAL): (signal, True),

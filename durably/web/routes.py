@@ -26,6 +26,7 @@ STATS = "/stats"
 SCHEDULES = "/schedules"
 SCHEDULE_PAUSE = "/schedules/pause"
 SCHEDULE_RESUME = "/schedules/resume"
+METRICS = "/metrics"
 # the durable-wait routes of Durably-TS's main branch (ADR-0012)
 WAITS = "/waits"
 WAIT = "/wait"

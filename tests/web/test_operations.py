@@ -41,3 +41,27 @@ def test_schedules_are_listed_paused_and_resumed(api: str, durably: Durably) -> 
     assert call("POST", f"{api}/schedules/pause").json() == {
         "error": "name query parameter is required"
     }
+
+
+def test_metrics_are_served_once_the_instance_has_them(api: str, durably: Durably) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from durably.contrib.prometheus import DurablyMetrics
+
+    absent = call("GET", f"{api}/metrics")
+    assert absent.status == 404
+    assert "DurablyMetrics" in absent.json()["error"]
+    metrics = DurablyMetrics(durably)
+    try:
+        trigger(api, "greet", {"name": "ana"})
+        reply = call("GET", f"{api}/metrics")
+        assert reply.status == 200
+        assert reply.headers["content-type"].startswith("text/plain")
+        names = {family.name for family in text_string_to_metric_families(reply.body.decode())}
+        assert {
+            "durably_runs",
+            "durably_runs_started",
+            "durably_oldest_pending_age_seconds",
+        } <= names
+    finally:
+        metrics.close()
