@@ -19,7 +19,9 @@ def add_commands(
     database: argparse.ArgumentParser,
     json_flag: argparse.ArgumentParser,
 ) -> None:
-    schedules = commands.add_parser("schedules", help="list, pause, resume or trigger schedules")
+    schedules = commands.add_parser(
+        "schedules", help="list, pause, resume, trigger or delete schedules"
+    )
     actions = schedules.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", parents=[database, json_flag], help="every schedule")
     listing.set_defaults(handler=list_schedules)
@@ -27,6 +29,7 @@ def add_commands(
         ("pause", "stop its ticks making runs, in every process"),
         ("resume", "tick again from now (the ticks missed meanwhile are not run)"),
         ("trigger", "one run of its job now, outside the timetable"),
+        ("delete", "delete a schedule removed from the app's code (its runs stay)"),
     ):
         action = actions.add_parser(name, parents=[database, json_flag], help=text)
         action.add_argument("name", metavar="NAME")
@@ -65,6 +68,13 @@ def change_schedule(args: argparse.Namespace) -> int:
                 output.print_json(run)
             else:
                 print(f"triggered {run.id} (job {run.job_name}) from schedule {args.name}")
+            return EXIT_OK
+        if args.change == "delete":
+            durably.delete_schedule(args.name)
+            if args.json:
+                output.print_json({"deleted": args.name})
+            else:
+                print(f"deleted schedule {args.name}")
             return EXIT_OK
         change = durably.pause_schedule if args.change == "pause" else durably.resume_schedule
         schedule = change(args.name)

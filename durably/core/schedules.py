@@ -125,6 +125,15 @@ def pause_op(name: str, paused: bool, now: int) -> Operation[Mapping[str, Any] |
     return rows[0] if rows else None
 
 
+_DELETE = schedules.delete().where(schedules.c.name == _NAME)
+
+
+def delete_op(name: str) -> Operation[bool]:
+    """Delete a stored schedule; False if there was none. Its runs stay."""
+    (outcome,) = yield Write([(_DELETE, {"name": name})])
+    return bool(outcome.rowcount == 1)
+
+
 def read_schedules(conn: Connection) -> list[RowMapping]:
     """Every stored schedule, by name."""
     return list(conn.execute(sa.select(schedules).order_by(schedules.c.name)).mappings())

@@ -20,7 +20,7 @@ from ..core import operation
 from ..core import schedules as schedule_store
 from ..core.enqueue import EnqueueRequest, enqueue_op
 from ..engines.scheduler import Scheduler
-from ..errors import NotFoundError, ValidationError
+from ..errors import ConflictError, NotFoundError, ValidationError
 from ..jobs import Job
 from ..models import Run, Schedule
 from ..timetable import (
@@ -144,6 +144,22 @@ class Scheduling(Triggering):
             raise NotFoundError(f"Schedule not found: {name}")
         return self._enqueue_scheduled([self._scheduler.request(row, now, keyed=False)], now)[0]
 
+    @blocking
+    def delete_schedule(self, name: str) -> None:
+        """Delete a stored schedule you removed from your code; the runs it made stay.
+
+        Refused (``ConflictError``) while this process declares it: it would be
+        stored again. A process of an older deploy that still declares it
+        stores it again when it starts.
+        """
+        if name in self._scheduler.declarations.names():
+            raise ConflictError(
+                f"Schedule {name!r} is declared in this process: remove its durably.schedule() first"
+            )
+        self._ensure_schema()
+        if not operation.run(schedule_store.delete_op(name), self._runtime.db):
+            raise NotFoundError(f"Schedule not found: {name}")
+
     def _set_paused(self, name: str, paused: bool) -> Schedule:
         now = self._store_declarations()
         row = operation.run(schedule_store.pause_op(name, paused, now), self._runtime.db)
@@ -176,6 +192,9 @@ class Scheduling(Triggering):
 
     async def resume_schedule_async(self, name: str) -> Schedule:
         return await self._runtime.call(self.resume_schedule, name)
+
+    async def delete_schedule_async(self, name: str) -> None:
+        await self._runtime.call(self.delete_schedule, name)
 
     async def trigger_schedule_async(self, name: str) -> Run:
         return await self._runtime.call(self.trigger_schedule, name)

@@ -198,6 +198,8 @@ def test_changing_commands(app: Durably, cli: Cli) -> None:
     triggered = ok_json(cli("schedules", "trigger", "hourly", "--json"))
     assert triggered["schedule"] == "hourly"
     refused(cli("schedules", "pause", "nightly"), 1, "Schedule not found: nightly")
+    assert ok_json(cli("schedules", "delete", "hourly", "--json")) == {"deleted": "hourly"}
+    assert ok_json(cli("schedules", "list", "--json")) == []
 
 
 @pytest.mark.parametrize("driver", ["sqlite"])

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from durably import (
+    ConflictError,
     Disposition,
     Durably,
     Job,
@@ -224,8 +225,26 @@ def test_trigger_schedule_runs_the_job_now_outside_the_timetable(durably: Durabl
         assert _ticked(durably, clock, 53) == [at(T0 + MINUTE)]
 
 
+def test_a_schedule_removed_from_the_code_is_deleted_and_its_runs_stay(
+    make_durably: Callable[..., Any],
+) -> None:
+    old = make_durably()  # the deploy that declared it
+    old.schedule("nightly", _echo(old), every=3600, input="x")
+    made = old.trigger_schedule("nightly")
+    with pytest.raises(ConflictError, match="declared in this process"):
+        old.delete_schedule("nightly")
+
+    new = make_durably()  # the deploy that no longer does
+    new.delete_schedule("nightly")
+    assert new.get_schedules() == []
+    assert new.get_run(made.id) is not None
+    with pytest.raises(NotFoundError, match="nightly"):
+        new.delete_schedule("nightly")
+
+
 def test_unknown_schedules_are_not_found(durably: Durably) -> None:
-    for change in (durably.pause_schedule, durably.resume_schedule, durably.trigger_schedule):
+    changes = (durably.pause_schedule, durably.resume_schedule, durably.trigger_schedule)
+    for change in (*changes, durably.delete_schedule):
         with pytest.raises(NotFoundError, match="nope"):
             change("nope")
 
