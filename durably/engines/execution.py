@@ -131,6 +131,8 @@ class Execution:
             self._worker_error(exc, "step-cut-off")
 
     def _step_ended(self, attempt: StepCall) -> RunningStep | None:
+        """The step is no longer running: out of the heartbeat's sight (its row is written,
+        or about to be as it is cut off)."""
         self.current_step = None
         return self.lease.running_steps.pop(attempt.index, None)
 
@@ -180,12 +182,12 @@ class Execution:
         if self.lease.abort_reason in (AbortReason.LEASE_LOST, AbortReason.SHUTDOWN):
             yield from self.cut_off_op(attempt)
             return LeaseLostError(self.lease.run_id)
-        self._step_ended(attempt)
         cancelled = self.lease.abort_reason == AbortReason.CANCELLED
         error = describe(exc)
         status = StepStatus.CANCELLED if cancelled else StepStatus.FAILED
         if not (yield from self._persist_op(attempt, status, None, error, format_traceback(exc))):
             return (yield from self._refused_op(attempt))
+        self._step_ended(attempt)
         if cancelled:
             self._emit(EventType.STEP_CANCEL, step_name=attempt.name, step_index=attempt.index)
             return exc
@@ -209,14 +211,16 @@ class Execution:
             self.stop_seen or self.lease.abort_reason == AbortReason.CANCELLED
         ):
             raise (yield from self.interrupted_op(attempt))
-        self._step_ended(attempt)
         try:
             output_json = serialization.dumps(result, what=f"The output of step {attempt.name!r}")
         except ValidationError as exc:
             failed = self._persist_op(
                 attempt, StepStatus.FAILED, None, str(exc), format_traceback(exc)
             )
-            if (yield from failed):
+            if not (yield from failed):
+                yield from self.cut_off_op(attempt)
+            else:
+                self._step_ended(attempt)
                 self._emit(
                     EventType.STEP_FAIL,
                     step_name=attempt.name,
@@ -226,6 +230,7 @@ class Execution:
             raise
         if not (yield from self._persist_op(attempt, StepStatus.COMPLETED, output_json, None)):
             raise (yield from self._refused_op(attempt))
+        self._step_ended(attempt)
         self.completed[attempt.name] = output_json
         output = serialization.loads(output_json)
         self._emit(

@@ -13,6 +13,7 @@ import pytest
 
 from durably import (
     AsyncStepContext,
+    CancelledError,
     Durably,
     Retry,
     RunFailedError,
@@ -248,6 +249,37 @@ def test_a_step_cut_short_by_a_cancel_reads_interrupted(make_durably: Any) -> No
     assert stored.status is RunStatus.CANCELLED
     [attempt] = durably.get_step_attempts(run.id)
     assert (attempt.status, attempt.completed_at) == (INTERRUPTED, None)
+
+
+def test_a_step_whose_result_is_refused_reads_interrupted(make_durably: Any) -> None:
+    # Cancelled by another process while the step ran, and no heartbeat here
+    # noticed: the step's result is refused, and its attempt is kept as cut off.
+    worker = make_durably(heartbeat_interval=60.0, stale_threshold=120.0)
+    elsewhere = make_durably()
+    entered, release = threading.Event(), threading.Event()
+
+    @worker.job("slow")
+    def slow(step: StepContext, _input: None) -> str:
+        def work() -> str:
+            entered.set()
+            release.wait(WAIT)
+            return "done"
+
+        return step.run("work", work)
+
+    run = slow.trigger(None)
+    worker.start()
+    try:
+        assert entered.wait(WAIT)
+        elsewhere.cancel(run.id)
+    finally:
+        release.set()
+    with pytest.raises(CancelledError):
+        worker.wait_for_run(run.id, timeout=WAIT)
+    worker.stop()
+    assert elsewhere.get_steps(run.id) == []
+    [attempt] = elsewhere.get_step_attempts(run.id)
+    assert (attempt.step_name, attempt.status, attempt.completed_at) == ("work", INTERRUPTED, None)
 
 
 def test_a_step_running_reads_started_once_a_heartbeat_found_it(durably: Durably) -> None:
