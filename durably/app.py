@@ -1,9 +1,9 @@
 """``Durably``: the object an application creates, registers jobs on and runs workers from.
 
 The facade is put together from parts with one concern each
-(:mod:`durably.facade`): triggering, reading and waiting, changing runs,
-schedules, durable waits and signals.
-This module holds construction, jobs, the schema, the worker engines and
+(:mod:`durably.facade`): registering jobs, triggering, reading and waiting,
+changing runs, schedules, durable waits and signals.
+This module holds construction, the schema, the worker engines and
 serverless processing.
 """
 
@@ -13,10 +13,9 @@ import asyncio
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
@@ -33,40 +32,26 @@ from .facade import signals as signal_handlers
 from .facade.changing import Changing
 from .facade.processing import Processing, check_queues
 from .facade.reading import Reading
+from .facade.registering import Registering
 from .facade.scheduling import Scheduling
 from .facade.waits import Waits
-from .flow import QueueLimits
 from .ids import new_id
-from .io_models import check_model
-from .jobs import AsyncJobFunction, Job, JobDecorator, JobFunction
-from .retry import Retry, check_retry
+from .jobs import (
+    Job,
+)
 from .storage import Database
 from .storage.replica import Replica, ReplicaReader
 from .storage.urls import display_url, url_from_env
-from .triggers import DEFAULT_PRIORITY, DEFAULT_QUEUE, check_priority, check_queue
 
 InputT = TypeVar("InputT")
 OutputT = TypeVar("OutputT")
-
-
-@dataclass(frozen=True)
-class JobOptions:
-    """A job's validated options (see :meth:`Durably.job`)."""
-
-    retry: Retry | None
-    queue: str
-    priority: int
-    timeout: float | None
-    max_recoveries: int | None
-    input_model: type | None = None
-    output_model: type | None = None
 
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:].lower()}"
 
 
-class Durably(Changing, Reading, Processing, Scheduling, Waits):
+class Durably(Registering, Changing, Reading, Processing, Scheduling, Waits):
     """Durable jobs on one SQLite/libSQL database.
 
     ::
@@ -173,123 +158,6 @@ class Durably(Changing, Reading, Processing, Scheduling, Waits):
     def engine(self) -> sa.Engine:
         """The SQLAlchemy engine durably uses (e.g. to open a connection for transactional enqueue)."""
         return self._runtime.db.engine
-
-    # -- jobs -----------------------------------------------------------------
-
-    @overload
-    def job(
-        self,
-        name: str,
-        *,
-        retry: Retry | None = None,
-        queue: str = DEFAULT_QUEUE,
-        priority: int = DEFAULT_PRIORITY,
-        timeout: float | None = None,
-        max_recoveries: int | config.Inherit | None = config.INHERIT,
-        input: type | None = None,
-        output: type | None = None,
-    ) -> JobDecorator: ...
-
-    @overload
-    def job(self, name: AsyncJobFunction[InputT, OutputT]) -> Job[InputT, OutputT]: ...
-
-    @overload
-    def job(self, name: JobFunction[InputT, OutputT]) -> Job[InputT, OutputT]: ...
-
-    def job(
-        self,
-        name: Any,
-        *,
-        retry: Retry | None = None,
-        queue: str = DEFAULT_QUEUE,
-        priority: int = DEFAULT_PRIORITY,
-        timeout: float | None = None,
-        max_recoveries: int | config.Inherit | None = config.INHERIT,
-        input: type | None = None,
-        output: type | None = None,
-    ) -> Any:
-        """Register a job: ``@durably.job("name")`` (or bare ``@durably.job``: the function name).
-
-        The function may be ``def job(step, input)`` or ``async def job(step,
-        input)``; either engine runs either kind. ``retry`` retries its
-        failed runs (:class:`~durably.Retry`); its runs go to ``queue`` with
-        ``priority`` (higher first) unless a trigger says otherwise;
-        ``timeout`` fails an attempt that runs longer (seconds);
-        ``max_recoveries`` overrides the instance's setting for its runs.
-        ``input`` and ``output`` are models (a pydantic model class or a
-        dataclass) its input and output are checked against and converted to
-        (:mod:`durably.io_models`).
-        """
-        if max_recoveries is config.INHERIT:
-            max_recoveries = self.settings.max_recoveries
-        options = JobOptions(
-            retry=check_retry(retry, "A job's"),
-            queue=check_queue(queue),
-            priority=check_priority(priority),
-            timeout=config.check_timeout(timeout),
-            max_recoveries=config.check_max_recoveries(max_recoveries),
-            input_model=check_model(input, "A job's input model"),
-            output_model=check_model(output, "A job's output model"),
-        )
-        if callable(name):
-            return self._register(name.__name__, name, options)
-
-        def decorator(fn: Any) -> Any:
-            return self._register(name, fn, options)
-
-        return decorator
-
-    def _register(self, name: str, fn: Any, options: JobOptions) -> Job[Any, Any]:
-        if not isinstance(name, str) or not name or len(name) > 255:
-            raise ValidationError("A job name must be a non-empty string of at most 255 characters")
-        registry = self._registry
-        existing = registry.get(name)
-        if existing is not None:
-            if existing.fn is fn:
-                return existing
-            raise ValidationError(f'Job "{name}" is already registered with a different function')
-        job: Job[Any, Any] = Job(
-            self,
-            name,
-            fn,
-            max_recoveries=options.max_recoveries,
-            retry=options.retry,
-            queue=options.queue,
-            priority=options.priority,
-            timeout=options.timeout,
-            input_model=options.input_model,
-            output_model=options.output_model,
-        )
-        registry[name] = job
-        return job
-
-    def queue(
-        self,
-        name: str,
-        *,
-        concurrency: int | None = None,
-        rate_limit: tuple[int, float] | None = None,
-    ) -> QueueLimits:
-        """Declare a queue's limits; every claim of this instance keeps them.
-
-        ``concurrency``: at most that many runs of the queue are leased at
-        once, across all workers and processes. ``rate_limit=(count,
-        per_seconds)``: at most ``count`` runs of the queue start (are
-        claimed) in any ``per_seconds`` window. Both are counted in the
-        database when a run is claimed, so every process that runs the
-        queue's jobs must declare the same limits. Declaring the same limits
-        again returns them; different ones raise :class:`ValidationError`.
-        """
-        return self._runtime.queues.declare(
-            QueueLimits(name, concurrency=concurrency, rate_limit=rate_limit)
-        )
-
-    def get_job(self, name: str) -> Job[Any, Any] | None:
-        return self._registry.get(name)
-
-    @property
-    def jobs(self) -> Mapping[str, Job[Any, Any]]:
-        return dict(self._registry)
 
     # -- schema -----------------------------------------------------------------
 

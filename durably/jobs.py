@@ -27,10 +27,13 @@ from .triggers import (
 
 __all__ = [
     "AsyncJobFunction",
+    "InputModelJobDecorator",
     "Job",
     "JobDecorator",
     "JobFunction",
     "JobHost",
+    "ModelJobDecorator",
+    "OutputModelJobDecorator",
     "TriggerItem",
     "build_request",
     "validate_labels",
@@ -92,6 +95,54 @@ class JobDecorator(Protocol):
 
     @overload
     def __call__(self, fn: JobFunction[InputT, OutputT], /) -> Job[InputT, OutputT]: ...
+
+
+ModelInputT = TypeVar("ModelInputT")
+ModelOutputT = TypeVar("ModelOutputT")
+
+
+class ModelJobDecorator(Protocol[ModelInputT, ModelOutputT]):
+    """``@durably.job(name, input=In, output=Out)``: a job typed by its models.
+
+    The function gets an ``In``; what it returns is converted to an ``Out``,
+    so its own return type does not matter to the job's type.
+    """
+
+    @overload
+    def __call__(
+        self, fn: Callable[[AsyncStepContext, ModelInputT], Awaitable[object]], /
+    ) -> Job[ModelInputT, ModelOutputT]: ...
+
+    @overload
+    def __call__(
+        self, fn: Callable[[StepContext, ModelInputT], object], /
+    ) -> Job[ModelInputT, ModelOutputT]: ...
+
+
+class InputModelJobDecorator(Protocol[ModelInputT]):
+    """``@durably.job(name, input=In)``: typed by its input model and its function's return."""
+
+    @overload
+    def __call__(
+        self, fn: AsyncJobFunction[ModelInputT, OutputT], /
+    ) -> Job[ModelInputT, OutputT]: ...
+
+    @overload
+    def __call__(self, fn: JobFunction[ModelInputT, OutputT], /) -> Job[ModelInputT, OutputT]: ...
+
+
+class OutputModelJobDecorator(Protocol[ModelOutputT]):
+    """``@durably.job(name, output=Out)``: typed by its function's input and its output model."""
+
+    @overload
+    def __call__(
+        self, fn: Callable[[AsyncStepContext, InputT], Awaitable[object]], /
+    ) -> Job[InputT, ModelOutputT]: ...
+
+    @overload
+    def __call__(
+        self, fn: Callable[[StepContext, InputT], object], /
+    ) -> Job[InputT, ModelOutputT]: ...
 
 
 @dataclass(frozen=True)
@@ -210,7 +261,7 @@ class Job(Generic[InputT, OutputT]):
         priority: int | None = None,
         queue: str | None = None,
         connection: Connection | None = None,
-    ) -> Run:
+    ) -> Run[OutputT]:
         """Create a run (or return the existing one the keys resolve to).
 
         ``delay`` (seconds or a ``timedelta``) or ``run_at`` (an aware
@@ -244,7 +295,7 @@ class Job(Generic[InputT, OutputT]):
         run_at: datetime | None = None,
         priority: int | None = None,
         queue: str | None = None,
-    ) -> Run:
+    ) -> Run[OutputT]:
         """:meth:`trigger` without blocking the event loop."""
         request = self._request(
             input,
@@ -265,7 +316,7 @@ class Job(Generic[InputT, OutputT]):
         items: Sequence[InputT | TriggerItem[InputT]],
         *,
         connection: Connection | None = None,
-    ) -> list[Run]:
+    ) -> list[Run[OutputT]]:
         """Trigger many runs in one transaction: all are created or none is.
 
         Every item is validated before anything is written. Wrap an input in
@@ -276,7 +327,9 @@ class Job(Generic[InputT, OutputT]):
             return []
         return self._durably.enqueue(requests, connection)
 
-    async def batch_trigger_async(self, items: Sequence[InputT | TriggerItem[InputT]]) -> list[Run]:
+    async def batch_trigger_async(
+        self, items: Sequence[InputT | TriggerItem[InputT]]
+    ) -> list[Run[OutputT]]:
         """:meth:`batch_trigger` without blocking the event loop."""
         requests = self._batch_requests(items)
         if not requests:
@@ -327,7 +380,7 @@ class Job(Generic[InputT, OutputT]):
         run_at: datetime | None = None,
         priority: int | None = None,
         queue: str | None = None,
-    ) -> Run:
+    ) -> Run[OutputT]:
         """Trigger, then wait for the run to complete; returns the completed run.
 
         Raises :class:`~durably.RunFailedError` if it fails,
@@ -362,7 +415,7 @@ class Job(Generic[InputT, OutputT]):
         run_at: datetime | None = None,
         priority: int | None = None,
         queue: str | None = None,
-    ) -> Run:
+    ) -> Run[OutputT]:
         """:meth:`trigger_and_wait` for the event loop."""
         run = await self.trigger_async(
             input,
@@ -380,7 +433,7 @@ class Job(Generic[InputT, OutputT]):
         return done.with_disposition(run.disposition)
 
     @blocking
-    def get_run(self, run_id: str) -> Run | None:
+    def get_run(self, run_id: str) -> Run[OutputT] | None:
         """The run, or None if it does not exist or belongs to another job."""
         run = self._durably.get_run(run_id)
         return run if run is not None and run.job_name == self.name else None
@@ -393,12 +446,12 @@ class Job(Generic[InputT, OutputT]):
         labels: Mapping[str, str] | None = None,
         limit: int | None = None,
         offset: int = 0,
-    ) -> list[Run]:
+    ) -> list[Run[OutputT]]:
         return self._durably.get_runs(
             status=status, job_name=self.name, labels=labels, limit=limit, offset=offset
         )
 
-    async def get_run_async(self, run_id: str) -> Run | None:
+    async def get_run_async(self, run_id: str) -> Run[OutputT] | None:
         run = await self._durably.get_run_async(run_id)
         return run if run is not None and run.job_name == self.name else None
 
@@ -409,7 +462,7 @@ class Job(Generic[InputT, OutputT]):
         labels: Mapping[str, str] | None = None,
         limit: int | None = None,
         offset: int = 0,
-    ) -> list[Run]:
+    ) -> list[Run[OutputT]]:
         return await self._durably.get_runs_async(
             status=status, job_name=self.name, labels=labels, limit=limit, offset=offset
         )

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, make_dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
+
+from typing_extensions import TypeVar as DefaultedTypeVar
 
 from . import serialization
 from .clock import maybe_datetime, to_datetime
@@ -13,6 +15,8 @@ from .status import Disposition, LogLevel, RunStatus, StepAttemptStatus, StepSta
 from .timetable import SCHEDULE_LABEL, SCHEDULED_FOR_LABEL, parse_tick_label
 
 _T = TypeVar("_T")
+OutputT = DefaultedTypeVar("OutputT", default=Any)
+"""A run's output type: its job's ``output`` model or return type (``Run`` alone: ``Any``)."""
 _RUN_STATUSES = {status.value: status for status in RunStatus}
 """``RunStatus(value)`` as a dict lookup, which is several times cheaper than the enum's call."""
 
@@ -34,6 +38,8 @@ def _builder(cls: type[_T]) -> Callable[..., _T]:
     twin = make_dataclass(
         f"_Unfrozen{cls.__name__}",
         [(f.name, f.type) for f in fields(cls)],  # type: ignore[arg-type]
+        # Generic[...] too, for its empty slots: the layouts must match.
+        bases=cls.__dict__.get("__orig_bases__", cls.__bases__),
         slots=True,
         eq=False,
         repr=False,
@@ -71,18 +77,22 @@ class Progress:
 
 
 @dataclass(frozen=True, slots=True)
-class Run:
+class Run(Generic[OutputT]):
     """One execution request of a job, as stored.
 
     ``disposition`` is set only on the value returned by a trigger: it says
     whether the trigger created this run or returned an existing one.
+    ``Run[Receipt]`` is a run whose ``output`` is a ``Receipt`` once it has
+    completed: what a job's trigger returns when the job declares it
+    (``output=Receipt`` or its function's return type).
     """
 
     id: str
     job_name: str
     status: RunStatus
     input: Any
-    output: Any
+    output: OutputT | None
+    """What the job returned, once the run has completed; None before."""
     error: str | None
     labels: Mapping[str, str]
     progress: Progress | None
@@ -131,7 +141,7 @@ class Run:
         """
         return parse_tick_label(self.labels.get(SCHEDULED_FOR_LABEL))
 
-    def with_disposition(self, disposition: Disposition) -> Run:
+    def with_disposition(self, disposition: Disposition) -> Run[OutputT]:
         return replace(self, disposition=disposition)
 
     @classmethod

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import migrate as migrations
 from ..core import runs as run_store
@@ -10,6 +10,9 @@ from ..engines.runtime import Runtime
 from ..models import Run
 from ..storage import Database
 from ..storage.replica import ReplicaReader
+
+if TYPE_CHECKING:
+    from ..jobs import Job
 
 
 class FacadeBase:
@@ -19,7 +22,7 @@ class FacadeBase:
     _reads: Database | ReplicaReader
     """Where the read API reads: the database, or its embedded replica."""
     _schema_checked: bool
-    _registry: dict[str, Any]
+    _registry: dict[str, Job[Any, Any]]
 
     def _ensure_schema(self) -> None:
         if not self._schema_checked:
