@@ -30,6 +30,7 @@ from .jobs import Job, TriggerItem
 from .migrate import alembic_version_location
 from .models import LogEntry, Progress, QueueStats, Run, Schedule, Step, StepAttempt, WorkerInfo
 from .retry import Retry
+from .serialization import JSONSerializer, Serializer
 from .status import Disposition, LogLevel, RunStatus, StepAttemptStatus, StepStatus, WaitStatus
 from .storage.replica import Replica
 from .waits import Wait, WaitResult
@@ -46,6 +47,7 @@ __all__ = [
     "DurablyError",
     "Event",
     "EventType",
+    "JSONSerializer",
     "Job",
     "LeaseLostError",
     "LogEntry",
@@ -64,6 +66,7 @@ __all__ = [
     "RunTimeoutError",
     "Schedule",
     "SchemaError",
+    "Serializer",
     "Step",
     "StepAttempt",
     "StepAttemptStatus",

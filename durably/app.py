@@ -39,6 +39,7 @@ from .ids import new_id
 from .jobs import (
     Job,
 )
+from .serialization import DEFAULT_SERIALIZER, Serializer
 from .storage import Database
 from .storage.replica import Replica, ReplicaReader
 from .storage.urls import display_url, url_from_env
@@ -77,6 +78,8 @@ class Durably(Registering, Changing, Reading, Processing, Scheduling, Waits):
     ``libsql://HOST`` as Turso prints it) with its ``auth_token``. With a
     remote server, ``replica`` (a path or a :class:`Replica`) serves the read
     API from an embedded replica; everything else stays on the server.
+    ``serializer`` stores your values (inputs, outputs, step results,
+    payloads): :class:`~durably.JSONSerializer` by default.
     """
 
     @classmethod
@@ -108,7 +111,12 @@ class Durably(Registering, Changing, Reading, Processing, Scheduling, Waits):
         worker_id: str | None = None,
         auth_token: str | None = None,
         replica: str | os.PathLike[str] | Replica | None = None,
+        serializer: Serializer | None = None,
     ) -> None:
+        if serializer is not None and not isinstance(serializer, Serializer):
+            raise ValidationError(
+                f"serializer must have dumps(value) -> str and loads(text), not {serializer!r}"
+            )
         settings = config.Settings.build(
             polling_interval=polling_interval,
             heartbeat_interval=heartbeat_interval,
@@ -128,7 +136,11 @@ class Durably(Registering, Changing, Reading, Processing, Scheduling, Waits):
         )
         self._registry: dict[str, Job[Any, Any]] = {}
         self._runtime = Runtime(
-            settings=settings, db=db, events=EventBus(), registry=self._registry
+            settings=settings,
+            db=db,
+            events=EventBus(),
+            registry=self._registry,
+            serializer=serializer or DEFAULT_SERIALIZER,
         )
         self._reads: Database | ReplicaReader = db
         if replica is not None:

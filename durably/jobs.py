@@ -17,6 +17,7 @@ from .errors import ValidationError
 from .io_models import conform
 from .models import Run
 from .retry import Retry
+from .serialization import DEFAULT_SERIALIZER, Serializer
 from .triggers import (
     DEFAULT_PRIORITY,
     DEFAULT_QUEUE,
@@ -183,6 +184,7 @@ class Job(Generic[InputT, OutputT]):
         timeout: float | None = None,
         input_model: type | None = None,
         output_model: type | None = None,
+        serializer: Serializer = DEFAULT_SERIALIZER,
     ) -> None:
         self.name = name
         self.fn = fn
@@ -202,6 +204,7 @@ class Job(Generic[InputT, OutputT]):
         """What its output is converted to and checked against."""
         self.is_async = inspect.iscoroutinefunction(fn)
         self._durably = durably
+        self._serializer = serializer
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 
@@ -233,7 +236,7 @@ class Job(Generic[InputT, OutputT]):
             and priority is None
             and queue is None
         ):  # most triggers: the job's queue and priority were checked when it was registered
-            return plain_request(self.name, input, self.queue, self.priority)
+            return plain_request(self.name, input, self.queue, self.priority, self._serializer)
         return build_request(
             self.name,
             input,
@@ -245,6 +248,7 @@ class Job(Generic[InputT, OutputT]):
             run_at=run_at,
             priority=self.priority if priority is None else priority,
             queue=self.queue if queue is None else queue,
+            serializer=self._serializer,
         )
 
     @blocking
@@ -360,7 +364,9 @@ class Job(Generic[InputT, OutputT]):
                 else:
                     if self.input_model is not None:
                         item = self._conform_input(item)
-                    request = plain_request(self.name, item, self.queue, self.priority)
+                    request = plain_request(
+                        self.name, item, self.queue, self.priority, self._serializer
+                    )
             except ValidationError as exc:
                 raise ValidationError(f"{exc} (at index {index})") from None
             requests.append(request)

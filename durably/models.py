@@ -11,6 +11,7 @@ from typing_extensions import TypeVar as DefaultedTypeVar
 
 from . import serialization
 from .clock import maybe_datetime, to_datetime
+from .serialization import Serializer
 from .status import Disposition, LogLevel, RunStatus, StepAttemptStatus, StepStatus
 from .timetable import SCHEDULE_LABEL, SCHEDULED_FOR_LABEL, parse_tick_label
 
@@ -145,7 +146,9 @@ class Run(Generic[OutputT]):
         return replace(self, disposition=disposition)
 
     @classmethod
-    def from_written(cls, written: Mapping[str, Any], created_at: datetime) -> Run:
+    def from_written(
+        cls, written: Mapping[str, Any], created_at: datetime, serializer: Serializer
+    ) -> Run:
         """The run a trigger has just inserted, from the columns it wrote.
 
         The columns a trigger leaves out hold the schema's defaults for a new
@@ -159,7 +162,7 @@ class Run(Generic[OutputT]):
             written["id"],
             written["job_name"],
             _RUN_STATUSES[written["status"]],
-            serialization.loads_or_text(written["input"]),
+            serialization.load_or_text(serializer, written["input"]),
             None,  # output
             None,  # error
             {} if labels_json == "{}" else _labels(labels_json),
@@ -186,14 +189,20 @@ class Run(Generic[OutputT]):
         )
 
     @classmethod
-    def from_row(cls, row: Mapping[Any, Any], disposition: Disposition | None = None) -> Run:
+    def from_row(
+        cls,
+        row: Mapping[Any, Any],
+        disposition: Disposition | None = None,
+        *,
+        serializer: Serializer,
+    ) -> Run:
         output_json, progress_json = row["output"], row["progress"]
         return _build_run(
             id=row["id"],
             job_name=row["job_name"],
             status=_RUN_STATUSES[row["status"]],
-            input=serialization.loads_or_text(row["input"]),
-            output=None if output_json is None else serialization.loads_or_text(output_json),
+            input=serialization.load_or_text(serializer, row["input"]),
+            output=serialization.load_or_text(serializer, output_json),
             error=row["error"],
             labels=_labels(row["labels"]),
             progress=(
@@ -246,14 +255,14 @@ class Step:
     completed_at: datetime | None
 
     @classmethod
-    def from_row(cls, row: Mapping[Any, Any]) -> Step:
+    def from_row(cls, row: Mapping[Any, Any], *, serializer: Serializer) -> Step:
         return cls(
             id=row["id"],
             run_id=row["run_id"],
             name=row["name"],
             index=row["step_index"],
             status=StepStatus(row["status"]),
-            output=serialization.loads_or_text(row["output"]),
+            output=serialization.load_or_text(serializer, row["output"]),
             error=row["error"],
             lease_generation=row["lease_generation"],
             started_at=to_datetime(row["started_at"]),
@@ -329,14 +338,14 @@ class LogEntry:
     created_at: datetime
 
     @classmethod
-    def from_row(cls, row: Mapping[Any, Any]) -> LogEntry:
+    def from_row(cls, row: Mapping[Any, Any], *, serializer: Serializer) -> LogEntry:
         return cls(
             id=row["id"],
             run_id=row["run_id"],
             step_name=row["step_name"],
             level=LogLevel(row["level"]),
             message=row["message"],
-            data=serialization.loads_or_text(row["data"]),
+            data=serialization.load_or_text(serializer, row["data"]),
             created_at=to_datetime(row["created_at"]),
         )
 
@@ -414,7 +423,9 @@ class Schedule:
     updated_at: datetime
 
     @classmethod
-    def from_row(cls, row: Mapping[Any, Any], next_tick: int | None) -> Schedule:
+    def from_row(
+        cls, row: Mapping[Any, Any], next_tick: int | None, *, serializer: Serializer
+    ) -> Schedule:
         every_ms = row["every_ms"]
         return cls(
             name=row["name"],
@@ -422,7 +433,7 @@ class Schedule:
             cron=row["cron"],
             every=None if every_ms is None else timedelta(milliseconds=every_ms),
             timezone=row["timezone"],
-            input=serialization.loads_or_text(row["input"]),
+            input=serialization.load_or_text(serializer, row["input"]),
             labels=_labels(row["labels"]),
             catch_up=row["catch_up"],
             paused=bool(row["paused"]),

@@ -1,9 +1,15 @@
-"""JSON in and out of the database.
+"""Values in and out of the database: the :class:`Serializer` a ``Durably`` stores them with.
 
-Inputs, outputs, labels and progress are stored as JSON text, with the
-Python types of :mod:`durably.values` in typed envelopes. Encoding is strict
-(no NaN, no silent ``str()`` of unknown objects) so that what a job gets
-back on replay is exactly what was stored; failures become a
+Your values (job inputs and outputs, step results, signal payloads, wait
+metadata, log data) go through the instance's serializer,
+``Durably(url, serializer=...)``. The default, :class:`JSONSerializer`,
+writes JSON text with the Python types of :mod:`durably.values` in typed
+envelopes; a subclass adds types of its own (``encode``/``decode``), and any
+object with ``dumps`` and ``loads`` replaces it. durably's own data (labels,
+progress) is always this module's JSON.
+
+Encoding is strict (no NaN, no silent ``str()`` of unknown objects) so that
+what a job gets back on replay is exactly what was stored; failures become a
 :class:`~durably.errors.ValidationError` naming what could not be stored.
 """
 
@@ -13,10 +19,10 @@ import json
 from _json import make_encoder  # the C encoder json itself uses: CPython has it
 from collections.abc import Callable
 from json.encoder import encode_basestring
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from .errors import ValidationError
-from .values import from_json_object, to_json
+from .values import UndecodableValue, UnstorableValue, envelope, from_json_object, to_json
 
 _encode = make_encoder(
     None,  # markers: no cycle detection (see below)
@@ -74,5 +80,88 @@ def loads_or_text(text: str | None) -> Any:
     """Stored JSON, or the raw text when it does not decode (shown, not trusted)."""
     try:
         return loads(text)
+    except ValueError:
+        return text
+
+
+@runtime_checkable
+class Serializer(Protocol):
+    """How a ``Durably`` turns your values into text in the database, and back.
+
+    ``dumps`` raises ``TypeError`` or ``ValueError`` for a value it does not
+    store (durably reports it as a ``ValidationError`` naming the value);
+    ``loads`` must give back a value equal to the one dumped, since a
+    replayed step returns what ``loads`` makes of its stored result.
+    """
+
+    def dumps(self, value: Any) -> str: ...
+
+    def loads(self, text: str) -> Any: ...
+
+
+class JSONSerializer:
+    """The default serializer: JSON, with durably's typed envelopes (:mod:`durably.values`).
+
+    Subclass it to store types of your own beside durably's, as
+    ``json.JSONEncoder.default`` does for ``json``: ``encode`` is called for
+    a value of a type durably does not know and returns its JSON data (an
+    :meth:`envelope`, to be read back), ``decode`` is called with the kind
+    and data of an envelope durably does not know.
+    """
+
+    envelope = staticmethod(envelope)
+
+    def __init__(self) -> None:
+        custom = type(self).encode is not JSONSerializer.encode
+        self._other = self.encode if custom else None
+        self._decoder = (
+            json.JSONDecoder(object_hook=lambda data: from_json_object(data, self.decode))
+            if type(self).decode is not JSONSerializer.decode
+            else None
+        )
+
+    def encode(self, value: Any) -> Any:
+        """JSON data for ``value``, whose type durably does not store; here: refused."""
+        raise UnstorableValue(f"a {type(value).__name__} is not a value this serializer stores")
+
+    def decode(self, kind: str, value: Any) -> Any:
+        """The value of an envelope of ``kind`` durably does not know; here: refused."""
+        raise UndecodableValue(f"a stored value of unknown kind {kind!r}")
+
+    def dumps(self, value: Any) -> str:
+        return "".join(_encode(to_json(value, self._other), 0))
+
+    def loads(self, text: str) -> Any:
+        if self._decoder is None:
+            return loads(text)
+        return self._decoder.decode(text)
+
+
+DEFAULT_SERIALIZER: Serializer = JSONSerializer()
+
+
+def store(serializer: Serializer, value: Any, *, what: str) -> str:
+    """``value`` as the text ``serializer`` stores; ``what`` names it in the error."""
+    if serializer is DEFAULT_SERIALIZER:
+        return dumps(value, what=what)
+    try:
+        return serializer.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"{what} cannot be stored: {exc}") from None
+    except RecursionError:
+        raise ValidationError(
+            f"{what} cannot be stored: it contains itself, or is nested too deeply"
+        ) from None
+
+
+def load(serializer: Serializer, text: str | None) -> Any:
+    """The value ``serializer`` stored as ``text`` (None for no value)."""
+    return None if text is None else serializer.loads(text)
+
+
+def load_or_text(serializer: Serializer, text: str | None) -> Any:
+    """The stored value, or the raw text when it does not decode (shown, not trusted)."""
+    try:
+        return load(serializer, text)
     except ValueError:
         return text

@@ -19,6 +19,7 @@ from . import serialization
 from .clock import to_ms
 from .core.enqueue import EnqueueRequest
 from .errors import ValidationError
+from .serialization import DEFAULT_SERIALIZER, Serializer
 
 _LABEL_KEY = re.compile(r"^[a-zA-Z0-9\-_./]+$")
 _MAX_KEY_LENGTH = 255
@@ -106,14 +107,17 @@ def _timing(delay: float | timedelta | None, run_at: datetime | None) -> tuple[i
     return None, round(seconds * 1000)
 
 
-def plain_request(job_name: str, input: Any, queue: str, priority: int) -> EnqueueRequest:
+def plain_request(
+    job_name: str, input: Any, queue: str, priority: int, serializer: Serializer
+) -> EnqueueRequest:
     """A trigger without options, into a queue and priority already checked (its job's).
 
-    Most triggers, and every plain item of a batch: only the input to check.
+    Most triggers, and every plain item of a batch: only the input to check
+    (stored by the instance's ``serializer``).
     """
     return {
         "job_name": job_name,
-        "input_json": serialization.dumps(input, what="The job input"),
+        "input_json": serialization.store(serializer, input, what="The job input"),
         "labels": None,
         "labels_json": "{}",
         "idempotency_key": None,
@@ -138,8 +142,12 @@ def build_request(
     priority: int = DEFAULT_PRIORITY,
     delay: float | timedelta | None = None,
     run_at: datetime | None = None,
+    serializer: Serializer = DEFAULT_SERIALIZER,
 ) -> EnqueueRequest:
-    """Validate one trigger completely, before anything touches the database."""
+    """Validate one trigger completely, before anything touches the database.
+
+    ``serializer`` stores the input: the ``Durably``'s own, which its callers pass.
+    """
     if coalesce is not None:
         if coalesce not in COALESCE_VALUES:
             raise ValidationError(f"Invalid coalesce value: {coalesce!r}. Valid values: 'skip'")
@@ -149,13 +157,13 @@ def build_request(
     checked_priority = check_priority(priority)
     due, delay_ms = _timing(delay, run_at)
     if labels is None and idempotency_key is None and concurrency_key is None and due is None:
-        request = plain_request(job_name, input, checked_queue, checked_priority)
+        request = plain_request(job_name, input, checked_queue, checked_priority, serializer)
         request["delay_ms"] = delay_ms
         return request
     checked_labels = validate_labels(labels)
     return {
         "job_name": job_name,
-        "input_json": serialization.dumps(input, what="The job input"),
+        "input_json": serialization.store(serializer, input, what="The job input"),
         "labels": checked_labels or None,
         "labels_json": serialization.dumps(checked_labels, what="labels")
         if checked_labels

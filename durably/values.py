@@ -67,30 +67,41 @@ def _is_pydantic_model(value: Any) -> bool:
     )
 
 
+def envelope(kind: str, value: Any) -> dict[str, Any]:
+    """``value`` (JSON data) marked as a ``kind``: how a serializer of its own stores its types."""
+    return {TYPE_KEY: kind, "value": value}
+
+
 def _envelope(kind: str, value: Any, cls: type | None = None) -> dict[str, Any]:
     if cls is None:
         return {TYPE_KEY: kind, "value": value}
     return {TYPE_KEY: kind, "class": _class_path(cls), "value": value}
 
 
-def _dict(value: dict[Any, Any]) -> Any:
+Encoder = Callable[[Any], Any]
+"""A fallback for values of other types: their JSON data (typically an envelope), or raise."""
+Decoder = Callable[[str, Any], Any]
+"""A fallback for envelopes of other kinds: ``(kind, value)`` to the value, or raise."""
+
+
+def _dict(value: dict[Any, Any], other: Encoder | None) -> Any:
     if TYPE_KEY not in value and all(type(key) is str for key in value):
-        return {key: to_json(item) for key, item in value.items()}
+        return {key: to_json(item, other) for key, item in value.items()}
     # Pairs, not a dict: nothing inside can be taken for an envelope.
-    return _envelope("dict", [[to_json(k), to_json(v)] for k, v in value.items()])
+    return _envelope("dict", [[to_json(k, other), to_json(v, other)] for k, v in value.items()])
 
 
-_SIMPLE: dict[type, Callable[[Any], Any]] = {
-    tuple: lambda v: _envelope("tuple", [to_json(item) for item in v]),
-    set: lambda v: _envelope("set", [to_json(item) for item in v]),
-    frozenset: lambda v: _envelope("frozenset", [to_json(item) for item in v]),
-    dt.datetime: lambda v: _envelope("datetime", v.isoformat()),
-    dt.date: lambda v: _envelope("date", v.isoformat()),
-    dt.time: lambda v: _envelope("time", v.isoformat()),
-    dt.timedelta: lambda v: _envelope("timedelta", [v.days, v.seconds, v.microseconds]),
-    uuid.UUID: lambda v: _envelope("uuid", str(v)),
-    Decimal: lambda v: _envelope("decimal", str(v)),
-    bytes: lambda v: _envelope("bytes", base64.b64encode(v).decode("ascii")),
+_SIMPLE: dict[type, Callable[[Any, Encoder | None], Any]] = {
+    tuple: lambda v, o: _envelope("tuple", [to_json(item, o) for item in v]),
+    set: lambda v, o: _envelope("set", [to_json(item, o) for item in v]),
+    frozenset: lambda v, o: _envelope("frozenset", [to_json(item, o) for item in v]),
+    dt.datetime: lambda v, o: _envelope("datetime", v.isoformat()),
+    dt.date: lambda v, o: _envelope("date", v.isoformat()),
+    dt.time: lambda v, o: _envelope("time", v.isoformat()),
+    dt.timedelta: lambda v, o: _envelope("timedelta", [v.days, v.seconds, v.microseconds]),
+    uuid.UUID: lambda v, o: _envelope("uuid", str(v)),
+    Decimal: lambda v, o: _envelope("decimal", str(v)),
+    bytes: lambda v, o: _envelope("bytes", base64.b64encode(v).decode("ascii")),
 }
 """Types stored by their exact type (a subclass is not the same value on replay)."""
 
@@ -108,31 +119,35 @@ def _plain_dict(value: dict[Any, Any]) -> bool:
     return True
 
 
-def to_json(value: Any) -> Any:
+def to_json(value: Any, other: Encoder | None = None) -> Any:
     """``value`` as plain JSON data: itself when it is plain, envelopes where it is not.
 
-    A flat dict or list of scalars is checked, not copied: the check is most
-    of what a small input or step result costs to encode.
+    ``other`` encodes values of types durably does not know (a serializer's
+    own types); without it they are refused. A flat dict or list of scalars
+    is checked, not copied: the check is most of what a small input or step
+    result costs to encode.
     """
     kind = type(value)
     if kind in _SCALARS:
         return value
     if kind is dict:
-        return value if _plain_dict(value) else _dict(value)
+        return value if _plain_dict(value) else _dict(value, other)
     if kind is list:
         if all(type(item) in _SCALARS for item in value):
             return value
-        return [to_json(item) for item in value]
+        return [to_json(item, other) for item in value]
     encode = _SIMPLE.get(kind)
     if encode is not None:
-        return encode(value)
+        return encode(value, other)
     if isinstance(value, enum.Enum):
-        return _envelope("enum", to_json(value.value), kind)
+        return _envelope("enum", to_json(value.value, other), kind)
     if dataclasses.is_dataclass(value):
-        fields = {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        fields = {f.name: to_json(getattr(value, f.name), other) for f in dataclasses.fields(value)}
         return _envelope("dataclass", fields, kind)
     if _is_pydantic_model(value):
         return _envelope("pydantic", value.model_dump_json(), kind)
+    if other is not None:
+        return other(value)
     raise UnstorableValue(
         f"a {kind.__name__} ({_class_path(kind)}) is not a value durably stores: use JSON "
         "values, tuples, sets, datetime, date, time, timedelta, UUID, Decimal, bytes, "
@@ -184,10 +199,11 @@ _CLASS_DECODERS: dict[str, Callable[[type, Any], Any]] = {
 }
 
 
-def from_json_object(data: dict[str, Any]) -> Any:
+def from_json_object(data: dict[str, Any], other: Decoder | None = None) -> Any:
     """The JSON decoder's ``object_hook``: an envelope becomes its value, any other dict stays.
 
     Called innermost first, so an envelope's contents are already values.
+    ``other`` decodes envelopes of kinds durably does not know.
     """
     kind = data.get(TYPE_KEY)
     if kind is None or "value" not in data:
@@ -195,7 +211,12 @@ def from_json_object(data: dict[str, Any]) -> Any:
     try:
         if "class" in data:
             return _CLASS_DECODERS[kind](_import_class(data["class"]), data["value"])
-        return _DECODERS[kind](data["value"])
+        decode = _DECODERS.get(kind)
+        if decode is None:
+            if other is None:
+                raise UndecodableValue(f"a stored value of unknown kind {kind!r}")
+            return other(kind, data["value"])
+        return decode(data["value"])
     except UndecodableValue:
         raise
     except (KeyError, TypeError, ValueError) as exc:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from . import serialization
 from .clock import maybe_datetime, to_datetime
+from .serialization import Serializer
 from .status import WaitStatus
 
 
@@ -91,15 +92,15 @@ class Wait:
         return max(timedelta(0), self.resumed_at - max(self.resolved_at, self.suspended_at))
 
     @classmethod
-    def from_row(cls, row: Mapping[Any, Any]) -> Wait:
+    def from_row(cls, row: Mapping[Any, Any], *, serializer: Serializer) -> Wait:
         return cls(
             id=row["id"],
             run_id=row["run_id"],
             name=row["name"],
             kind=row["kind"],
             status=WaitStatus(row["status"]),
-            metadata=serialization.loads_or_text(row["metadata"]),
-            payload=serialization.loads_or_text(row["payload"]),
+            metadata=serialization.load_or_text(serializer, row["metadata"]),
+            payload=serialization.load_or_text(serializer, row["payload"]),
             signal_id=row["signal_id"],
             deadline_at=maybe_datetime(row["deadline_at"]),
             created_at=to_datetime(row["created_at"]),

@@ -332,6 +332,12 @@ def _canonical(payload_json: str | None) -> str:
 
     Compared as stored JSON (typed values in their envelopes), not decoded:
     a payload of a type JSON has none for (a ``datetime``) would not re-encode.
+    A serializer of your own may store text that is not JSON: compared as it is.
     """
-    stored = None if payload_json is None else json.loads(payload_json)
+    if payload_json is None:
+        return "null"
+    try:
+        stored = json.loads(payload_json)
+    except ValueError:
+        return payload_json
     return json.dumps(stored, sort_keys=True, separators=(",", ":"))

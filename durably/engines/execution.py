@@ -159,7 +159,7 @@ class Execution:
         self.position += 1
         if name in self.completed:
             try:
-                output = serialization.loads(self.completed[name])
+                output = serialization.load(self.runtime.serializer, self.completed[name])
             except ValueError:
                 raise DurablyError(
                     f"The stored output of step {name!r} cannot be decoded; the run cannot resume"
@@ -212,7 +212,9 @@ class Execution:
         ):
             raise (yield from self.interrupted_op(attempt))
         try:
-            output_json = serialization.dumps(result, what=f"The output of step {attempt.name!r}")
+            output_json = serialization.store(
+                self.runtime.serializer, result, what=f"The output of step {attempt.name!r}"
+            )
         except ValidationError as exc:
             failed = self._persist_op(
                 attempt, StepStatus.FAILED, None, str(exc), format_traceback(exc)
@@ -232,7 +234,7 @@ class Execution:
             raise (yield from self._refused_op(attempt))
         self._step_ended(attempt)
         self.completed[attempt.name] = output_json
-        output = serialization.loads(output_json)
+        output = serialization.load(self.runtime.serializer, output_json)
         self._emit(
             EventType.STEP_COMPLETE,
             step_name=attempt.name,
@@ -323,7 +325,11 @@ class Execution:
     def log(self, level: LogLevel, message: str, data: Any) -> None:
         if not isinstance(message, str):
             raise ValidationError("A log message must be a string")
-        data_json = None if data is None else serialization.dumps(data, what="Log data")
+        data_json = (
+            None
+            if data is None
+            else serialization.store(self.runtime.serializer, data, what="Log data")
+        )
         write = self.runtime.service.append_log_op(
             self.lease,
             step_name=self.current_step,
@@ -357,7 +363,7 @@ class Execution:
         """Announce the lease; the job and its input, or why the run cannot run. No I/O."""
         self._emit(
             EventType.RUN_LEASED,
-            input=serialization.loads_or_text(self.claimed.row["input"]),
+            input=serialization.load_or_text(self.runtime.serializer, self.claimed.row["input"]),
             lease_owner=self.lease.owner,
             lease_expires_at=to_datetime(self.lease.expires_at),
         )
@@ -368,9 +374,9 @@ class Execution:
         if too_many is not None:
             return too_many
         try:
-            job_input = serialization.loads(self.claimed.row["input"])
+            job_input = serialization.load(self.runtime.serializer, self.claimed.row["input"])
         except ValueError:
-            return "The run's stored input is not valid JSON"
+            return "The run's stored input cannot be decoded"
         try:  # a run stored before the job declared its input model
             job_input = conform(job.input_model, job_input, f"The input of job {job.name!r}")
         except ValidationError as exc:
@@ -411,14 +417,16 @@ class Execution:
         try:
             model = None if self.job is None else self.job.output_model
             output = conform(model, output, "The job's output")
-            output_json = serialization.dumps(output, what="The job's output")
+            output_json = serialization.store(
+                self.runtime.serializer, output, what="The job's output"
+            )
         except ValidationError as exc:
             return (yield from self.fail_op(str(exc)))
         service = self.runtime.service
         if (yield from service.complete_op(self.lease, output_json)):
             self._emit(
                 EventType.RUN_COMPLETE,
-                output=serialization.loads(output_json),
+                output=serialization.load(self.runtime.serializer, output_json),
                 duration=time.monotonic() - started,
             )
             return "completed"

@@ -19,6 +19,7 @@ from ..core.leases import Lease
 from ..events import EventBus
 from ..flow import DeclaredQueues
 from ..retry import Retry
+from ..serialization import DEFAULT_SERIALIZER, Serializer
 from ..storage import Database
 from ..storage.async_database import AsyncDatabase
 from .heartbeat import Heartbeat
@@ -144,6 +145,8 @@ class Runtime:
     fakes it, with the lease service's and the maintenance's)."""
     queues: DeclaredQueues = field(default_factory=DeclaredQueues)
     """The queue limits this instance declared; every claim it makes keeps them."""
+    serializer: Serializer = DEFAULT_SERIALIZER
+    """How your values are stored (``Durably(serializer=...)``, :mod:`durably.serialization`)."""
     _wakers: list[Callable[[], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:

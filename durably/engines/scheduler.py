@@ -216,11 +216,12 @@ class Scheduler:
         job = self.runtime.registry.get(row["job_name"])
         return build_request(
             row["job_name"],
-            serialization.loads(row["input"]),
+            serialization.load(self.runtime.serializer, row["input"]),
             idempotency_key=tick_key(row["name"], tick) if keyed else None,
             labels=tick_labels(row["name"], tick, serialization.loads(row["labels"])),
             queue=DEFAULT_QUEUE if job is None else job.queue,
             priority=DEFAULT_PRIORITY if job is None else job.priority,
+            serializer=self.runtime.serializer,
         )
 
     def _report(self, exc: Exception, name: str | None = None) -> None:

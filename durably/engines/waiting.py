@@ -109,7 +109,11 @@ class RunWaits:
         if not isinstance(name, str) or not name:
             raise ValidationError("A wait name must be a non-empty string")
         metadata_json = (
-            None if metadata is None else serialization.dumps(metadata, what="Wait metadata")
+            None
+            if metadata is None
+            else serialization.store(
+                self.execution.runtime.serializer, metadata, what="Wait metadata"
+            )
         )
         yield from self._at_boundary_op()
         execution = self.execution
@@ -121,7 +125,7 @@ class RunWaits:
             raise (yield from self._refused_op())
         if row["kind"] != kind:
             raise ValidationError(f"{name!r} already names a {row['kind']} of this run")
-        wait = Wait.from_row(row)
+        wait = Wait.from_row(row, serializer=self.execution.runtime.serializer)
         if created:
             self._emit(EventType.WAIT_PREPARED, wait, data=wait.metadata)
         return wait
@@ -138,7 +142,7 @@ class RunWaits:
             row = yield operation.Read(store.read_wait, (wait.id,))
             if row is None:
                 raise (yield from self._refused_op())
-            current = Wait.from_row(row)
+            current = Wait.from_row(row, serializer=self.execution.runtime.serializer)
             if current.is_resolved:
                 return (yield from self._resumed_op(current))
             if current.status == WaitStatus.CANCELLED:

@@ -32,4 +32,4 @@ class FacadeBase:
     def _current_run(self, run_id: str) -> Run | None:
         """The run as the primary has it now, for decisions and waits (never the replica)."""
         row = self._runtime.db.read(run_store.get_run, run_id)
-        return None if row is None else Run.from_row(row)
+        return None if row is None else Run.from_row(row, serializer=self._runtime.serializer)

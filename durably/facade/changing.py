@@ -23,7 +23,7 @@ class Changing(Triggering):
         """Cancel a pending, leased or waiting run. A running run stops at its next step boundary."""
         self._ensure_schema()
         row = operation.run(run_store.cancel_op(run_id, now_ms()), self._runtime.db)
-        run = Run.from_row(row)
+        run = Run.from_row(row, serializer=self._runtime.serializer)
         lease = self._runtime.leases.get(run_id)
         if lease is not None:
             lease.abort(AbortReason.CANCELLED)
@@ -37,7 +37,7 @@ class Changing(Triggering):
         """Delete a terminal run with its steps, logs and labels."""
         self._ensure_schema()
         row = operation.run(run_store.delete_op(run_id), self._runtime.db)
-        run = Run.from_row(row)
+        run = Run.from_row(row, serializer=self._runtime.serializer)
         self._runtime.events.emit(
             EventType.RUN_DELETE, run_id=run.id, job_name=run.job_name, labels=run.labels
         )
@@ -51,7 +51,7 @@ class Changing(Triggering):
         """
         self._ensure_schema()
         row = operation.run(run_store.retry_op(run_id, self._runtime.clock()), self._runtime.db)
-        run = Run.from_row(row)
+        run = Run.from_row(row, serializer=self._runtime.serializer)
         self._runtime.events.emit(
             EventType.RUN_TRIGGER,
             run_id=run.id,
@@ -87,6 +87,7 @@ class Changing(Triggering):
             labels=run.labels,
             queue=run.queue,
             priority=run.priority,
+            serializer=self._runtime.serializer,
         )
         return self.enqueue([request])[0]
 

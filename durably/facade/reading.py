@@ -30,7 +30,7 @@ class Reading(FacadeBase):
     @blocking
     def get_run(self, run_id: str) -> Run | None:
         row = self._reads.read(run_store.get_run, run_id)
-        return None if row is None else Run.from_row(row)
+        return None if row is None else Run.from_row(row, serializer=self._runtime.serializer)
 
     @blocking
     def get_runs(
@@ -51,7 +51,7 @@ class Reading(FacadeBase):
             offset=_non_negative("offset", offset) or 0,
         )
         rows = self._reads.read(run_store.list_runs, run_filter)
-        return [Run.from_row(row) for row in rows]
+        return [Run.from_row(row, serializer=self._runtime.serializer) for row in rows]
 
     @blocking
     def get_failed_runs(self, limit: int | None = None) -> list[Run]:
@@ -59,7 +59,10 @@ class Reading(FacadeBase):
 
     @blocking
     def get_steps(self, run_id: str) -> list[Step]:
-        return [Step.from_row(row) for row in self._reads.read(run_store.get_steps, run_id)]
+        return [
+            Step.from_row(row, serializer=self._runtime.serializer)
+            for row in self._reads.read(run_store.get_steps, run_id)
+        ]
 
     @blocking
     def get_step_attempts(self, run_id: str) -> list[StepAttempt]:
@@ -73,7 +76,10 @@ class Reading(FacadeBase):
 
     @blocking
     def get_logs(self, run_id: str) -> list[LogEntry]:
-        return [LogEntry.from_row(row) for row in self._reads.read(run_store.get_logs, run_id)]
+        return [
+            LogEntry.from_row(row, serializer=self._runtime.serializer)
+            for row in self._reads.read(run_store.get_logs, run_id)
+        ]
 
     @blocking
     def get_queue_stats(self) -> QueueStats:

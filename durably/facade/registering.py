@@ -172,6 +172,7 @@ class Registering(FacadeBase):
             timeout=options.timeout,
             input_model=options.input_model,
             output_model=options.output_model,
+            serializer=self._runtime.serializer,
         )
         registry[name] = job
         return job

@@ -23,6 +23,7 @@ from ..engines.scheduler import Scheduler
 from ..errors import ConflictError, NotFoundError, ValidationError
 from ..jobs import Job
 from ..models import Run, Schedule
+from ..serialization import Serializer
 from ..timetable import (
     RESERVED_LABELS,
     Timetable,
@@ -96,7 +97,9 @@ class Scheduling(Triggering):
             "cron": timetable.cron,
             "every_ms": timetable.every_ms,
             "timezone": timetable.timezone,
-            "input": serialization.dumps(input, what="The schedule's input"),
+            "input": serialization.store(
+                self._runtime.serializer, input, what="The schedule's input"
+            ),
             "labels": serialization.dumps(dict(sorted(checked_labels.items())), what="labels"),
             "catch_up": check_catch_up(catch_up),
         }
@@ -119,7 +122,7 @@ class Scheduling(Triggering):
         """Every stored schedule, by name (this process's declarations stored first)."""
         now = self._store_declarations()
         rows = self._runtime.db.read(schedule_store.read_schedules)
-        return [_schedule(row, now) for row in rows]
+        return [_schedule(row, now, self._runtime.serializer) for row in rows]
 
     @blocking
     def pause_schedule(self, name: str) -> Schedule:
@@ -166,7 +169,7 @@ class Scheduling(Triggering):
         if row is None:
             raise NotFoundError(f"Schedule not found: {name}")
         self._scheduler.wake()
-        return _schedule(row, now)
+        return _schedule(row, now, self._runtime.serializer)
 
     def _store_declarations(self) -> int:
         """Store this process's declarations if they changed; the time now (runtime's clock)."""
@@ -178,7 +181,8 @@ class Scheduling(Triggering):
     def _enqueue_scheduled(self, requests: Sequence[EnqueueRequest], now: int) -> list[Run]:
         """Create scheduled runs at ``now``, the scheduler's pass time, announced as triggers."""
         self._ensure_schema()
-        runs = _returned(operation.run(enqueue_op(requests, now), self._runtime.db), now)
+        enqueued = operation.run(enqueue_op(requests, now), self._runtime.db)
+        runs = _returned(enqueued, now, self._runtime.serializer)
         self._announce(requests, runs, now)
         return runs
 
@@ -200,7 +204,7 @@ class Scheduling(Triggering):
         return await self._runtime.call(self.trigger_schedule, name)
 
 
-def _schedule(row: Mapping[Any, Any], now: int) -> Schedule:
+def _schedule(row: Mapping[Any, Any], now: int, serializer: Serializer) -> Schedule:
     """The public view of a stored schedule, with its next tick from ``now``."""
     next_tick: int | None = None
     if not row["paused"]:
@@ -209,4 +213,4 @@ def _schedule(row: Mapping[Any, Any], now: int) -> Schedule:
             next_tick = timetable.next_after(max(now, row["last_tick_at"]))
         except ValidationError:  # a cron schedule, and cronsim is not installed here
             next_tick = None
-    return Schedule.from_row(row, next_tick)
+    return Schedule.from_row(row, next_tick, serializer=serializer)

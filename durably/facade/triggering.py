@@ -13,6 +13,7 @@ from ..core import operation
 from ..core.enqueue import Enqueued, EnqueueRequest, claimable_at, enqueue_many, enqueue_op
 from ..events import EventType
 from ..models import Run
+from ..serialization import Serializer
 from ..status import Disposition
 from .base import FacadeBase
 
@@ -29,11 +30,15 @@ class Triggering(FacadeBase):
         self._ensure_schema()
         now = self._runtime.clock()
         if connection is None:
-            runs = _returned(operation.run(enqueue_op(requests, now), self._runtime.db), now)
+            runs = _returned(
+                operation.run(enqueue_op(requests, now), self._runtime.db),
+                now,
+                self._runtime.serializer,
+            )
             self._announce(requests, runs, now)
             return runs
         self._runtime.db.check_caller_connection(connection)
-        runs = _returned(enqueue_many(connection, requests, now), now)
+        runs = _returned(enqueue_many(connection, requests, now), now, self._runtime.serializer)
 
         def committed() -> None:
             self._runtime.db.count_write()
@@ -49,7 +54,9 @@ class Triggering(FacadeBase):
             await runtime.call(self._ensure_schema)
         now = runtime.clock()
         runs = _returned(
-            await operation.run_async(enqueue_op(requests, now), runtime.async_db), now
+            await operation.run_async(enqueue_op(requests, now), runtime.async_db),
+            now,
+            runtime.serializer,
         )
         self._announce(requests, runs, now)
         return runs
@@ -89,18 +96,20 @@ class Triggering(FacadeBase):
                     run_id=run.id,
                     job_name=run.job_name,
                     labels=run.labels,
-                    skipped_input=serialization.loads(request["input_json"]),
+                    skipped_input=serialization.load(
+                        self._runtime.serializer, request["input_json"]
+                    ),
                     skipped_labels=dict(request["labels"] or {}),
                 )
 
 
-def _returned(enqueued: Enqueued, now: int) -> list[Run]:
+def _returned(enqueued: Enqueued, now: int, serializer: Serializer) -> list[Run]:
     """The runs a trigger returns, from what :func:`~durably.core.enqueue.enqueue_op` returned."""
     created_at = to_datetime(now)
     rows, dispositions = enqueued
     return [
-        Run.from_written(row, created_at)
+        Run.from_written(row, created_at, serializer)
         if disposition is Disposition.CREATED
-        else Run.from_row(row, disposition)
+        else Run.from_row(row, disposition, serializer=serializer)
         for row, disposition in zip(rows, dispositions, strict=True)
     ]

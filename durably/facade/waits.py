@@ -14,7 +14,7 @@ from ..bridge import blocking
 from ..core import waits as wait_store
 from ..errors import ValidationError, WaitExpiredError
 from ..events import EventType
-from ..serialization import dumps, loads
+from ..serialization import load, store
 from ..waits import Wait
 from .base import FacadeBase
 
@@ -40,7 +40,7 @@ class Waits(FacadeBase):
             raise ValidationError("wait_id must be a non-empty string")
         if signal_id is not None and (not isinstance(signal_id, str) or not signal_id):
             raise ValidationError("signal_id must be a non-empty string (or None)")
-        payload_json = dumps(payload, what="A signal's payload")
+        payload_json = store(self._runtime.serializer, payload, what="A signal's payload")
         self._ensure_schema()
         runtime = self._runtime
         result = runtime.db.write(
@@ -58,7 +58,9 @@ class Waits(FacadeBase):
             raise WaitExpiredError(f"Wait {wait_id} has timed out: its deadline has passed")
         if result.disposition == "duplicate":
             return "duplicate"
-        runtime.events.emit(EventType.WAIT_SIGNALLED, data=loads(payload_json), **fields)
+        runtime.events.emit(
+            EventType.WAIT_SIGNALLED, data=load(runtime.serializer, payload_json), **fields
+        )
         if result.woke:
             runtime.wake_workers()
         return "accepted"
@@ -67,12 +69,15 @@ class Waits(FacadeBase):
     def get_wait(self, wait_id: str) -> Wait | None:
         """One wait by id; None if there is none (its run was deleted, or it never existed)."""
         row = self._reads.read(wait_store.read_wait, wait_id)
-        return None if row is None else Wait.from_row(row)
+        return None if row is None else Wait.from_row(row, serializer=self._runtime.serializer)
 
     @blocking
     def get_waits(self, run_id: str) -> list[Wait]:
         """A run's waits and sleeps, in the order the job prepared them."""
-        return [Wait.from_row(row) for row in self._reads.read(wait_store.list_waits, run_id)]
+        return [
+            Wait.from_row(row, serializer=self._runtime.serializer)
+            for row in self._reads.read(wait_store.list_waits, run_id)
+        ]
 
     # -- async twins: the same calls in a database thread
 
