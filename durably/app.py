@@ -39,7 +39,7 @@ from .ids import new_id
 from .jobs import (
     Job,
 )
-from .serialization import DEFAULT_SERIALIZER, Serializer
+from .serialization import Serializer, check_serializer
 from .storage import Database
 from .storage.replica import Replica, ReplicaReader
 from .storage.urls import display_url, url_from_env
@@ -113,10 +113,6 @@ class Durably(Registering, Changing, Reading, Processing, Scheduling, Waits):
         replica: str | os.PathLike[str] | Replica | None = None,
         serializer: Serializer | None = None,
     ) -> None:
-        if serializer is not None and not isinstance(serializer, Serializer):
-            raise ValidationError(
-                f"serializer must have dumps(value) -> str and loads(text), not {serializer!r}"
-            )
         settings = config.Settings.build(
             polling_interval=polling_interval,
             heartbeat_interval=heartbeat_interval,
@@ -140,7 +136,7 @@ class Durably(Registering, Changing, Reading, Processing, Scheduling, Waits):
             db=db,
             events=EventBus(),
             registry=self._registry,
-            serializer=serializer or DEFAULT_SERIALIZER,
+            serializer=check_serializer(serializer),
         )
         self._reads: Database | ReplicaReader = db
         if replica is not None:

@@ -140,6 +140,17 @@ class JSONSerializer:
 DEFAULT_SERIALIZER: Serializer = JSONSerializer()
 
 
+def check_serializer(serializer: object) -> Serializer:
+    """``serializer`` if it is one (None: the default), else a ValidationError."""
+    if serializer is None:
+        return DEFAULT_SERIALIZER
+    if not isinstance(serializer, Serializer):
+        raise ValidationError(
+            f"serializer must have dumps(value) -> str and loads(text), not {serializer!r}"
+        )
+    return serializer
+
+
 def store(serializer: Serializer, value: Any, *, what: str) -> str:
     """``value`` as the text ``serializer`` stores; ``what`` names it in the error."""
     if serializer is DEFAULT_SERIALIZER:
