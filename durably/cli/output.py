@@ -46,7 +46,9 @@ def to_data(value: Any) -> Any:
         return [to_data(item) for item in value]
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
-    return to_json(value)  # a stored value of another type (a date, a set): as it is stored
+    # A stored value of another type (a date, a set) as it is stored; one of a
+    # serializer's own types, which this process may not know, as its repr.
+    return to_json(value, repr)
 
 
 def print_json(value: Any) -> None:

@@ -89,10 +89,11 @@ def iso(value: datetime | None) -> str | None:
 
 def _default(value: Any) -> Any:
     """A datetime as TS writes one; another value JSON has no type for (in a run's input or
-    output: a date, a set, a dataclass) as durably stores it, in its typed envelope."""
+    output: a date, a set, a dataclass) as durably stores it, in its typed envelope; one of
+    a serializer's own types (``Durably(serializer=...)``) as its ``repr``."""
     if isinstance(value, datetime):
         return iso(value)
-    return to_json(value)
+    return to_json(value, repr)
 
 
 @dataclass(frozen=True)

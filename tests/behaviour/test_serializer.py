@@ -154,3 +154,26 @@ def test_something_that_is_not_a_serializer_is_refused() -> None:
 
 
 json_module_is_not_one = object()
+
+
+def test_the_http_api_shows_a_type_of_its_own_as_its_repr(db_path: Path) -> None:
+    from tests.web.http_client import call
+    from tests.web.servers import serve_wsgi
+
+    durably = Durably(f"sqlite:///{db_path}", serializer=WithFractions())
+    durably.migrate()
+
+    @durably.job("third")
+    def third(step: StepContext, n: int) -> Any:
+        return {"share": Fraction(n, 3), "of": {n}}
+
+    run = third.trigger(2)
+    durably.process_until_idle()
+    with serve_wsgi(durably) as api:
+        reply = call("GET", f"{api}/run?runId={run.id}")
+    durably.close()
+    assert reply.status == 200, reply.body
+    assert reply.json()["output"] == {
+        "share": "Fraction(2, 3)",
+        "of": {"$type": "set", "value": [2]},
+    }
