@@ -14,21 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-PROJECT = ROOT / "examples" / "django_project"
-SETTINGS = "tests.django.settings"
-
-
-def project_env(data_dir: Path, settings: str = SETTINGS) -> dict[str, str]:
-    """The environment of a ``manage.py`` subprocess that shares this session's files."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DURABLY_", "TURSO_"))}
-    env.update(
-        SHOP_DATA_DIR=str(data_dir),
-        DJANGO_SETTINGS_MODULE=settings,
-        PYTHONPATH=os.pathsep.join([str(ROOT), str(PROJECT)]),
-        PYTHONUNBUFFERED="1",
-    )
-    return env
+from tests.django.django_harness import PROJECT, SETTINGS
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +23,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     import django
 
     path = tmp_path_factory.mktemp("django-project")
+    saved = {name: os.environ.get(name) for name in ("SHOP_DATA_DIR", "DJANGO_SETTINGS_MODULE")}
     os.environ["SHOP_DATA_DIR"] = str(path)
     os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS
     sys.path.insert(0, str(PROJECT))
@@ -47,3 +34,9 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     durably.migrate()
     yield path
     durably.close()
+    sys.path.remove(str(PROJECT))
+    for name, value in saved.items():  # Django stays set up: a process sets it up once
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PROJECT, project_env
 
 from durably import Durably
+from tests.django.django_harness import PROJECT, project_env
 
 pytestmark = pytest.mark.slow
 
