@@ -22,12 +22,14 @@ from typing import Any
 import pytest
 
 from durably import Durably
-from tests.django.django_harness import PROJECT, project_env
+from tests.django.django_harness import PROJECT, SETTINGS, project_env
 
 pytestmark = pytest.mark.slow
 
 
-def manage(*args: str, data_dir: Path, settings: str) -> subprocess.CompletedProcess[str]:
+def manage(
+    *args: str, data_dir: Path, settings: str = SETTINGS
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=PROJECT,
@@ -38,7 +40,7 @@ def manage(*args: str, data_dir: Path, settings: str) -> subprocess.CompletedPro
     )
 
 
-def start(*args: str, data_dir: Path, settings: str, log: Path) -> subprocess.Popen[str]:
+def start(*args: str, data_dir: Path, log: Path, settings: str = SETTINGS) -> subprocess.Popen[str]:
     """``manage.py *args`` in the background, its output into ``log``."""
     with log.open("w") as out:
         return subprocess.Popen(
@@ -169,7 +171,7 @@ def test_a_view_enqueues_and_a_worker_process_runs_it(
         from django_tasks import task_backends
 
     log = tmp_path / "worker.log"
-    worker = start("durably_worker", data_dir=data_dir, settings="tests.django.settings", log=log)
+    worker = start("durably_worker", data_dir=data_dir, log=log)
     processes.append(worker)
     durably = get_durably()
     [registered] = until(durably.get_workers, "the worker to start")
@@ -194,10 +196,44 @@ def test_a_view_enqueues_and_a_worker_process_runs_it(
     assert durably.get_workers() == []
 
 
-def test_a_bad_option_is_one_line_without_a_traceback(data_dir: Path) -> None:
-    ran = manage(
-        "durably_worker", "--queue", "", data_dir=data_dir, settings="tests.django.settings"
+def test_a_task_whose_worker_was_killed_is_finished_by_another(
+    data_dir: Path, tmp_path: Path, processes: list[subprocess.Popen[str]]
+) -> None:
+    from durably.contrib.django import get_durably
+    from tests.django.testapp.tasks import stall_once
+
+    durably = get_durably()
+    marker = tmp_path / "started"
+    first = start("durably_worker", data_dir=data_dir, log=tmp_path / "first.log")
+    processes.append(first)
+    [killed] = until(durably.get_workers, "the first worker to start")
+    result = stall_once.enqueue(str(marker))
+    until(marker.exists, "the first worker to call the task")
+    running = until(
+        lambda: (found := stall_once.get_result(result.id)).worker_ids and found,
+        "the running call to be recorded (at the worker's next heartbeat)",
     )
+    assert running.status == "RUNNING"
+    assert running.worker_ids == [killed.id]
+    first.kill()  # SIGKILL: no hand-back, the lease must run out
+    first.wait()
+
+    second = start("durably_worker", data_dir=data_dir, log=tmp_path / "second.log")
+    processes.append(second)
+    done = until(
+        lambda: (found := stall_once.get_result(result.id)).is_finished and found, "the takeover"
+    )
+    assert done.status == "SUCCESSFUL"
+    assert done.return_value == "finished by the next worker"
+    assert done.errors == []
+    assert done.attempts == 2
+    assert done.worker_ids[0] == killed.id
+    assert done.worker_ids[1] != killed.id
+    assert stop(second) == 0
+
+
+def test_a_bad_option_is_one_line_without_a_traceback(data_dir: Path) -> None:
+    ran = manage("durably_worker", "--queue", "", data_dir=data_dir)
     assert ran.returncode == 1
     assert ran.stderr.startswith("CommandError: A queue name must be")
     assert len(ran.stderr.strip().splitlines()) == 1

@@ -4,7 +4,9 @@ One run of the ``django.tasks`` job is one ``TaskResult``; its id is the
 run's id. Each time a worker calls the task function it does so in a step
 named after itself (:func:`call_step_name`), so the run's step attempts,
 which durably keeps with their tracebacks even after the run succeeds, say
-which workers ran the task and how each failed attempt failed.
+which workers ran the task and how each failed attempt failed. (A call is
+written when it ends, or by its worker's next heartbeat while it runs: a
+worker killed before that left no trace to list.)
 """
 
 from __future__ import annotations

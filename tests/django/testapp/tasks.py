@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 try:
@@ -36,6 +38,16 @@ def record(name: str) -> str:
 @task
 async def add_async(a: int, b: int) -> int:
     return a + b
+
+
+@task
+def stall_once(marker: str) -> str:
+    """Hang the first time (until the worker is killed); return the second time."""
+    path = Path(marker)
+    if not path.exists():
+        path.write_text("started")
+        time.sleep(120)
+    return "finished by the next worker"
 
 
 @task(takes_context=True)
