@@ -196,3 +196,18 @@ def test_the_signals_are_sent_with_the_result(
         (DurablyBackend, ok.id, Status.SUCCESSFUL),
         (DurablyBackend, failed.id, Status.FAILED),
     ]
+
+
+def test_without_use_tz_times_are_naive_local_times(durably: Durably, tasks: ModuleType) -> None:
+    from django.test import override_settings
+    from django.utils import timezone
+
+    with override_settings(USE_TZ=False):
+        later = datetime.now() + timedelta(hours=2)
+        result = tasks.echo.using(run_after=later).enqueue("naive")
+        waiting = tasks.echo.get_result(result.id)
+        assert timezone.is_naive(waiting.enqueued_at)
+        assert waiting.task.run_after == later.replace(microsecond=later.microsecond // 1000 * 1000)
+    aware = tasks.echo.get_result(result.id).task.run_after
+    assert aware == timezone.make_aware(later).replace(microsecond=later.microsecond // 1000 * 1000)
+    durably.cancel(result.id)
