@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test check clean bench bench-peers web-test-deps
+.PHONY: install run test check clean bench bench-peers web-test-deps django6-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +39,31 @@ $(CHROMIUM):
 
 web-test-deps: $(NODE_CLIENT) $(CHROMIUM)
 
+# -- Django 6.1 (tests/django, run again by tests/django/test_django6.py) ---------
+# .venv runs durably.contrib.django on Django 5.2 and the django-tasks backport;
+# Django 6 needs Python 3.12+, so its run has a venv of its own, made with the
+# first such interpreter found (PYTHON312=/path/to/python to choose one).
+# Without one, its tests are skipped with one line (with CI=true: an error).
+DJANGO6_VENV  := .venv-django6
+DJANGO6_STAMP := $(DJANGO6_VENV)/.installed-stamp
+PYTHON312 ?= $(shell for p in python3.14 python3.13 python3.12 $$HOME/.pyenv/versions/3.1[234]*/bin/python; do \
+	$$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1 && { command -v $$p; break; }; done)
+
+$(DJANGO6_STAMP): pyproject.toml
+	@if [ -z "$(PYTHON312)" ]; then \
+		if [ "$$CI" = true ]; then echo "Django 6.1 tests: no Python 3.12+ found (set PYTHON312=...)" >&2; exit 1; fi; \
+		echo "Django 6.1 tests skipped: no Python 3.12+ found (set PYTHON312=/path/to/python3.12)"; \
+	else \
+		$(PYTHON312) -m venv $(DJANGO6_VENV) && \
+		$(DJANGO6_VENV)/bin/python -m pip install --quiet --upgrade pip && \
+		$(DJANGO6_VENV)/bin/python -m pip install --quiet -e . 'django==6.1.*' 'pytest>=8' 'pytest-timeout>=2.3' && \
+		touch $@; \
+	fi
+
+django6-venv: $(DJANGO6_STAMP)
+
 ## test: the whole test suite (the command CI runs)
-test: $(STAMP) web-test-deps
+test: $(STAMP) web-test-deps django6-venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## check: lint + strict type check
@@ -50,7 +73,7 @@ check: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) $(PEERS_VENV) tests/web/client/node_modules build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS_VENV) $(DJANGO6_VENV) tests/web/client/node_modules build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
 # -- benchmark (docs/performance.md) ------------------------------------------
 # Peers (DBOS, huey) live in their own venv so they never leak into .venv.

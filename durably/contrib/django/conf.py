@@ -1,0 +1,93 @@
+"""``settings.DURABLY``: the project's one ``Durably``, built on first use.
+
+    DURABLY = {
+        "URL": "sqlite:////var/app/durably.db",   # default: durably.sqlite3 beside the database
+        "MAX_CONCURRENT_RUNS": 4,                  # any Durably(...) option, upper-cased
+    }
+
+Without ``URL``, durably keeps its tables in ``durably.sqlite3`` in the
+directory of the default database when that is a SQLite file, else in
+``BASE_DIR``. A file of its own, not the project's database file: Django
+holds SQLite's write lock for the whole of an ``atomic()`` block, so a task
+enqueued inside one would wait for the lock its own request holds. Set
+``URL`` to the project's file to share it (and enqueue with
+``transaction.on_commit``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from sqlalchemy.engine import URL
+
+from ...app import Durably
+from ...errors import ValidationError
+from . import runner
+
+SETTING = "DURABLY"
+DEFAULT_FILE_NAME = "durably.sqlite3"
+_OPTIONS = frozenset(inspect.signature(Durably.__init__).parameters) - {"self", "url"}
+"""The settings besides ``URL``: ``Durably``'s own keyword options, upper-cased."""
+
+_lock = threading.Lock()
+_project_durably: Durably | None = None
+
+
+def get_durably() -> Durably:
+    """The project's ``Durably``: the one the worker, the commands and the tasks backend use.
+
+    Built from ``settings.DURABLY`` by the first call, in any process; jobs
+    modules register their jobs on it when they are imported.
+    """
+    global _project_durably
+    with _lock:
+        if _project_durably is None:
+            _project_durably = build_durably()
+        return _project_durably
+
+
+def build_durably() -> Durably:
+    """A new ``Durably`` from the settings as they are now, with the ``django.tasks`` job.
+
+    :func:`get_durably` keeps the first one; this is for checking a
+    configuration (or for tests that change the settings).
+    """
+    configured: dict[str, Any] = dict(getattr(settings, SETTING, None) or {})
+    url = configured.pop("URL", None) or default_url()
+    options = {}
+    for key, value in configured.items():
+        option = str(key).lower()
+        if option not in _OPTIONS or key != option.upper():
+            known = ", ".join(sorted(name.upper() for name in _OPTIONS))
+            raise ValidationError(f"Unknown key {key!r} in settings.{SETTING}; known: URL, {known}")
+        options[option] = value
+    durably = Durably(url, **options)
+    runner.register(durably)
+    return durably
+
+
+def default_url() -> URL:
+    """``durably.sqlite3`` beside the default SQLite database, else in ``BASE_DIR``."""
+    database = getattr(settings, "DATABASES", {}).get("default", {})
+    name = str(database.get("NAME") or "")
+    if database.get("ENGINE", "").endswith("sqlite3") and name and not _in_memory(name):
+        return _sqlite_url(Path(name).resolve().parent / DEFAULT_FILE_NAME)
+    base_dir = getattr(settings, "BASE_DIR", None)
+    if base_dir is None:
+        raise ValidationError(
+            f'Set settings.{SETTING} = {{"URL": ...}}: the default database is not a SQLite '
+            "file and there is no BASE_DIR to put durably's file in"
+        )
+    return _sqlite_url(Path(base_dir).resolve() / DEFAULT_FILE_NAME)
+
+
+def _in_memory(name: str) -> bool:
+    return name == ":memory:" or "mode=memory" in name
+
+
+def _sqlite_url(path: Path) -> URL:
+    return URL.create("sqlite", database=str(path))
