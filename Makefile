@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test check clean bench bench-peers web-test-deps
+.PHONY: install run test check clean bench bench-peers web-test-deps hrana-test-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,19 @@ $(NODE_CLIENT): tests/web/client/package-lock.json
 	cd tests/web/client && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The real Turso/libSQL clients that tests/hrana/test_conformance_*.py drive against
+# the test Hrana server: @libsql/client and @tursodatabase/serverless, pinned by
+# tests/hrana/clients/package-lock.json.
+HRANA_CLIENTS := tests/hrana/clients/node_modules/.package-lock.json
+
+$(HRANA_CLIENTS): tests/hrana/clients/package-lock.json
+	command -v npm >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm; }
+	cd tests/hrana/clients && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+hrana-test-deps: $(HRANA_CLIENTS)
+
 $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
@@ -40,7 +53,7 @@ $(CHROMIUM):
 web-test-deps: $(NODE_CLIENT) $(CHROMIUM)
 
 ## test: the whole test suite (the command CI runs)
-test: $(STAMP) web-test-deps
+test: $(STAMP) web-test-deps hrana-test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## check: lint + strict type check
@@ -50,7 +63,7 @@ check: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) $(PEERS_VENV) tests/web/client/node_modules build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS_VENV) tests/web/client/node_modules tests/hrana/clients/node_modules build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
 # -- benchmark (docs/performance.md) ------------------------------------------
 # Peers (DBOS, huey) live in their own venv so they never leak into .venv.

@@ -876,12 +876,14 @@ def parse_statements(sql: str) -> list[tuple[str, Analysis]]:
     out = []
     for tokens in statements:
         text = statement_text(sql, tokens)
-        analysis = classify(tokens)
-        if analysis is None:
-            raise parse_error(f"unsupported statement: {sql}")
+        # sqld parses before it classifies: a syntax error is reported as one, even on a
+        # statement it would also refuse
         syntax = SCRATCH.syntax_error(text)
         if syntax is not None:
             raise parse_error(syntax)
+        analysis = classify(tokens)
+        if analysis is None:
+            raise parse_error(f"unsupported statement: {sql}")
         out.append((text, analysis))
     return out
 
