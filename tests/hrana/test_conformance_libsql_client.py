@@ -29,13 +29,16 @@ def seen(conformance_server: Server) -> dict[str, Any]:
     return run_script("libsql_client.mjs", conformance_server)
 
 
-def test_it_speaks_hrana_2_and_sends_these_requests(seen: dict[str, Any], conformance_server: Server) -> None:
+def test_it_speaks_hrana_2_and_sends_these_requests(
+    seen: dict[str, Any], conformance_server: Server
+) -> None:
     assert "error" not in seen["schema"]
     assert requests_seen(conformance_server) == {
         ("/v2/pipeline", "execute"),
         ("/v2/pipeline", "batch"),
         ("/v2/pipeline", "sequence"),  # executeMultiple
         ("/v2/pipeline", "store_sql"),  # its SQL cache, in batches and transactions
+        ("/v2/pipeline", "close_sql"),  # evicted from that cache
         ("/v2/pipeline", "close"),
     }
 
@@ -48,10 +51,8 @@ def test_values_round_trip_exactly(seen: dict[str, Any]) -> None:
     select = seen["values_positional"]["select"]
     assert select["columns"][:6] == ["id", "i", "f", "s", "b", "n"]
     assert select["columnTypes"][:6] == ["INTEGER", "INTEGER", "REAL", "TEXT", "BLOB", "ANY"]
-    assert select["rows"] == [
-        [big(1), big(2**53 + 1), 1.5, "héllo ☃", blob(b"\x00\x01\xfe\xff"), None]
-        + ["integer", "real", "blob", "null"]
-    ]
+    values = [big(1), big(2**53 + 1), 1.5, "héllo ☃", blob(b"\x00\x01\xfe\xff"), None]
+    assert select["rows"] == [[*values, "integer", "real", "blob", "null"]]
     top, bottom = big(2**63 - 1), big(-(2**63))
     assert seen["values_edge_integers"] == [[top, bottom, big(0), top, bottom]]
     assert seen["values_empty_blob_and_text"] == [[blob(b""), "", "blob", 0]]
@@ -125,6 +126,7 @@ def test_interactive_transactions(seen: dict[str, Any]) -> None:
     assert seen["transaction_deferred"] == {"stored": 1}
     assert seen["transaction_execute_multiple"] == {"stored": 0}
     assert error(seen["transaction_closed_use"])["code"] == "TRANSACTION_CLOSED"
+    assert seen["transaction_sql_cache"] == {"values": [*range(35), 0], "longLength": 6000}
 
 
 def test_errors_carry_sqld_codes(seen: dict[str, Any]) -> None:

@@ -111,7 +111,9 @@ def test_transactions(seen: dict[str, Any]) -> None:
 
 
 def test_errors(seen: dict[str, Any]) -> None:
-    errors = {name: error(outcome) for name, outcome in seen["errors"].items() if name != "after_errors"}
+    errors = {
+        name: error(outcome) for name, outcome in seen["errors"].items() if name != "after_errors"
+    }
     assert errors["no_table"]["code"] == "SQLITE_UNKNOWN"
     assert errors["unique"]["code"] == "SQLITE_CONSTRAINT"
     assert errors["missing_arg"]["code"] == "ARGS_INVALID"

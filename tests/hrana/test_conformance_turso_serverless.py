@@ -99,7 +99,7 @@ def test_closing_rolls_back(conformance_server: Server) -> None:
 
 
 def test_errors(db: turso_serverless.Connection) -> None:
-    with pytest.raises(turso_serverless.IntegrityError, match="UNIQUE constraint failed: kv.k"):
+    with pytest.raises(turso_serverless.IntegrityError, match=r"UNIQUE constraint failed: kv\.k"):
         db.execute("INSERT INTO kv VALUES ('t1', 9)")
     db.rollback()
     with pytest.raises(turso_serverless.OperationalError, match="no such table: missing"):

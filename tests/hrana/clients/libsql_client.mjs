@@ -191,6 +191,22 @@ const scenarios = {
         return { stored: await count(db, "tx WHERE k IN ('m1', 'm2')") };
     },
 
+    // its SQL cache keeps at most 30 texts per stream (store_sql), evicting with close_sql;
+    // a text of 5000 bytes or more is sent inline
+    async transaction_sql_cache() {
+        const db = client();
+        const tx = await db.transaction("write");
+        const values = [];
+        for (let i = 0; i < 35; i++) {
+            values.push(rows(await tx.execute(`SELECT ${i} AS n`))[0][0]);
+        }
+        values.push(rows(await tx.execute("SELECT 0 AS n"))[0][0]);
+        const long = `SELECT '${"x".repeat(6000)}' AS s`;
+        const longLength = rows(await tx.execute(long))[0][0].length;
+        await tx.commit();
+        return { values, longLength };
+    },
+
     async transaction_closed_use() {
         const db = client();
         const tx = await db.transaction("write");
