@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test check clean bench bench-peers web-test-deps django6-venv
+.PHONY: install run test check clean bench bench-peers web-test-deps django6-venv hrana-test-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,19 @@ $(NODE_CLIENT): tests/web/client/package-lock.json
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm; }
 	cd tests/web/client && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+# The real Turso/libSQL clients that tests/hrana/test_conformance_*.py drive against
+# the test Hrana server: @libsql/client and @tursodatabase/serverless, pinned by
+# tests/hrana/clients/package-lock.json.
+HRANA_CLIENTS := tests/hrana/clients/node_modules/.package-lock.json
+
+$(HRANA_CLIENTS): tests/hrana/clients/package-lock.json
+	command -v npm >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm; }
+	cd tests/hrana/clients && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+hrana-test-deps: $(HRANA_CLIENTS)
 
 $(CHROMIUM):
 	$(SUDO) apt-get update -qq
@@ -63,7 +76,7 @@ $(DJANGO6_STAMP): pyproject.toml
 django6-venv: $(DJANGO6_STAMP)
 
 ## test: the whole test suite (the command CI runs)
-test: $(STAMP) web-test-deps django6-venv
+test: $(STAMP) web-test-deps hrana-test-deps django6-venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## check: lint + strict type check
@@ -73,7 +86,7 @@ check: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) $(PEERS_VENV) $(DJANGO6_VENV) tests/web/client/node_modules build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS_VENV) $(DJANGO6_VENV) tests/web/client/node_modules tests/hrana/clients/node_modules build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
 # -- benchmark (docs/performance.md) ------------------------------------------
 # Peers (DBOS, huey) live in their own venv so they never leak into .venv.

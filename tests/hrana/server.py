@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import contextlib
 import ctypes
 import ctypes.util
 import hashlib
@@ -40,8 +41,12 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, BinaryIO
 
+from tests.hrana.mirror import Mirror, MirroredStatement
+
 JsonObj = dict[str, Any]
 SqlValue = None | int | float | str | bytes
+MIRROR: Mirror | None = None
+"""Set by --mirror URL: every committed write is replayed there (tests/hrana/mirror.py)."""
 
 # --------------------------------------------------------------------------------------------
 # libsqlite3 through ctypes
@@ -269,6 +274,8 @@ class Connection:
             raise SqliteError(rc, message)
         self.handle: int = handle.value or 0
         _busy_timeout(self.handle, busy_timeout_ms)
+        self.mirror_pending: list[JsonObj] = []
+        """The writes of the open transaction, for --mirror (tests/hrana/mirror.py)."""
 
     def error(self, rc: int, *, with_offset: bool = False) -> SqliteError:
         message = (_errmsg(self.handle) or b"").decode(errors="replace")
@@ -876,12 +883,14 @@ def parse_statements(sql: str) -> list[tuple[str, Analysis]]:
     out = []
     for tokens in statements:
         text = statement_text(sql, tokens)
-        analysis = classify(tokens)
-        if analysis is None:
-            raise parse_error(f"unsupported statement: {sql}")
+        # sqld parses before it classifies: a syntax error is reported as one, even on a
+        # statement it would also refuse
         syntax = SCRATCH.syntax_error(text)
         if syntax is not None:
             raise parse_error(syntax)
+        analysis = classify(tokens)
+        if analysis is None:
+            raise parse_error(f"unsupported statement: {sql}")
         out.append((text, analysis))
     return out
 
@@ -957,7 +966,28 @@ class StepSink:
 
 
 def run_query(conn: Connection, step_index: int, query: Query, sink: StepSink) -> bool:
-    """Executes one statement into `sink`; True if it succeeded."""
+    """Executes one statement into `sink`; True if it succeeded. With --mirror, a committed
+    write reaches the mirror before this returns."""
+    if MIRROR is None:
+        return _run_query(conn, step_index, query, sink)
+    first_word = query.sql.lstrip().split(None, 1)[0].upper() if query.sql.strip() else ""
+    commits = first_word in {"COMMIT", "END"} and bool(conn.mirror_pending)
+    was_autocommit = conn.is_autocommit
+    # A COMMIT with writes and its replay hold the mirror's lock together, so that the mirror
+    # applies transactions in the order they committed. This stream already holds the write
+    # lock, so its COMMIT waits on nobody.
+    with MIRROR.lock if commits else contextlib.nullcontext():
+        ok = _run_query(conn, step_index, query, sink)
+        stmt = MIRROR.encode_stmt(query.sql, query.args, query.named)
+        MIRROR.after_statement(
+            conn,
+            MirroredStatement(stmt, query.analysis.kind, first_word, ok),
+            was_autocommit=was_autocommit,
+        )
+    return ok
+
+
+def _run_query(conn: Connection, step_index: int, query: Query, sink: StepSink) -> bool:
     started = time.perf_counter()
     try:
         stmt = conn.prepare(query.sql)
@@ -1668,6 +1698,7 @@ def serve(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream-expiry", type=float, default=10.0, help="idle seconds (sqld: 10)")
     parser.add_argument("--busy-timeout", type=int, default=5000, help="SQLite busy timeout, ms")
     parser.add_argument("--trace", action="store_true", help="log each request as JSON on stderr")
+    parser.add_argument("--mirror", default=None, help="replay committed writes on this server")
     args = parser.parse_args(argv)
 
     setup = Connection(args.db, args.busy_timeout)
@@ -1679,6 +1710,9 @@ def serve(argv: list[str] | None = None) -> int:
     registry = StreamRegistry(args.db, args.stream_expiry, args.busy_timeout)
     trace = sys.stderr.buffer if args.trace else None
     httpd = HranaServer((args.host, args.port), registry, args.auth_token, trace)
+    if args.mirror is not None:
+        global MIRROR
+        MIRROR = Mirror(args.mirror, encode_value, httpd.trace)
     registry.start()
 
     def stop(signum: int, frame: Any) -> None:
