@@ -18,6 +18,7 @@ from ..core.lease_service import LeaseService
 from ..core.leases import Lease
 from ..events import EventBus
 from ..flow import DeclaredQueues
+from ..instrumentation import Instrumentation
 from ..retry import Retry
 from ..storage import Database
 from ..storage.async_database import AsyncDatabase
@@ -144,6 +145,8 @@ class Runtime:
     fakes it, with the lease service's and the maintenance's)."""
     queues: DeclaredQueues = field(default_factory=DeclaredQueues)
     """The queue limits this instance declared; every claim it makes keeps them."""
+    instrumentation: Instrumentation | None = None
+    """What traces this instance's triggers, run attempts and steps (None: nothing does)."""
     _wakers: list[Callable[[], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:

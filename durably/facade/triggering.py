@@ -28,12 +28,14 @@ class Triggering(FacadeBase):
         """
         self._ensure_schema()
         now = self._runtime.clock()
+        traced = self._trace_context()
         if connection is None:
-            runs = _returned(operation.run(enqueue_op(requests, now), self._runtime.db), now)
+            enqueued = operation.run(enqueue_op(requests, now, traced), self._runtime.db)
+            runs = _returned(enqueued, now)
             self._announce(requests, runs, now)
             return runs
         self._runtime.db.check_caller_connection(connection)
-        runs = _returned(enqueue_many(connection, requests, now), now)
+        runs = _returned(enqueue_many(connection, requests, now, traced), now)
 
         def committed() -> None:
             self._runtime.db.count_write()
@@ -48,11 +50,15 @@ class Triggering(FacadeBase):
         if not self._schema_checked:
             await runtime.call(self._ensure_schema)
         now = runtime.clock()
-        runs = _returned(
-            await operation.run_async(enqueue_op(requests, now), runtime.async_db), now
-        )
+        write = enqueue_op(requests, now, self._trace_context())
+        runs = _returned(await operation.run_async(write, runtime.async_db), now)
         self._announce(requests, runs, now)
         return runs
+
+    def _trace_context(self) -> str | None:
+        """The trace this trigger is made in, to store with its runs (instrumented only)."""
+        instrumentation = self._runtime.instrumentation
+        return None if instrumentation is None else instrumentation.trigger_context()
 
     def _announce(self, requests: Sequence[EnqueueRequest], runs: Sequence[Run], now: int) -> None:
         """Emit trigger events for committed runs and wake the local workers."""
