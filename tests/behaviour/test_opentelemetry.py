@@ -148,7 +148,8 @@ def test_a_run_attempt_and_its_steps_are_spans_in_the_triggers_trace(
         assert _parent_id(traces.one("weigh the box")) == _ids(steps[1])[1]
         # a step that returns a coroutine lasts until the coroutine is awaited
         label_span = steps[2]
-        assert label_span.end_time is not None and label_span.start_time is not None
+        assert label_span.end_time is not None
+        assert label_span.start_time is not None
         assert label_span.end_time - label_span.start_time >= 50_000_000  # ns
 
 
@@ -237,9 +238,7 @@ def test_triggers_carry_their_context_however_they_are_made(
     assert _ids(by_input[8])[0] not in {p.trace_id for p in parents.values()}
 
 
-def test_uninstrumented_instances_store_and_trace_nothing(
-    durably: Durably, traces: Traces
-) -> None:
+def test_uninstrumented_instances_store_and_trace_nothing(durably: Durably, traces: Traces) -> None:
     job = durably.job("echo")(lambda step, input: step.run("echo", lambda: input))
     with traces.tracer.start_as_current_span("before instrumenting"):
         job.trigger("before")  # nothing stored: the worker's span below is a root
