@@ -79,6 +79,7 @@ def uninstrument(durably: Durably) -> None:
 
 
 def is_instrumented(durably: Durably) -> bool:
+    """Whether :func:`instrument` traces ``durably`` in this process."""
     return isinstance(durably._runtime.instrumentation, OpenTelemetryInstrumentation)
 
 
@@ -147,11 +148,12 @@ class OpenTelemetryInstrumentation:
         if trace_context is None:
             return otel_context.Context()
         try:
-            carrier = json.loads(trace_context)
-        except ValueError:
+            stored = json.loads(trace_context)
+        except ValueError:  # written by something else: the run starts a trace of its own
+            stored = None
+        if not isinstance(stored, dict):
             return otel_context.Context()
-        if not isinstance(carrier, dict):
-            return otel_context.Context()
+        carrier = {k: v for k, v in stored.items() if isinstance(k, str) and isinstance(v, str)}
         empty = otel_context.Context()
         if self._propagator is None:
             return propagate.extract(carrier, context=empty)

@@ -6,6 +6,7 @@ import heapq
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import copy_context
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -157,8 +158,12 @@ class Runtime:
         self.async_db = AsyncDatabase(self.db, self.db_threads)
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Await a blocking call (an API method, a migration) run in a database thread."""
-        return await self.db_threads.run(fn, *args, **kwargs)
+        """Await a blocking call (an API method, a migration) run in a database thread.
+
+        In a copy of the caller's context, as ``asyncio.to_thread`` does: a
+        call sees the caller's context variables (its current span, for one).
+        """
+        return await self.db_threads.run(copy_context().run, fn, *args, **kwargs)
 
     @contextmanager
     def holding(self, lease: Lease) -> Iterator[None]:

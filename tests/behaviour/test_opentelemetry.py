@@ -237,6 +237,19 @@ def test_triggers_carry_their_context_however_they_are_made(
     assert by_input[8].parent is None
     assert _ids(by_input[8])[0] not in {p.trace_id for p in parents.values()}
 
+    async def retrigger_async() -> str:  # the sync method, in one of durably's threads
+        with traces.tracer.start_as_current_span("async retrigger"):
+            return (await durably.retrigger_async(str(by_input[8].attributes["durably.run_id"]))).id  # type: ignore[index]
+
+    again = asyncio.run(retrigger_async())
+    assert durably.process_until_idle() == 1
+    (attempt,) = [
+        s
+        for s in traces.named("durably.run echo")
+        if (s.attributes or {})["durably.run_id"] == again
+    ]
+    assert _parent_id(attempt) == traces.one("async retrigger").get_span_context().span_id
+
 
 def test_uninstrumented_instances_store_and_trace_nothing(durably: Durably, traces: Traces) -> None:
     job = durably.job("echo")(lambda step, input: step.run("echo", lambda: input))
