@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import heapq
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -163,7 +164,8 @@ class Runtime:
         In a copy of the caller's context, as ``asyncio.to_thread`` does: a
         call sees the caller's context variables (its current span, for one).
         """
-        return await self.db_threads.run(copy_context().run, fn, *args, **kwargs)
+        call: Callable[[], T] = functools.partial(copy_context().run, fn, *args, **kwargs)
+        return await self.db_threads.run(call)
 
     @contextmanager
     def holding(self, lease: Lease) -> Iterator[None]:
