@@ -5,9 +5,10 @@ default; :mod:`durably.contrib.opentelemetry` installs one). durably calls it
 at three points, each guarded by one ``is None`` check, so an instance
 without it pays nothing more:
 
-- a trigger asks it for :meth:`~Instrumentation.trigger_context`, the text
-  stored with the runs the trigger creates (``durably_runs.trace_context``),
-  so that the worker that runs them, in any process, can continue the trace;
+- a trigger's write runs within :meth:`~Instrumentation.trigger`, which
+  yields the text stored with the runs it creates
+  (``durably_runs.trace_context``), so that the worker that runs them, in
+  any process, can continue the trace;
 - a worker runs the job function it returns from
   :meth:`~Instrumentation.wrap_run` for each attempt of a run;
 - a step that runs (not one replayed from its stored result) runs the
@@ -24,6 +25,7 @@ loop's default executor does not copy context variables).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -41,7 +43,7 @@ class RunAttempt:
     attempt: int
     """1 for a run's first attempt; each retry after a failure starts the next."""
     trace_context: str | None
-    """What :meth:`Instrumentation.trigger_context` returned when the run was triggered."""
+    """What :meth:`Instrumentation.trigger` yielded when the run was triggered."""
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> RunAttempt:
@@ -52,10 +54,12 @@ class RunAttempt:
 class Instrumentation(Protocol):
     """What durably calls to trace triggers, run attempts and steps."""
 
-    def trigger_context(self) -> str | None:
-        """Text to store with the runs triggered now (None: nothing).
+    def trigger(self, job_name: str, queue: str, runs: int) -> AbstractContextManager[str | None]:
+        """Around the write of a trigger of ``runs`` runs of ``job_name``.
 
-        Called in the trigger's thread or task, before the write.
+        Entered in the trigger's thread or task; what it yields is stored
+        with the runs the trigger creates (None: nothing). An exception the
+        write raises (a conflict, a database error) passes through it.
         """
 
     def wrap_run(self, run: RunAttempt, fn: F) -> F:

@@ -3,12 +3,11 @@
 Run it with `python examples/opentelemetry_tracing.py` (it needs
 `pip install 'durably[otel]' opentelemetry-sdk`). A web request, stood in for
 by a span, triggers a signup job; a worker runs it. The trace it prints, one
-JSON span per line as the SDK's console exporter writes it, has the
-request's span as the parent of the run's span, and the run's span as the
-parent of each step's span and of the span the job's code makes. In a real
-deployment the exporter is OTLP to a collector, and the trigger and the
-worker are different processes: the trace context travels with the run in
-the database.
+JSON span per line as the SDK's console exporter writes it, goes from the
+request's span to the trigger's, then the run's, then each step's and the
+span the job's code makes. In a real deployment the exporter is OTLP to a
+collector, and the trigger and the worker are different processes: the
+trace context travels with the run in the database.
 """
 
 from __future__ import annotations

@@ -9,14 +9,16 @@ workers). Only the OpenTelemetry *API* is needed here: the application
 chooses the SDK, its exporters and its propagators, as with any instrumented
 library.
 
-- A trigger made while a span is current stores that trace context with its
-  runs (the global propagator's carrier: W3C ``traceparent`` and
-  ``tracestate`` by default), in ``durably_runs.trace_context``; a trigger
-  with no span current stores nothing.
-- Each attempt of a run is a ``CONSUMER`` span, ``durably.run <job>``, whose
-  parent is the trigger's context, whichever process the worker is in; a
-  run triggered with no trace context starts a trace of its own. A retry is
-  a new attempt and a new span, in the same trace.
+- A trigger is a ``PRODUCER`` span, ``durably.trigger <job>``, child of the
+  span current where it is made (a root if there is none), around the
+  write. Its context is stored with the runs the trigger creates (the
+  propagator's carrier: W3C ``traceparent`` and ``tracestate`` by default),
+  in ``durably_runs.trace_context``.
+- Each attempt of a run is a ``CONSUMER`` span, ``durably.run <job>``, child
+  of its trigger's span, whichever process the worker is in; a run stored
+  without a trace context (triggered by an instance not instrumented, or by
+  a schedule) starts a trace of its own. A retry is a new attempt and a new
+  span, in the same trace.
 - Each step that runs is a span ``durably.step <name>``, child of the
   attempt's span. A step replayed from its stored result gets none: it does
   no work (its function is not called), and a span for it would count the
@@ -26,7 +28,9 @@ library.
   while its function runs (in a step thread or a task as well), so spans the
   job makes, and those of instrumented libraries it calls, are their children.
 - Attributes: ``durably.job``, ``durably.run_id``, ``durably.attempt``,
-  ``durably.queue`` and, on steps, ``durably.step`` and ``durably.step.index``.
+  ``durably.queue`` and, on steps, ``durably.step`` and ``durably.step.index``;
+  on a trigger ``durably.job``, ``durably.queue`` and, when it creates
+  several runs at once, ``durably.runs``.
   An attempt or a step that raises has status ``ERROR`` and the exception
   recorded as a span event. A run that suspends on a durable wait ends its
   attempt's span without an error; it resumes in a new attempt span.
@@ -64,6 +68,8 @@ def instrument(
 ) -> None:
     """Trace ``durably``'s triggers, run attempts and steps in this process.
 
+    Call it in every process that triggers or runs jobs: each traces its own.
+
     ``tracer_provider``: where spans go (None: the global one, looked up
     when each span starts). ``propagator``: how a trigger's trace context is
     stored and read back (None: the global one, W3C trace context unless
@@ -90,13 +96,20 @@ class OpenTelemetryInstrumentation:
         self._tracer = tracer
         self._propagator = propagator
 
-    def trigger_context(self) -> str | None:
-        carrier: dict[str, str] = {}
-        if self._propagator is None:
-            propagate.inject(carrier)
-        else:
-            self._propagator.inject(carrier)
-        return json.dumps(carrier, separators=(",", ":")) if carrier else None
+    @contextmanager
+    def trigger(self, job_name: str, queue: str, runs: int) -> Iterator[str | None]:
+        """A ``PRODUCER`` span around the trigger's write; its context is stored with the runs."""
+        attributes: dict[str, str | int] = {"durably.job": job_name, "durably.queue": queue}
+        if runs > 1:
+            attributes["durably.runs"] = runs
+        name = f"durably.trigger {job_name}"
+        with self._span(name, otel_context.get_current(), SpanKind.PRODUCER, attributes):
+            carrier: dict[str, str] = {}
+            if self._propagator is None:
+                propagate.inject(carrier)
+            else:
+                self._propagator.inject(carrier)
+            yield json.dumps(carrier, separators=(",", ":")) if carrier else None
 
     def wrap_run(self, run: RunAttempt, fn: F) -> F:
         parent = self._extract(run.trace_context)

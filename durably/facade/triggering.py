@@ -26,9 +26,20 @@ class Triggering(FacadeBase):
         With ``connection``, on the caller's connection and transaction: the
         runs are announced once the caller's ``COMMIT`` has returned.
         """
+        instrumentation = self._runtime.instrumentation
+        if instrumentation is None:
+            return self._enqueue(requests, connection, None)
+        with instrumentation.trigger(*_traced(requests)) as trace_context:
+            return self._enqueue(requests, connection, trace_context)
+
+    def _enqueue(
+        self,
+        requests: Sequence[EnqueueRequest],
+        connection: Connection | None,
+        traced: str | None,
+    ) -> list[Run]:
         self._ensure_schema()
         now = self._runtime.clock()
-        traced = self._trace_context()
         if connection is None:
             enqueued = operation.run(enqueue_op(requests, now, traced), self._runtime.db)
             runs = _returned(enqueued, now)
@@ -46,19 +57,23 @@ class Triggering(FacadeBase):
 
     async def enqueue_async(self, requests: Sequence[EnqueueRequest]) -> list[Run]:
         """:meth:`enqueue` from the event loop: the write travels with the loop's other writes."""
+        instrumentation = self._runtime.instrumentation
+        if instrumentation is None:
+            return await self._enqueue_async(requests, None)
+        with instrumentation.trigger(*_traced(requests)) as trace_context:
+            return await self._enqueue_async(requests, trace_context)
+
+    async def _enqueue_async(
+        self, requests: Sequence[EnqueueRequest], traced: str | None
+    ) -> list[Run]:
         runtime = self._runtime
         if not self._schema_checked:
             await runtime.call(self._ensure_schema)
         now = runtime.clock()
-        write = enqueue_op(requests, now, self._trace_context())
+        write = enqueue_op(requests, now, traced)
         runs = _returned(await operation.run_async(write, runtime.async_db), now)
         self._announce(requests, runs, now)
         return runs
-
-    def _trace_context(self) -> str | None:
-        """The trace this trigger is made in, to store with its runs (instrumented only)."""
-        instrumentation = self._runtime.instrumentation
-        return None if instrumentation is None else instrumentation.trigger_context()
 
     def _announce(self, requests: Sequence[EnqueueRequest], runs: Sequence[Run], now: int) -> None:
         """Emit trigger events for committed runs and wake the local workers."""
@@ -98,6 +113,15 @@ class Triggering(FacadeBase):
                     skipped_input=serialization.loads(request["input_json"]),
                     skipped_labels=dict(request["labels"] or {}),
                 )
+
+
+def _traced(requests: Sequence[EnqueueRequest]) -> tuple[str, str, int]:
+    """What an instrumentation is told of a trigger: its job, its queue, how many runs.
+
+    Every way to trigger many runs at once triggers runs of one job.
+    """
+    first = requests[0]
+    return first["job_name"], first["queue"], len(requests)
 
 
 def _returned(enqueued: Enqueued, now: int) -> list[Run]:

@@ -283,6 +283,7 @@ def test_opentelemetry_example_prints_one_trace_from_the_request_to_the_steps(
         "durably.run signup",
         "durably.step create-account",
         "durably.step send-welcome",
+        "durably.trigger signup",
         "smtp send",
     ]
     assert len({span["context"]["trace_id"] for span in spans.values()}) == 1
@@ -293,7 +294,8 @@ def test_opentelemetry_example_prints_one_trace_from_the_request_to_the_steps(
         ]
         return parents[0] if parents else ""
 
-    assert parent("durably.run signup") == "POST /signup"
+    assert parent("durably.trigger signup") == "POST /signup"
+    assert parent("durably.run signup") == "durably.trigger signup"
     assert parent("durably.step create-account") == "durably.run signup"
     assert parent("durably.step send-welcome") == "durably.run signup"
     assert parent("smtp send") == "durably.step send-welcome"

@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from durably import AsyncStepContext, Durably, Retry, RunStatus, StepContext
+from durably import AsyncStepContext, ConflictError, Durably, Retry, RunStatus, StepContext
 from durably.contrib.opentelemetry import instrument, is_instrumented, uninstrument
 
 pytestmark = pytest.mark.both_engines
@@ -119,9 +119,13 @@ def test_a_run_attempt_and_its_steps_are_spans_in_the_triggers_trace(
     assert durably.get_run(run.id).status is RunStatus.COMPLETED  # type: ignore[union-attr]
 
     trace_id, request_id = request.get_span_context().trace_id, request.get_span_context().span_id
+    trigger = traces.one("durably.trigger ship")
+    assert trigger.kind is SpanKind.PRODUCER
+    assert (_ids(trigger)[0], _parent_id(trigger)) == (trace_id, request_id)
+    assert dict(trigger.attributes or {}) == {"durably.job": "ship", "durably.queue": "default"}
     attempt = traces.one("durably.run ship")
     assert attempt.kind is SpanKind.CONSUMER
-    assert (attempt.context.trace_id, _parent_id(attempt)) == (trace_id, request_id)  # type: ignore[union-attr]
+    assert (_ids(attempt)[0], _parent_id(attempt)) == (trace_id, _ids(trigger)[1])
     assert dict(attempt.attributes or {}) == {
         "durably.job": "ship",
         "durably.run_id": run.id,
@@ -171,7 +175,7 @@ def test_failed_attempts_are_errors_and_each_retry_is_a_span_of_its_own(
 
         return step.run("save", save)
 
-    with traces.tracer.start_as_current_span("nightly import") as parent:
+    with traces.tracer.start_as_current_span("nightly import"):
         run = flaky.trigger(None)
     assert durably.process_until_idle() == 2
     assert durably.get_run(run.id).status is RunStatus.COMPLETED  # type: ignore[union-attr]
@@ -179,10 +183,9 @@ def test_failed_attempts_are_errors_and_each_retry_is_a_span_of_its_own(
 
     first, second = sorted(traces.named("durably.run flaky"), key=lambda s: s.start_time or 0)
     assert [(s.attributes or {})["durably.attempt"] for s in (first, second)] == [1, 2]
-    trace_id = parent.get_span_context().trace_id
+    trace_id, trigger_id = _ids(traces.one("durably.trigger flaky"))
     for attempt in (first, second):  # both continue the trigger's trace
-        assert _ids(attempt)[0] == trace_id
-        assert _parent_id(attempt) == parent.get_span_context().span_id
+        assert (_ids(attempt)[0], _parent_id(attempt)) == (trace_id, trigger_id)
     assert first.status.status_code is StatusCode.ERROR
     assert first.status.description == "ConnectionError: database went away"
     (event,) = [e for e in first.events if e.name == "exception"]
@@ -198,7 +201,7 @@ def test_failed_attempts_are_errors_and_each_retry_is_a_span_of_its_own(
     assert _parent_id(fetch) == _ids(first)[1]
 
 
-def test_triggers_carry_their_context_however_they_are_made(
+def test_every_way_to_trigger_is_a_span_whose_context_the_runs_continue(
     durably: Durably, traces: Traces
 ) -> None:
     instrument(durably, traces.provider)
@@ -215,27 +218,31 @@ def test_triggers_carry_their_context_however_they_are_made(
         with durably.engine.begin() as connection:  # the caller's transaction
             job.trigger(7, connection=connection)
     asyncio.run(trigger_async())
-    job.trigger(8)  # no span current: nothing stored, the run starts a trace of its own
+    job.trigger(8)  # no span current: the trigger's span starts a trace
     assert durably.process_until_idle() == 8
 
-    parents = {
-        name: traces.one(name).get_span_context() for name in ("async trigger", "sync trigger")
-    }
-    by_input: dict[Any, ReadableSpan] = {}
+    spans = {_ids(span)[1]: span for span in traces.spans()}
+
+    def ancestry(span: ReadableSpan) -> list[str]:
+        names = []
+        while span.parent is not None:
+            span = spans[span.parent.span_id]
+            names.append(span.name)
+        return names
+
+    by_input = {}
     for attempt in traces.named("durably.run echo"):
         run = durably.get_run(str((attempt.attributes or {})["durably.run_id"]))
         assert run is not None
         by_input[run.input] = attempt
-    for value, trigger in [(1, "async trigger"), (2, "async trigger"), (3, "async trigger")] + [
-        (n, "sync trigger") for n in (4, 5, 6, 7)
-    ]:
-        attempt = by_input[value]
-        assert (_ids(attempt)[0], _parent_id(attempt)) == (
-            parents[trigger].trace_id,
-            parents[trigger].span_id,
-        ), value
-    assert by_input[8].parent is None
-    assert _ids(by_input[8])[0] not in {p.trace_id for p in parents.values()}
+        assert _ids(attempt)[0] == _ids(spans[_parent_id(attempt)])[0]  # type: ignore[index]
+    for value in (1, 2, 3):
+        assert ancestry(by_input[value]) == ["durably.trigger echo", "async trigger"]
+    for value in (4, 5, 6, 7):
+        assert ancestry(by_input[value]) == ["durably.trigger echo", "sync trigger"]
+    assert ancestry(by_input[8]) == ["durably.trigger echo"]
+    batches = [s for s in traces.named("durably.trigger echo") if "durably.runs" in s.attributes]  # type: ignore[operator]
+    assert sorted(s.attributes["durably.runs"] for s in batches) == [2, 2]  # type: ignore[index]
 
     async def retrigger_async() -> str:  # the sync method, in one of durably's threads
         with traces.tracer.start_as_current_span("async retrigger"):
@@ -243,12 +250,27 @@ def test_triggers_carry_their_context_however_they_are_made(
 
     again = asyncio.run(retrigger_async())
     assert durably.process_until_idle() == 1
+    spans = {_ids(span)[1]: span for span in traces.spans()}
     (attempt,) = [
         s
         for s in traces.named("durably.run echo")
         if (s.attributes or {})["durably.run_id"] == again
     ]
-    assert _parent_id(attempt) == traces.one("async retrigger").get_span_context().span_id
+    assert ancestry(attempt) == ["durably.trigger echo", "async retrigger"]
+
+
+def test_a_trigger_that_fails_is_an_error_span(durably: Durably, traces: Traces) -> None:
+    instrument(durably, traces.provider)
+    job = durably.job("sync-user")(lambda step, input: None)
+    job.trigger(1, concurrency_key="user-1")
+    with pytest.raises(ConflictError):
+        job.trigger(2, concurrency_key="user-1")
+    first, second = sorted(
+        traces.named("durably.trigger sync-user"), key=lambda s: s.start_time or 0
+    )
+    assert first.status.status_code is StatusCode.UNSET
+    assert second.status.status_code is StatusCode.ERROR
+    assert (second.status.description or "").startswith("ConflictError: A pending run already")
 
 
 def test_uninstrumented_instances_store_and_trace_nothing(durably: Durably, traces: Traces) -> None:
@@ -266,6 +288,7 @@ def test_uninstrumented_instances_store_and_trace_nothing(durably: Durably, trac
     assert durably.process_until_idle() == 1
     assert len(traces.named("durably.run echo")) == 1
     assert len(traces.named("durably.step echo")) == 1
+    assert traces.named("durably.trigger echo") == []
 
 
 WORKER_APP = """
@@ -333,9 +356,11 @@ def test_the_trace_crosses_into_a_worker_process(
 
     exported = _spans_in(spans_file.read_text(encoding="utf-8").splitlines())
     attempt, step = exported["durably.run invoice"], exported["durably.step render"]
-    context = checkout.get_span_context()
-    assert attempt["context"]["trace_id"] == f"0x{context.trace_id:032x}"
-    assert attempt["parent_id"] == f"0x{context.span_id:016x}"
+    trigger = traces.one("durably.trigger invoice")  # in this process
+    assert _parent_id(trigger) == checkout.get_span_context().span_id
+    trace_id, trigger_id = _ids(trigger)
+    assert attempt["context"]["trace_id"] == f"0x{trace_id:032x}"
+    assert attempt["parent_id"] == f"0x{trigger_id:016x}"
     assert attempt["attributes"]["durably.run_id"] == run.id
     assert step["context"]["trace_id"] == attempt["context"]["trace_id"]
     assert step["parent_id"] == attempt["context"]["span_id"]
