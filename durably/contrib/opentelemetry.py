@@ -39,6 +39,7 @@ library.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 from collections.abc import Awaitable, Callable, Iterator
@@ -102,8 +103,10 @@ class OpenTelemetryInstrumentation:
         attributes: dict[str, str | int] = {"durably.job": job_name, "durably.queue": queue}
         if runs > 1:
             attributes["durably.runs"] = runs
-        name = f"durably.trigger {job_name}"
-        with self._span(name, otel_context.get_current(), SpanKind.PRODUCER, attributes):
+        span = self._start(
+            f"durably.trigger {job_name}", otel_context.get_current(), SpanKind.PRODUCER, attributes
+        )
+        with _current(span, end=True):
             carrier: dict[str, str] = {}
             if self._propagator is None:
                 propagate.inject(carrier)
@@ -112,49 +115,28 @@ class OpenTelemetryInstrumentation:
             yield json.dumps(carrier, separators=(",", ":")) if carrier else None
 
     def wrap_run(self, run: RunAttempt, fn: F) -> F:
-        parent = self._extract(run.trace_context)
-        name = f"durably.run {run.job_name}"
-        attributes = _run_attributes(run)
-        if inspect.iscoroutinefunction(fn):
-
-            async def traced_async(*args: Any, **kwargs: Any) -> Any:
-                with self._span(name, parent, SpanKind.CONSUMER, attributes):
-                    return await fn(*args, **kwargs)
-
-            return cast(F, traced_async)
-
-        def traced(*args: Any, **kwargs: Any) -> Any:
-            with self._span(name, parent, SpanKind.CONSUMER, attributes):
-                return fn(*args, **kwargs)
-
-        return cast(F, traced)
+        start = functools.partial(
+            self._start,
+            f"durably.run {run.job_name}",
+            self._extract(run.trace_context),
+            SpanKind.CONSUMER,
+            _run_attributes(run),
+        )
+        return cast(F, _traced(start, fn))
 
     def wrap_step(
         self, run: RunAttempt, step: str, index: int, fn: Callable[[], T]
     ) -> Callable[[], T]:
-        # The job's context, read where the job calls step.run: the step may
-        # run in another thread, whose context does not have the run's span.
-        parent = otel_context.get_current()
-        name = f"durably.step {step}"
-        attributes = {**_run_attributes(run), "durably.step": step, "durably.step.index": index}
-        if inspect.iscoroutinefunction(fn):
-
-            async def traced_async() -> Any:
-                with self._span(name, parent, SpanKind.INTERNAL, attributes):
-                    return await fn()
-
-            return cast(Callable[[], T], traced_async)
-
-        def traced() -> T:
-            span = self._start(name, parent, SpanKind.INTERNAL, attributes)
-            with _current(span, end=False):
-                result = fn()
-            if inspect.isawaitable(result):  # ``lambda: coroutine()``: the step ends when awaited
-                return cast(T, _ended_when_awaited(span, result))
-            span.end()
-            return result
-
-        return traced
+        start = functools.partial(
+            self._start,
+            f"durably.step {step}",
+            # The job's context, read where the job calls step.run: the step
+            # may run in another thread, whose context lacks the run's span.
+            otel_context.get_current(),
+            SpanKind.INTERNAL,
+            {**_run_attributes(run), "durably.step": step, "durably.step.index": index},
+        )
+        return _traced(start, fn)
 
     def _extract(self, trace_context: str | None) -> otel_context.Context:
         """The trigger's context, or an empty one: a run is not part of its worker's trace."""
@@ -181,16 +163,31 @@ class OpenTelemetryInstrumentation:
     ) -> Span:
         return self._tracer.start_span(name, context=parent, kind=kind, attributes=attributes)
 
-    @contextmanager
-    def _span(
-        self,
-        name: str,
-        parent: otel_context.Context,
-        kind: SpanKind,
-        attributes: dict[str, str | int],
-    ) -> Iterator[Span]:
-        with _current(self._start(name, parent, kind, attributes), end=True) as span:
-            yield span
+
+def _traced(start: Callable[[], Span], fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` in a span of its own, started by ``start()`` at each call and current within.
+
+    A coroutine function stays one. A plain function that returns an
+    awaitable (``lambda: fetch(url)``) has its span end when that is awaited.
+    """
+    if inspect.iscoroutinefunction(fn):
+
+        async def traced_async(*args: Any, **kwargs: Any) -> Any:
+            with _current(start(), end=True):
+                return await fn(*args, **kwargs)
+
+        return traced_async
+
+    def traced(*args: Any, **kwargs: Any) -> Any:
+        span = start()
+        with _current(span, end=False):
+            result = fn(*args, **kwargs)
+        if inspect.isawaitable(result):
+            return _ended_when_awaited(span, result)
+        span.end()
+        return result
+
+    return traced
 
 
 @contextmanager

@@ -201,6 +201,33 @@ def test_failed_attempts_are_errors_and_each_retry_is_a_span_of_its_own(
     assert _parent_id(fetch) == _ids(first)[1]
 
 
+def test_a_run_that_waits_ends_its_span_and_resumes_in_a_new_one(
+    durably: Durably, traces: Traces
+) -> None:
+    instrument(durably, traces.provider)
+
+    @durably.job("remind")
+    def remind(step: StepContext, input: Any) -> Any:
+        step.run("draft", lambda: "draft")
+        step.sleep("a moment", 0.05)  # the run suspends: no worker holds it meanwhile
+        return step.run("send", lambda: "sent")
+
+    run = remind.trigger(None)
+    deadline = time.monotonic() + 20
+    while (found := durably.get_run(run.id)) is None or found.status is not RunStatus.COMPLETED:
+        assert time.monotonic() < deadline, found
+        durably.process_until_idle()
+        time.sleep(0.02)
+
+    first, second = sorted(traces.named("durably.run remind"), key=lambda s: s.start_time or 0)
+    assert first.status.status_code is second.status.status_code is StatusCode.UNSET
+    assert [(s.attributes or {})["durably.attempt"] for s in (first, second)] == [1, 1]
+    trigger_id = _ids(traces.one("durably.trigger remind"))[1]
+    assert _parent_id(first) == _parent_id(second) == trigger_id
+    assert _parent_id(traces.one("durably.step draft")) == _ids(first)[1]  # not replayed
+    assert _parent_id(traces.one("durably.step send")) == _ids(second)[1]
+
+
 def test_every_way_to_trigger_is_a_span_whose_context_the_runs_continue(
     durably: Durably, traces: Traces
 ) -> None:
