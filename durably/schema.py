@@ -102,6 +102,11 @@ runs = Table(
     Column("priority", Integer, nullable=False, server_default="0"),
     Column("run_at", BigInteger, nullable=False, server_default="0"),
     Column("attempt", Integer, nullable=False, server_default="1"),
+    # The trace the run was triggered in (revision durably_0011): the
+    # OpenTelemetry propagator's carrier as a JSON object, so that the worker
+    # that runs it, in any process, continues the trace. NULL unless the
+    # instance is instrumented (durably.contrib.opentelemetry).
+    Column("trace_context", Text),
     # One idempotency key per job, for the life of the run row.
     Index(
         "ux_durably_runs_job_idempotency",

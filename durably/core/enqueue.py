@@ -90,6 +90,8 @@ NULLs and zeros as well costs a trigger a good part of its SQL). The
 :class:`~durably.models.Run` a trigger returns is built from these columns
 (:meth:`~durably.models.Run.from_written`)."""
 _KEYS = ("idempotency_key", "concurrency_key")
+_TRACED = ("trace_context",)
+"""Written only by a trigger that carries a trace context (an instrumented instance)."""
 
 
 def _insert_run(columns: Sequence[str]) -> SQLiteInsert:
@@ -97,10 +99,12 @@ def _insert_run(columns: Sequence[str]) -> SQLiteInsert:
 
 
 _INSERT_RUN = _insert_run(_WRITTEN)
+_INSERT_TRACED_RUN = _insert_run(_WRITTEN + _TRACED)
 _INSERT_LABEL = run_labels.insert()
 _INSERT_RUN_UNLESS_TAKEN = _insert_run(_WRITTEN + _KEYS).on_conflict_do_nothing()
 """A run with keys: not inserted when its idempotency key or pending
 concurrency key is taken (the unique indexes decide, atomically)."""
+_INSERT_TRACED_RUN_UNLESS_TAKEN = _insert_run(_WRITTEN + _KEYS + _TRACED).on_conflict_do_nothing()
 _INSERT_LABEL_IF_INSERTED = run_labels.insert().from_select(
     ["run_id", "key", "value"],
     sa.select(
@@ -115,7 +119,9 @@ def cannot_conflict(requests: Sequence[EnqueueRequest]) -> bool:
     return not any(r["idempotency_key"] or r["concurrency_key"] for r in requests)
 
 
-def new_runs(requests: Sequence[EnqueueRequest], now: int) -> tuple[list[dict[str, Any]], Batch]:
+def new_runs(
+    requests: Sequence[EnqueueRequest], now: int, trace_context: str | None = None
+) -> tuple[list[dict[str, Any]], Batch]:
     """The columns written for new runs and the statements that insert them (and their labels).
 
     The rows are known before anything is written, so the statements can go
@@ -123,29 +129,42 @@ def new_runs(requests: Sequence[EnqueueRequest], now: int) -> tuple[list[dict[st
     request to a remote server, one ``executemany`` per table locally) and
     nothing is read back. A single run without labels is one plain statement,
     which SQLite runs as its own transaction: no ``BEGIN`` and ``COMMIT``.
+
+    ``trace_context`` (see :func:`enqueue_op`) is stored with every run.
     """
     rows = [
         _new_row(request, now, run_id)
         for request, run_id in zip(requests, new_ids(len(requests)), strict=True)
     ]
+    insert = _INSERT_RUN
+    if trace_context is not None:
+        insert = _INSERT_TRACED_RUN
+        for row in rows:
+            row["trace_context"] = trace_context
     labels = [
         label
         for request, row in zip(requests, rows, strict=True)
         if request["labels"]
         for label in _label_rows(row["id"], request)
     ]
-    batch: list[tuple[UpdateBase, Any]] = [(_INSERT_RUN, rows[0] if len(rows) == 1 else rows)]
+    batch: list[tuple[UpdateBase, Any]] = [(insert, rows[0] if len(rows) == 1 else rows)]
     if labels:
         batch.append((_INSERT_LABEL, labels))
     return rows, batch
 
 
-def keyed_run(request: EnqueueRequest, now: int) -> tuple[dict[str, Any], Batch]:
+def keyed_run(
+    request: EnqueueRequest, now: int, trace_context: str | None = None
+) -> tuple[dict[str, Any], Batch]:
     """The columns of a run with keys and the statements that insert it unless a key is taken."""
     row = _new_row(request, now, new_id())
     row["idempotency_key"] = request["idempotency_key"]
     row["concurrency_key"] = request["concurrency_key"]
-    batch: list[tuple[UpdateBase, Any]] = [(_INSERT_RUN_UNLESS_TAKEN, row)]
+    insert = _INSERT_RUN_UNLESS_TAKEN
+    if trace_context is not None:
+        insert = _INSERT_TRACED_RUN_UNLESS_TAKEN
+        row["trace_context"] = trace_context
+    batch: list[tuple[UpdateBase, Any]] = [(insert, row)]
     labels = _label_rows(row["id"], request)
     if labels:
         batch.append((_INSERT_LABEL_IF_INSERTED, labels))
@@ -153,14 +172,14 @@ def keyed_run(request: EnqueueRequest, now: int) -> tuple[dict[str, Any], Batch]
 
 
 def enqueue(
-    conn: Connection, request: EnqueueRequest, now: int
+    conn: Connection, request: EnqueueRequest, now: int, trace_context: str | None = None
 ) -> tuple[Mapping[Any, Any], Disposition]:
     """Insert a run, or return the existing one the request resolves to (see :func:`taken_by`).
 
     Inside the caller's write transaction, so the run that took a key is
     still there when it is looked up.
     """
-    row, batch = keyed_run(request, now)
+    row, batch = keyed_run(request, now, trace_context)
     if conn.execute(*batch[0]).rowcount == 1:
         for statement, params in batch[1:]:
             conn.execute(statement, params)  # the labels
@@ -171,7 +190,9 @@ def enqueue(
     return taken
 
 
-def enqueue_op(requests: Sequence[EnqueueRequest], now: int) -> Operation[Enqueued]:
+def enqueue_op(
+    requests: Sequence[EnqueueRequest], now: int, trace_context: str | None = None
+) -> Operation[Enqueued]:
     """A trigger of ``requests`` as one write, for the sync API and for an event loop alike.
 
     Runs without keys are a prebuilt batch. From an event loop, the
@@ -187,16 +208,20 @@ def enqueue_op(requests: Sequence[EnqueueRequest], now: int) -> Operation[Enqueu
     request may coalesce onto an earlier one.
 
     It returns each run's row with its disposition (:class:`Enqueued`).
+
+    ``trace_context``: the trace the trigger was made in, stored with each
+    run it creates (``durably_runs.trace_context``, written by an
+    instrumented instance only: see :mod:`durably.instrumentation`).
     """
     if cannot_conflict(requests):
-        rows, batch = new_runs(requests, now)
+        rows, batch = new_runs(requests, now, trace_context)
         yield Write(batch)
         return _created(rows)
     if len(requests) > 1:
-        written: Enqueued = yield Transaction(enqueue_many, (requests, now))
+        written: Enqueued = yield Transaction(enqueue_many, (requests, now, trace_context))
         return written
     request = requests[0]
-    row, batch = keyed_run(request, now)
+    row, batch = keyed_run(request, now, trace_context)
     for _ in range(_KEYED_ATTEMPTS):
         outcomes = yield Write(batch)
         if outcomes[0].rowcount == 1:
@@ -234,11 +259,16 @@ def taken_by(conn: Connection, request: EnqueueRequest) -> tuple[RowMapping, Dis
     return None
 
 
-def enqueue_many(conn: Connection, requests: Sequence[EnqueueRequest], now: int) -> Enqueued:
+def enqueue_many(
+    conn: Connection,
+    requests: Sequence[EnqueueRequest],
+    now: int,
+    trace_context: str | None = None,
+) -> Enqueued:
     """Enqueue in order on one connection; the caller's transaction makes it all-or-nothing."""
     if not cannot_conflict(requests):
-        return _resolved([enqueue(conn, request, now) for request in requests])
-    rows, batch = new_runs(requests, now)
+        return _resolved([enqueue(conn, request, now, trace_context) for request in requests])
+    rows, batch = new_runs(requests, now, trace_context)
     for statement, params in batch:
         conn.execute(statement, params)  # many rows: SQLAlchemy's executemany
     return _created(rows)

@@ -27,7 +27,7 @@ from ..core.operation import Operation
 from ..errors import CancelledError, DurablyError, LeaseLostError
 from ..retry import Retry
 from .execution import Execution
-from .step_calls import StepCall
+from .step_calls import StepCall, traced_step
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -71,6 +71,8 @@ class AsyncExecution(Execution):
         attempt = self.begin_step(name, retry)
         if attempt.replayed:
             return attempt.output
+        if self.runtime.instrumentation is not None:
+            fn = traced_step(self.runtime.instrumentation, self.claimed, attempt, fn)
         if inspect.iscoroutinefunction(fn):
             awaitable: Awaitable[Any] = fn()
         else:

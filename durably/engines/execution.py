@@ -43,7 +43,7 @@ from ..models import Progress
 from ..retry import Retry, check_retry
 from ..status import LogLevel, RunStatus, StepStatus
 from .retries import StepFailure, retry_delay
-from .step_calls import StepCall, describe, format_traceback
+from .step_calls import StepCall, describe, format_traceback, traced_step
 
 if TYPE_CHECKING:
     from .runtime import RegisteredJob, Runtime
@@ -289,6 +289,8 @@ class Execution:
         attempt = self.begin_step(name, retry)
         if attempt.replayed:
             return attempt.output
+        if self.runtime.instrumentation is not None:
+            fn = traced_step(self.runtime.instrumentation, self.claimed, attempt, fn)
         return self.call_step(attempt, fn)
 
     def call_step(self, attempt: StepCall, fn: Callable[[], Any]) -> Any:

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from ..bridge import Threads, run_in
 from ..context import AsyncStepContext, StepContext
 from ..core import operation
 from ..core.leases import ClaimedRun
 from ..core.operation import Operation
+from ..instrumentation import RunAttempt
 from .async_execution import AsyncExecution
 from .execution import Execution, Outcome
 from .runtime import Runtime
@@ -43,11 +44,14 @@ def execute(runtime: Runtime, claimed: ClaimedRun, then: Then | None = None) -> 
         job, job_input = found
         started = time.monotonic()
         step = StepContext(execution, RunWaits(execution))
+        fn = job.fn
+        if runtime.instrumentation is not None:
+            fn = runtime.instrumentation.wrap_run(RunAttempt.of(claimed.row), fn)
         try:
             if job.timeout is None:
-                output = job.fn(step, job_input)
+                output = fn(step, job_input)
             else:
-                output = call_within(job.timeout, job.fn, step, job_input)
+                output = call_within(job.timeout, fn, step, job_input)
         except Overran as overran:
             record = timed_out_op(execution, overran.timeout)
         except Suspended as suspended:
@@ -80,11 +84,14 @@ async def execute_async(
         job, job_input = found
         started = time.monotonic()
         step = AsyncStepContext(execution, RunWaits(execution))
+        fn: Any = job.fn
+        if runtime.instrumentation is not None:
+            fn = runtime.instrumentation.wrap_run(RunAttempt.of(claimed.row), fn)
         try:
             if job.timeout is None:
-                output = await cast(Any, job.fn)(step, job_input)
+                output = await fn(step, job_input)
             else:
-                output = await await_within(job.timeout, cast(Any, job.fn)(step, job_input))
+                output = await await_within(job.timeout, fn(step, job_input))
         except Overran as overran:
             record = timed_out_op(execution, overran.timeout)
         except Suspended as suspended:

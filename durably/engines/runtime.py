@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import heapq
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import copy_context
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -18,6 +20,7 @@ from ..core.lease_service import LeaseService
 from ..core.leases import Lease
 from ..events import EventBus
 from ..flow import DeclaredQueues
+from ..instrumentation import Instrumentation
 from ..retry import Retry
 from ..serialization import DEFAULT_SERIALIZER, Serializer
 from ..storage import Database
@@ -147,6 +150,8 @@ class Runtime:
     """The queue limits this instance declared; every claim it makes keeps them."""
     serializer: Serializer = DEFAULT_SERIALIZER
     """How your values are stored (``Durably(serializer=...)``, :mod:`durably.serialization`)."""
+    instrumentation: Instrumentation | None = None
+    """What traces this instance's triggers, run attempts and steps (None: nothing does)."""
     _wakers: list[Callable[[], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -157,8 +162,13 @@ class Runtime:
         self.async_db = AsyncDatabase(self.db, self.db_threads)
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Await a blocking call (an API method, a migration) run in a database thread."""
-        return await self.db_threads.run(fn, *args, **kwargs)
+        """Await a blocking call (an API method, a migration) run in a database thread.
+
+        In a copy of the caller's context, as ``asyncio.to_thread`` does: a
+        call sees the caller's context variables (its current span, for one).
+        """
+        call: Callable[[], T] = functools.partial(copy_context().run, fn, *args, **kwargs)
+        return await self.db_threads.run(call)
 
     @contextmanager
     def holding(self, lease: Lease) -> Iterator[None]:

@@ -9,10 +9,15 @@ heartbeat that finds it running (:mod:`durably.core.attempts`).
 from __future__ import annotations
 
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from ..core.leases import ClaimedRun
+from ..instrumentation import Instrumentation, RunAttempt
 from ..retry import Retry
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -43,3 +48,10 @@ def format_traceback(exc: BaseException) -> str:
     Kept on the step attempt: a run's ``error`` holds only ``"Type: message"``.
     """
     return "".join(traceback.format_exception(exc))
+
+
+def traced_step(
+    instrumentation: Instrumentation, claimed: ClaimedRun, call: StepCall, fn: Callable[[], T]
+) -> Callable[[], T]:
+    """A step's function as ``instrumentation`` wraps it (:mod:`durably.instrumentation`)."""
+    return instrumentation.wrap_step(RunAttempt.of(claimed.row), call.name, call.index, fn)

@@ -27,18 +27,28 @@ class Triggering(FacadeBase):
         With ``connection``, on the caller's connection and transaction: the
         runs are announced once the caller's ``COMMIT`` has returned.
         """
+        instrumentation = self._runtime.instrumentation
+        if instrumentation is None:
+            return self._enqueue(requests, connection, None)
+        with instrumentation.trigger(*_traced(requests)) as trace_context:
+            return self._enqueue(requests, connection, trace_context)
+
+    def _enqueue(
+        self,
+        requests: Sequence[EnqueueRequest],
+        connection: Connection | None,
+        traced: str | None,
+    ) -> list[Run]:
         self._ensure_schema()
         now = self._runtime.clock()
         if connection is None:
-            runs = _returned(
-                operation.run(enqueue_op(requests, now), self._runtime.db),
-                now,
-                self._runtime.serializer,
-            )
+            enqueued = operation.run(enqueue_op(requests, now, traced), self._runtime.db)
+            runs = _returned(enqueued, now, self._runtime.serializer)
             self._announce(requests, runs, now)
             return runs
         self._runtime.db.check_caller_connection(connection)
-        runs = _returned(enqueue_many(connection, requests, now), now, self._runtime.serializer)
+        enqueued = enqueue_many(connection, requests, now, traced)
+        runs = _returned(enqueued, now, self._runtime.serializer)
 
         def committed() -> None:
             self._runtime.db.count_write()
@@ -49,15 +59,22 @@ class Triggering(FacadeBase):
 
     async def enqueue_async(self, requests: Sequence[EnqueueRequest]) -> list[Run]:
         """:meth:`enqueue` from the event loop: the write travels with the loop's other writes."""
+        instrumentation = self._runtime.instrumentation
+        if instrumentation is None:
+            return await self._enqueue_async(requests, None)
+        with instrumentation.trigger(*_traced(requests)) as trace_context:
+            return await self._enqueue_async(requests, trace_context)
+
+    async def _enqueue_async(
+        self, requests: Sequence[EnqueueRequest], traced: str | None
+    ) -> list[Run]:
         runtime = self._runtime
         if not self._schema_checked:
             await runtime.call(self._ensure_schema)
         now = runtime.clock()
-        runs = _returned(
-            await operation.run_async(enqueue_op(requests, now), runtime.async_db),
-            now,
-            runtime.serializer,
-        )
+        write = enqueue_op(requests, now, traced)
+        enqueued = await operation.run_async(write, runtime.async_db)
+        runs = _returned(enqueued, now, runtime.serializer)
         self._announce(requests, runs, now)
         return runs
 
@@ -101,6 +118,15 @@ class Triggering(FacadeBase):
                     ),
                     skipped_labels=dict(request["labels"] or {}),
                 )
+
+
+def _traced(requests: Sequence[EnqueueRequest]) -> tuple[str, str, int]:
+    """What an instrumentation is told of a trigger: its job, its queue, how many runs.
+
+    Every way to trigger many runs at once triggers runs of one job.
+    """
+    first = requests[0]
+    return first["job_name"], first["queue"], len(requests)
 
 
 def _returned(enqueued: Enqueued, now: int, serializer: Serializer) -> list[Run]:

@@ -261,3 +261,42 @@ def test_flask_durably_worker_runs_jobs_until_sigterm(db_url: str) -> None:
             worker.kill()
     assert "stopped" in stderr
     assert _workers(db_url) == []
+
+
+def test_opentelemetry_example_prints_one_trace_from_the_request_to_the_steps(
+    db_url: str, tmp_path: Path
+) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "opentelemetry_tracing.py")],
+        env={**os.environ, "DURABLY_DATABASE_URL": db_url},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "completed {'account': 7, 'mail': 'welcome sent to ada@example.com'}" in result.stderr
+    spans = {span["name"]: span for span in map(json.loads, result.stdout.splitlines())}
+    assert sorted(spans) == [
+        "POST /signup",
+        "durably.run signup",
+        "durably.step create-account",
+        "durably.step send-welcome",
+        "durably.trigger signup",
+        "smtp send",
+    ]
+    assert len({span["context"]["trace_id"] for span in spans.values()}) == 1
+
+    def parent(name: str) -> str:
+        parents = [
+            s["name"] for s in spans.values() if s["context"]["span_id"] == spans[name]["parent_id"]
+        ]
+        return parents[0] if parents else ""
+
+    assert parent("durably.trigger signup") == "POST /signup"
+    assert parent("durably.run signup") == "durably.trigger signup"
+    assert parent("durably.step create-account") == "durably.run signup"
+    assert parent("durably.step send-welcome") == "durably.run signup"
+    assert parent("smtp send") == "durably.step send-welcome"
+    assert spans["durably.run signup"]["kind"] == "SpanKind.CONSUMER"
