@@ -378,7 +378,8 @@ class Execution:
         try:
             job_input = serialization.load(self.runtime.serializer, self.claimed.row["input"])
         except ValueError:
-            return "The run's stored input cannot be decoded"
+            serializer = type(self.runtime.serializer).__name__
+            return f"The run's stored input cannot be decoded by its serializer ({serializer})"
         try:  # a run stored before the job declared its input model
             job_input = conform(job.input_model, job_input, f"The input of job {job.name!r}")
         except ValidationError as exc:
