@@ -26,6 +26,7 @@ from typing import Any
 
 from ..app import Durably
 from ..config import DEFAULT_SIGNAL_STOP_TIMEOUT
+from ..errors import DurablyError
 
 __all__ = ["FlaskDurably", "current_durably"]
 
@@ -71,7 +72,11 @@ def current_durably() -> Durably:
     """The ``Durably`` of the app handling this request (or of the app context)."""
     from flask import current_app
 
-    durably: Durably = current_app.extensions[EXTENSION_KEY]
+    durably = current_app.extensions.get(EXTENSION_KEY)
+    if not isinstance(durably, Durably):
+        raise DurablyError(
+            "No Durably on this Flask app: call FlaskDurably(...).init_app(app) in its factory"
+        )
     return durably
 
 
