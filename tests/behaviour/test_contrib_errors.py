@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import pytest
 from fastapi import Depends, FastAPI
@@ -13,12 +14,14 @@ from durably import Durably, DurablyError
 from durably.contrib.fastapi import get_durably, lifespan
 from durably.contrib.flask import FlaskDurably, current_durably
 
+AppDurably = Annotated[Durably, Depends(get_durably)]
+
 
 def test_fastapi_get_durably_without_the_lifespan_says_how_to_set_it_up() -> None:
     app = FastAPI()
 
     @app.get("/runs")
-    def runs(durably: Durably = Depends(get_durably)) -> int:
+    def runs(durably: AppDurably) -> int:
         return len(durably.get_runs())
 
     with TestClient(app) as client, pytest.raises(DurablyError, match="lifespan"):
@@ -30,7 +33,7 @@ def test_fastapi_get_durably_with_the_lifespan_is_the_apps_durably(tmp_path: Pat
     app = FastAPI(lifespan=lifespan(durably))
 
     @app.get("/same")
-    def same(found: Durably = Depends(get_durably)) -> bool:
+    def same(found: AppDurably) -> bool:
         return found is durably
 
     with TestClient(app) as client:
