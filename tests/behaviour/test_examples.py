@@ -300,3 +300,44 @@ def test_opentelemetry_example_prints_one_trace_from_the_request_to_the_steps(
     assert parent("durably.step send-welcome") == "durably.run signup"
     assert parent("smtp send") == "durably.step send-welcome"
     assert spans["durably.run signup"]["kind"] == "SpanKind.CONSUMER"
+
+
+def test_prometheus_example_serves_the_worker_s_metrics_until_sigterm(
+    db_url: str, tmp_path: Path
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    worker = subprocess.Popen(
+        [sys.executable, str(ROOT / "examples" / "prometheus_worker.py")],
+        env={**os.environ, "DURABLY_DATABASE_URL": db_url, "METRICS_PORT": str(port)},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def scraped() -> str:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as reply:
+                        text = reply.read().decode()
+                    if 'durably_runs_completed_total{job="resize",queue="default"} 3.0' in text:
+                        return text
+                except urllib.error.URLError:
+                    pass
+                assert time.monotonic() < deadline, "the worker's metrics never counted 3 runs"
+                assert worker.poll() is None, worker.communicate()
+                time.sleep(0.2)
+
+        text = scraped()
+        assert 'durably_runs{status="pending"} 0.0' in text
+        assert "durably_step_duration_seconds_count" in text
+        worker.send_signal(signal.SIGTERM)
+        _, stderr = worker.communicate(timeout=30)
+        assert worker.returncode == 0, stderr
+    finally:
+        if worker.poll() is None:
+            worker.kill()
