@@ -1515,8 +1515,30 @@ class HranaHandler(BaseHTTPRequestHandler):
         "/v3/cursor": (3, "cursor"),
     }
 
+    def _forward_to_mirror(self, method: str, raw: bytes | None) -> None:
+        """With --mirror, the sync protocol's requests go to the sync server (mirror.py)."""
+        assert MIRROR is not None
+        path = self.path.split("?", 1)[0]
+        try:
+            self._check_auth()
+        except HttpError as err:
+            self.server.trace({"method": method, "path": path, "status": err.status})
+            self._send(err.status, err.body, err.content_type)
+            return
+        status, body, content_type = MIRROR.forward(
+            method, self.path, raw, self.headers.get("Content-Type")
+        )
+        self.server.trace({"method": method, "path": path, "forwarded": status})
+        self._send(status, body, content_type)
+
+    def _is_hrana(self, path: str) -> bool:
+        return path in self.GET_ROUTES or path in self.POST_ROUTES
+
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
+        if MIRROR is not None and not self._is_hrana(path):
+            self._forward_to_mirror("GET", None)
+            return
         self.server.trace({"method": "GET", "path": path})
         if path in self.GET_ROUTES:
             self._send(200, self.GET_ROUTES[path])
@@ -1529,6 +1551,9 @@ class HranaHandler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         route = self.POST_ROUTES.get(path)
         raw = self._read_body()
+        if MIRROR is not None and not self._is_hrana(path):
+            self._forward_to_mirror("POST", raw)
+            return
         if route is None:
             self.server.trace({"method": "POST", "path": path, "status": 404})
             self._send(404 if path not in self.GET_ROUTES else 405, b"")

@@ -43,7 +43,8 @@ def make_app(
 
 
 def replica_of(setup: MirroredPrimary, tmp_path: Path, **options: Any) -> Replica:
-    return Replica(tmp_path / "replica.db", sync_url=setup.sync.url, **options)
+    """A replica that syncs through the primary's URL with its token, as on Turso Cloud."""
+    return Replica(tmp_path / "replica.db", **options)
 
 
 def test_a_stale_replica_shows_an_older_state_and_decides_nothing(
@@ -200,7 +201,7 @@ def test_a_replica_that_cannot_sync_fails_its_reads_and_nothing_else(
     setup: MirroredPrimary, tmp_path: Path
 ) -> None:
     executed: list[str] = []
-    replica = replica_of(setup, tmp_path)
+    replica = replica_of(setup, tmp_path, sync_url=setup.sync.url)  # the sync server itself
     app = make_app(setup, executed, replica)
     try:
         app.migrate()
@@ -223,6 +224,33 @@ def test_a_replica_that_cannot_sync_fails_its_reads_and_nothing_else(
         assert executed == ["a", "b"]
     finally:
         app.close()
+
+
+def test_the_replica_syncs_with_the_primarys_token_unless_given_its_own(
+    setup: MirroredPrimary, tmp_path: Path
+) -> None:
+    refused = replica_of(setup, tmp_path, auth_token="not-the-token")
+    app = make_app(setup, [], refused)
+    try:
+        app.migrate()
+        with pytest.raises(ReplicaSyncError, match=r"could not sync from http://127\.0\.0\.1"):
+            app.get_runs()
+        assert refused.metrics().sync_failures == 1
+        assert app.process_one() is False  # the primary is fine
+    finally:
+        app.close()
+    assert any(
+        e.get("status") == 401 and e["path"] == "/pull-updates" for e in setup.primary.trace()
+    )
+
+    trusted = Replica(tmp_path / "trusted.db")  # the primary's token
+    app = make_app(setup, [], trusted)
+    try:
+        assert app.get_runs() == []
+        assert trusted.metrics().syncs == 1
+    finally:
+        app.close()
+    assert any(e.get("forwarded") == 200 for e in setup.primary.trace())
 
 
 def test_a_replica_needs_a_remote_primary_and_a_way_to_sync(tmp_path: Path) -> None:
