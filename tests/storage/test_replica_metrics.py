@@ -169,3 +169,28 @@ def test_metrics_are_taken_without_waiting_for_a_sync(
         assert not os.path.exists(path)
     finally:
         app.close()
+
+
+def test_failed_background_pulls_are_counted_and_logged(
+    setup: MirroredPrimary, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    replica = Replica(tmp_path / "replica.db", sync_interval=0.1, read_your_writes=False)
+    app = make_app(setup, replica)
+    try:
+        app.migrate()
+        assert app.get_runs() == []
+        setup.mirror_may_fail = True
+        setup.sync.stop()  # the primary stays up; what it forwards the pulls to does not
+        deadline = time.monotonic() + 10
+        while replica.metrics().sync_failures < 3:
+            assert time.monotonic() < deadline, "the background pulls never failed"
+            time.sleep(0.05)
+        metrics = replica.metrics()
+        assert metrics.sync_failures_total >= 3
+        assert metrics.last_sync_error is not None
+        assert metrics.freshness is not None
+        assert metrics.freshness > 0.2  # more than twice the interval: the guide's warning
+        assert app.get_runs() == []  # reads go on from the replica, stale
+        assert any("could not sync" in r.getMessage() for r in caplog.records)
+    finally:
+        app.close()
