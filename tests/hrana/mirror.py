@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -52,8 +53,11 @@ class Mirror:
         url: str,
         encode: Callable[[Any], JsonObj],
         trace: Callable[[JsonObj], None],
+        forward_delay: float = 0.0,
     ) -> None:
         self.pipeline_url = url.rstrip("/") + "/v2/pipeline"
+        self.forward_delay = forward_delay
+        """Seconds each forwarded request waits first (``--forward-delay``): a slow network."""
         self._encode = encode
         self._trace = trace
         self.lock = threading.Lock()
@@ -115,6 +119,7 @@ class Mirror:
         self, method: str, path: str, body: bytes | None, content_type: str | None
     ) -> tuple[int, bytes, str]:
         """Passes a sync-protocol request to the sync server; its (status, body, type)."""
+        time.sleep(self.forward_delay)
         base = self.pipeline_url.removesuffix("/v2/pipeline")
         request = urllib.request.Request(base + path, data=body, method=method)
         if content_type:

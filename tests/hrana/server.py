@@ -1724,6 +1724,9 @@ def serve(argv: list[str] | None = None) -> int:
     parser.add_argument("--busy-timeout", type=int, default=5000, help="SQLite busy timeout, ms")
     parser.add_argument("--trace", action="store_true", help="log each request as JSON on stderr")
     parser.add_argument("--mirror", default=None, help="replay committed writes on this server")
+    parser.add_argument(
+        "--forward-delay", type=float, default=0.0, help="with --mirror: delay sync requests, s"
+    )
     args = parser.parse_args(argv)
 
     setup = Connection(args.db, args.busy_timeout)
@@ -1737,7 +1740,7 @@ def serve(argv: list[str] | None = None) -> int:
     httpd = HranaServer((args.host, args.port), registry, args.auth_token, trace)
     if args.mirror is not None:
         global MIRROR
-        MIRROR = Mirror(args.mirror, encode_value, httpd.trace)
+        MIRROR = Mirror(args.mirror, encode_value, httpd.trace, args.forward_delay)
     registry.start()
 
     def stop(signum: int, frame: Any) -> None:

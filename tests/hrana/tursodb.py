@@ -103,12 +103,14 @@ class MirroredPrimary:
 
 
 @contextmanager
-def mirrored_primary(directory: Path) -> Iterator[MirroredPrimary]:
-    """A sync server and a primary that mirrors to it; on exit, checks that every write
-    reached the sync server."""
+def mirrored_primary(directory: Path, *extra: str) -> Iterator[MirroredPrimary]:
+    """A sync server and a primary that mirrors to it (``extra``: more of the primary's
+    options); on exit, checks that every write reached the sync server."""
     sync = start_sync_server(directory, "sync")
     try:
-        primary = start_server(directory, "primary", "--mirror", sync.url, token=REMOTE_TOKEN)
+        primary = start_server(
+            directory, "primary", "--mirror", sync.url, *extra, token=REMOTE_TOKEN
+        )
         try:
             setup = MirroredPrimary(primary, sync)
             yield setup

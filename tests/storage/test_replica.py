@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -276,3 +277,44 @@ def test_one_replica_serves_one_durably(setup: MirroredPrimary, tmp_path: Path) 
         app.close()
     again = make_app(setup, [], replica)  # closed: free again
     again.close()
+
+
+def test_a_slow_pull_stalls_no_other_thread_and_no_read_for_longer_than_lock_timeout(
+    tmp_path: Path,
+) -> None:
+    """Each sync request waits 1 s on its way to the sync server (a slow network)."""
+    with mirrored_primary(tmp_path, "--forward-delay", "1") as slow:
+        replica = Replica(tmp_path / "replica.db")
+        app = Durably(slow.durably_url, replica=replica, lock_timeout=0.3)
+        try:
+            app.migrate()
+            ticks = 0
+            done = threading.Event()
+
+            def tick() -> None:
+                nonlocal ticks
+                while not done.is_set():
+                    ticks += 1
+                    time.sleep(0.01)
+
+            ticker = threading.Thread(target=tick)
+            ticker.start()
+            started = time.monotonic()
+            try:
+                replica.sync()  # opens: a download and a pull, 1 s each at least
+            finally:
+                done.set()
+                ticker.join()
+            took = time.monotonic() - started
+            assert took >= 2
+            assert ticks >= took * 100 * 0.25  # the other thread kept running: no GIL held
+
+            puller = threading.Thread(target=replica.sync)
+            puller.start()
+            time.sleep(0.1)
+            with pytest.raises(ReplicaSyncError, match=r"has been syncing .* more than 0\.3s"):
+                app.get_runs()
+            puller.join()
+            assert app.get_runs() == []
+        finally:
+            app.close()
