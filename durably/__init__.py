@@ -33,6 +33,7 @@ from .retry import Retry
 from .serialization import JSONSerializer, Serializer
 from .status import Disposition, LogLevel, RunStatus, StepAttemptStatus, StepStatus, WaitStatus
 from .storage.replica import Replica
+from .storage.replica_metrics import ReplicaMetrics
 from .waits import Wait, WaitResult
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "QueueLimits",
     "QueueStats",
     "Replica",
+    "ReplicaMetrics",
     "ReplicaSyncError",
     "Retry",
     "Run",

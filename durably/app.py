@@ -163,6 +163,11 @@ class Durably(Registering, Changing, Reading, Processing, Scheduling, Waits):
         return self._runtime.settings
 
     @property
+    def replica(self) -> Replica | None:
+        """The embedded replica the read API reads (``replica.sync()``, ``replica.metrics()``)."""
+        return self._reads.replica if isinstance(self._reads, ReplicaReader) else None
+
+    @property
     def engine(self) -> sa.Engine:
         """The SQLAlchemy engine durably uses (e.g. to open a connection for transactional enqueue)."""
         return self._runtime.db.engine

@@ -18,7 +18,18 @@ Counters and histograms come from the events of this process's workers
 
 The queue's state is read from the database when scraped, so every process
 reports the same numbers: ``durably_runs`` by ``status`` (``pending``,
-``running``, ``stale``, ``waiting``) and ``durably_oldest_pending_age_seconds``.
+``running``, ``stale``, ``waiting``) and ``durably_oldest_pending_age_seconds``
+(from the replica when there is one; left out of a scrape for which it
+cannot sync).
+
+With an embedded replica (``Durably(..., replica=...)``), its
+:meth:`~durably.Replica.metrics` are read at each scrape too:
+``durably_replica_sync_lag_seconds``, ``durably_replica_freshness_seconds``
+(absent before the first sync), ``durably_replica_sync_failures_total`` and
+``durably_replica_recent_sync_failures`` (the last 10 minutes),
+``durably_replica_syncs_total``, ``durably_replica_size_bytes``,
+``durably_replica_pulled_bytes_total`` and
+``durably_replica_read_latency_seconds`` by ``quantile`` (0.5, 0.99).
 
 ``durably.web`` serves the exposition at ``/metrics`` for an instance that
 has metrics; without it, ``prometheus_client.start_http_server`` or any
@@ -33,11 +44,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..app import Durably
+from ..errors import ReplicaSyncError
 from ..events import Event, EventType
+from ..storage.replica import Replica
 
 __all__ = ["DurablyMetrics", "metrics_of"]
 
@@ -94,6 +107,8 @@ class DurablyMetrics:
             registry=self.registry,
         )
         self.registry.register(_QueueCollector(durably))
+        if durably.replica is not None:
+            self.registry.register(_ReplicaCollector(durably.replica))
         self._unsubscribe = durably.on(None, self._count)
         _OF[durably] = self
 
@@ -132,7 +147,12 @@ class _QueueCollector(Collector):
         self._durably = durably
 
     def collect(self) -> Iterator[Any]:
-        stats = self._durably.get_queue_stats()
+        try:
+            stats = self._durably.get_queue_stats()
+        except ReplicaSyncError:
+            # The queue is read from a replica that cannot sync: this scrape leaves the
+            # queue's gauges out, and the replica's own metrics say why.
+            return
         runs = GaugeMetricFamily("durably_runs", "Active runs by status", labels=("status",))
         for status in ("pending", "running", "stale", "waiting"):
             runs.add_metric((status,), getattr(stats, status))
@@ -143,3 +163,59 @@ class _QueueCollector(Collector):
             "Age of the oldest pending run (0 when none waits)",
             value=0.0 if age is None else age.total_seconds(),
         )
+
+
+class _ReplicaCollector(Collector):
+    """The embedded replica's :class:`~durably.ReplicaMetrics`, as this process measured them."""
+
+    def __init__(self, replica: Replica) -> None:
+        self._replica = replica
+
+    def collect(self) -> Iterator[Any]:
+        metrics = self._replica.metrics()
+        yield GaugeMetricFamily(
+            "durably_replica_sync_lag_seconds",
+            "How long the oldest write of this process has waited to reach the replica",
+            value=metrics.sync_lag,
+        )
+        if metrics.freshness is not None:
+            yield GaugeMetricFamily(
+                "durably_replica_freshness_seconds",
+                "Seconds since the replica's last successful sync began",
+                value=metrics.freshness,
+            )
+        yield CounterMetricFamily(
+            "durably_replica_sync_failures",
+            "Replica syncs that failed",
+            value=metrics.sync_failures_total,
+        )
+        yield GaugeMetricFamily(
+            "durably_replica_recent_sync_failures",
+            "Replica syncs that failed in the last 10 minutes",
+            value=metrics.sync_failures,
+        )
+        yield CounterMetricFamily(
+            "durably_replica_syncs", "Replica syncs that succeeded", value=metrics.syncs
+        )
+        yield GaugeMetricFamily(
+            "durably_replica_size_bytes",
+            "The replica's local file and its WAL",
+            value=metrics.size_bytes,
+        )
+        yield CounterMetricFamily(
+            "durably_replica_pulled_bytes",
+            "Bytes received from the sync server",
+            value=metrics.bytes_pulled,
+        )
+        latency = GaugeMetricFamily(
+            "durably_replica_read_latency_seconds",
+            "Queries of the last 1000 replica reads, by quantile",
+            labels=("quantile",),
+        )
+        for quantile, value in (
+            ("0.5", metrics.read_latency_p50),
+            ("0.99", metrics.read_latency_p99),
+        ):
+            if value is not None:
+                latency.add_metric((quantile,), value)
+        yield latency

@@ -9,7 +9,7 @@
   :mod:`~durably.storage.driver_errors`, :mod:`~durably.storage.remote`:
   the engine and its settings, URLs, what driver errors mean, the Hrana
   batch sender;
-* :mod:`~durably.storage.replica`: reads from an embedded libSQL replica.
+* :mod:`~durably.storage.replica`: reads from an embedded replica (pyturso's sync engine).
 """
 
 from .database import Database

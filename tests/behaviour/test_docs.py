@@ -6,7 +6,8 @@ directory is an empty temporary directory, so relative URLs such as
 
 The blocks of docs/turso.md run against a remote server: the Hrana test server
 (tests/hrana), named by ``TURSO_DATABASE_URL`` and ``TURSO_AUTH_TOKEN`` as Turso's
-tools would name it.
+tools would name it. Those that make a ``Replica`` get a primary that also serves
+the sync protocol, from a real ``tursodb --sync-server`` (tests/hrana/tursodb.py).
 
 A block whose first line is ``# Needs …: not run by our test suite.`` is skipped
 with that line as the reason; the document must say why it cannot run here.
@@ -18,12 +19,15 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import durably
+from tests.conftest import REMOTE_TOKEN
 from tests.hrana.process import start_server
+from tests.hrana.tursodb import MirroredPrimary, mirrored_primary
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -66,7 +70,11 @@ def test_python_block_runs(
     workdir = tmp_path / "cwd"
     workdir.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DURABLY_", "TURSO_"))}
-    if where.startswith("docs/turso.md"):
+    if where.startswith("docs/turso.md") and "Replica(" in code:
+        setup = request.getfixturevalue("mirrored")
+        env["TURSO_DATABASE_URL"] = setup.primary.url
+        env["TURSO_AUTH_TOKEN"] = REMOTE_TOKEN
+    elif where.startswith("docs/turso.md"):
         server = start_server(tmp_path, "turso", token=REMOTE_DOCS_TOKEN, trace=False)
         request.addfinalizer(server.stop)
         env["TURSO_DATABASE_URL"] = server.url
@@ -85,6 +93,12 @@ def test_python_block_runs(
         f"{where} exited {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n"
         f"{result.stderr}"
     )
+
+
+@pytest.fixture
+def mirrored(tmp_path: Path) -> Iterator[MirroredPrimary]:
+    with mirrored_primary(tmp_path) as setup:
+        yield setup
 
 
 def test_api_reference_lists_everything_durably_exports() -> None:

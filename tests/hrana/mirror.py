@@ -9,6 +9,11 @@ write transaction on the sync server, as one ``/v2/pipeline`` batch (BEGIN, the 
 COMMIT), before the client hears that its COMMIT succeeded. The replicas then hold what the
 primary holds, and a sync after a write sees it.
 
+The primary also serves the sync protocol, as a Turso Cloud database does at its one address:
+any request that is not Hrana (pyturso's ``POST /pull-updates``, …) is checked against the
+primary's auth token and then forwarded to the sync server (:meth:`Mirror.forward`). So a
+replica configured with nothing but the primary's URL and token pulls what the primary holds.
+
 It is statement replay: a statement whose result depends on the moment it runs
 (``julianday('now')``) stores a slightly different value on the mirror. The writes are
 serialised by the primary's write lock, so rowids come out the same.
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -47,8 +53,11 @@ class Mirror:
         url: str,
         encode: Callable[[Any], JsonObj],
         trace: Callable[[JsonObj], None],
+        forward_delay: float = 0.0,
     ) -> None:
         self.pipeline_url = url.rstrip("/") + "/v2/pipeline"
+        self.forward_delay = forward_delay
+        """Seconds each forwarded request waits first (``--forward-delay``): a slow network."""
         self._encode = encode
         self._trace = trace
         self.lock = threading.Lock()
@@ -105,3 +114,20 @@ class Mirror:
             return json.dumps(result)
         errors = [e for e in result["response"]["result"]["step_errors"] if e]
         return json.dumps(errors) if errors else None
+
+    def forward(
+        self, method: str, path: str, body: bytes | None, content_type: str | None
+    ) -> tuple[int, bytes, str]:
+        """Passes a sync-protocol request to the sync server; its (status, body, type)."""
+        time.sleep(self.forward_delay)
+        base = self.pipeline_url.removesuffix("/v2/pipeline")
+        request = urllib.request.Request(base + path, data=body, method=method)
+        if content_type:
+            request.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, response.read(), response.headers.get_content_type()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read(), exc.headers.get_content_type()
+        except (urllib.error.URLError, OSError) as exc:
+            return 502, f"the sync server is unreachable: {exc}".encode(), "text/plain"

@@ -1515,8 +1515,30 @@ class HranaHandler(BaseHTTPRequestHandler):
         "/v3/cursor": (3, "cursor"),
     }
 
+    def _forward_to_mirror(self, method: str, raw: bytes | None) -> None:
+        """With --mirror, the sync protocol's requests go to the sync server (mirror.py)."""
+        assert MIRROR is not None
+        path = self.path.split("?", 1)[0]
+        try:
+            self._check_auth()
+        except HttpError as err:
+            self.server.trace({"method": method, "path": path, "status": err.status})
+            self._send(err.status, err.body, err.content_type)
+            return
+        status, body, content_type = MIRROR.forward(
+            method, self.path, raw, self.headers.get("Content-Type")
+        )
+        self.server.trace({"method": method, "path": path, "forwarded": status})
+        self._send(status, body, content_type)
+
+    def _is_hrana(self, path: str) -> bool:
+        return path in self.GET_ROUTES or path in self.POST_ROUTES
+
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
+        if MIRROR is not None and not self._is_hrana(path):
+            self._forward_to_mirror("GET", None)
+            return
         self.server.trace({"method": "GET", "path": path})
         if path in self.GET_ROUTES:
             self._send(200, self.GET_ROUTES[path])
@@ -1529,6 +1551,9 @@ class HranaHandler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         route = self.POST_ROUTES.get(path)
         raw = self._read_body()
+        if MIRROR is not None and not self._is_hrana(path):
+            self._forward_to_mirror("POST", raw)
+            return
         if route is None:
             self.server.trace({"method": "POST", "path": path, "status": 404})
             self._send(404 if path not in self.GET_ROUTES else 405, b"")
@@ -1699,6 +1724,9 @@ def serve(argv: list[str] | None = None) -> int:
     parser.add_argument("--busy-timeout", type=int, default=5000, help="SQLite busy timeout, ms")
     parser.add_argument("--trace", action="store_true", help="log each request as JSON on stderr")
     parser.add_argument("--mirror", default=None, help="replay committed writes on this server")
+    parser.add_argument(
+        "--forward-delay", type=float, default=0.0, help="with --mirror: delay sync requests, s"
+    )
     args = parser.parse_args(argv)
 
     setup = Connection(args.db, args.busy_timeout)
@@ -1712,7 +1740,7 @@ def serve(argv: list[str] | None = None) -> int:
     httpd = HranaServer((args.host, args.port), registry, args.auth_token, trace)
     if args.mirror is not None:
         global MIRROR
-        MIRROR = Mirror(args.mirror, encode_value, httpd.trace)
+        MIRROR = Mirror(args.mirror, encode_value, httpd.trace, args.forward_delay)
     registry.start()
 
     def stop(signum: int, frame: Any) -> None:

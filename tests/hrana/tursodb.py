@@ -12,8 +12,13 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.conftest import DRIVERS, REMOTE_TOKEN
+from tests.hrana.process import JsonObj, Server, start_server, stop_server
 
 TURSODB = (
     Path(__file__).parent
@@ -77,3 +82,40 @@ def start_sync_server(directory: Path, name: str) -> SyncServer:
             time.sleep(0.05)
     server.stop()
     raise RuntimeError(f"tursodb did not listen on {port}: {log.read_text()[-2000:]}")
+
+
+@dataclass
+class MirroredPrimary:
+    """The replica tests' set-up: durably's primary (the Hrana test server) replays every
+    committed write on a real ``tursodb --sync-server``, which replicas pull from."""
+
+    primary: Server
+    sync: SyncServer
+    mirror_may_fail: bool = False
+    """Set by a test that stops the sync server: the mirror's failures are then expected."""
+
+    @property
+    def durably_url(self) -> str:
+        return DRIVERS["remote"].format(port=self.primary.port, token=REMOTE_TOKEN)
+
+    def mirror_errors(self) -> list[JsonObj]:
+        return [e for e in self.primary.trace() if "mirror_error" in e]
+
+
+@contextmanager
+def mirrored_primary(directory: Path, *extra: str) -> Iterator[MirroredPrimary]:
+    """A sync server and a primary that mirrors to it (``extra``: more of the primary's
+    options); on exit, checks that every write reached the sync server."""
+    sync = start_sync_server(directory, "sync")
+    try:
+        primary = start_server(
+            directory, "primary", "--mirror", sync.url, *extra, token=REMOTE_TOKEN
+        )
+        try:
+            setup = MirroredPrimary(primary, sync)
+            yield setup
+        finally:
+            stop_server(primary.proc)
+        assert setup.mirror_may_fail or setup.mirror_errors() == []
+    finally:
+        sync.stop()
