@@ -40,7 +40,7 @@ from .ids import new_id
 from .io_models import check_model
 from .jobs import AsyncJobFunction, Job, JobDecorator, JobFunction
 from .retry import Retry, check_retry
-from .storage import Database
+from .storage import AnyDatabase, Database, open_database
 from .storage.replica import Replica, ReplicaReader
 from .storage.urls import display_url, url_from_env
 from .triggers import DEFAULT_PRIORITY, DEFAULT_QUEUE, check_priority, check_queue
@@ -134,7 +134,7 @@ class Durably(Changing, Reading, Processing, Scheduling, Waits):
             lock_timeout=lock_timeout,
             max_recoveries=max_recoveries,
         )
-        db = Database(
+        db = open_database(
             url,
             pool_size=max_concurrent_runs + 4,
             lock_timeout=settings.lock_timeout,
@@ -145,9 +145,9 @@ class Durably(Changing, Reading, Processing, Scheduling, Waits):
         self._runtime = Runtime(
             settings=settings, db=db, events=EventBus(), registry=self._registry
         )
-        self._reads: Database | ReplicaReader = db
+        self._reads: AnyDatabase | ReplicaReader = db
         if replica is not None:
-            if not db.remote:
+            if not isinstance(db, Database) or not db.remote:
                 raise ValidationError(
                     "A replica follows a remote libSQL server; this database is a local file"
                 )

@@ -1,8 +1,10 @@
-"""Shared fixtures: every behavioural test runs on a real SQLite file, a real libSQL file and a
-remote libSQL server (the Hrana test server in tests/hrana, a separate process)."""
+"""Shared fixtures: every behavioural test runs on a real SQLite file, a real libSQL file, a
+remote libSQL server (the Hrana test server in tests/hrana, a separate process) and a real
+PostgreSQL server the session starts itself (tests/postgres/server.py)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,11 +14,13 @@ import pytest
 from durably import Durably
 from durably.bridge import LoopThread
 from tests.hrana.process import Server, start_server
+from tests.postgres import server as postgres
 
 DRIVERS = {
     "sqlite": "sqlite:///{path}",
     "libsql": "sqlite+libsql:///{path}",
     "remote": "sqlite+libsql://127.0.0.1:{port}?secure=false&auth_token={token}",
+    "postgresql": "postgresql+psycopg://…",  # a fresh database per test: see ``postgres_db``
 }
 REMOTE_TOKEN = "suite-token"
 
@@ -30,6 +34,10 @@ FAST = {
 
 @pytest.fixture(params=sorted(DRIVERS))
 def driver(request: pytest.FixtureRequest) -> str:
+    if request.param == "postgresql":
+        module = request.module.__name__.rsplit(".", 1)[-1]
+        if module not in POSTGRESQL_PORTED:
+            pytest.skip(f"not yet ported to PostgreSQL: {module}")
     return str(request.param)
 
 
@@ -43,7 +51,40 @@ def db_url(driver: str, db_path: Path, request: pytest.FixtureRequest) -> str:
     if driver == "remote":
         server: Server = request.getfixturevalue("hrana_server")
         return DRIVERS["remote"].format(port=server.port, token=REMOTE_TOKEN)
+    if driver == "postgresql":
+        return str(request.getfixturevalue("postgres_db"))
     return DRIVERS[driver].format(path=db_path)
+
+
+POSTGRESQL_PORTED = frozenset[str]()
+"""The test modules that run on PostgreSQL too (issue 36, in progress): the driver fixture
+skips the PostgreSQL case of every other module, saying so."""
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[postgres.Server]:
+    """A PostgreSQL server of this session's own, in a temporary directory.
+
+    Without the server binaries the PostgreSQL tests are skipped, unless
+    ``CI`` is set: CI must run them (``make test`` installs Debian's
+    ``postgresql``).
+    """
+    try:
+        server = postgres.start_server()
+    except postgres.ServerUnavailable as exc:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI=true but PostgreSQL cannot run: {exc}", pytrace=False)
+        pytest.skip(f"PostgreSQL tests skipped: {exc} (make test installs Debian's postgresql)")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_db(postgres_server: postgres.Server) -> Iterator[str]:
+    """The URL of a new, empty database on the session's server, dropped after the test."""
+    name = postgres_server.create_database()
+    yield postgres_server.url(name)
+    postgres_server.drop_database(name)
 
 
 @pytest.fixture

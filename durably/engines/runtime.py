@@ -19,7 +19,7 @@ from ..core.leases import Lease
 from ..events import EventBus
 from ..flow import DeclaredQueues
 from ..retry import Retry
-from ..storage import Database
+from ..storage import AnyDatabase
 from ..storage.async_database import AsyncDatabase
 from .heartbeat import Heartbeat
 from .maintenance import Maintenance
@@ -124,7 +124,7 @@ class ActiveLeases:
 @dataclass(eq=False)
 class Runtime:
     settings: Settings
-    db: Database
+    db: AnyDatabase
     events: EventBus
     registry: Mapping[str, RegisteredJob]
     """The jobs this process can run, by name (the ``Durably``'s own registry)."""
@@ -147,7 +147,9 @@ class Runtime:
     _wakers: list[Callable[[], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.service = LeaseService(self.db, self.settings, queues=self.queues)
+        self.service = LeaseService(
+            self.db, self.settings, queues=self.queues, dialect=self.db.engine.dialect.name
+        )
         self.maintenance = Maintenance(self.db, self.settings, self.queues)
         self.heartbeat = Heartbeat(self.service, self.leases.snapshot, self.events)
         self.db_threads = Threads(self.settings.max_concurrent_runs + 4, "durably-db")
