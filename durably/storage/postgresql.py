@@ -23,11 +23,12 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Concatenate, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.engine import URL, Compiled, Connection, Engine
+from sqlalchemy.sql.dml import UpdateBase
 from typing_extensions import ParamSpec
 
 from ..errors import DatabaseLockedError, ValidationError
@@ -79,6 +80,7 @@ class PostgresDatabase:
         self.writes = 0
         self.engine: Engine = create_engine(url, pool_size=pool_size, lock_timeout=lock_timeout)
         self._count_lock = threading.Lock()
+        self._statements = _StatementCache(self.engine.dialect)
 
     # -- the three ways in ----------------------------------------------------
 
@@ -98,7 +100,9 @@ class PostgresDatabase:
 
     def write_batch(self, batch: Batch) -> list[Outcome]:
         """Run ``batch`` as one transaction; return each statement's outcome."""
-        outcomes = self._retrying(lambda: self._in_transaction(_run_batch, (batch,), {}))
+        outcomes = self._retrying(
+            lambda: self._in_transaction(_run_batch, (batch, self._statements), {})
+        )
         self.count_write()
         return outcomes
 
@@ -122,7 +126,10 @@ class PostgresDatabase:
         self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> T:
         with self.engine.begin() as conn:
-            return fn(conn, *args, **kwargs)
+            # SQLAlchemy keeps an INSERT's row count only when asked: durably's
+            # fenced and keyed inserts (written only if the lease holds, or the
+            # key is free) are judged by it.
+            return fn(conn.execution_options(preserve_rowcount=True), *args, **kwargs)
 
     def _retrying(self, attempt: Callable[[], T]) -> T:
         deadline = time.monotonic() + self.lock_timeout
@@ -169,19 +176,38 @@ class PostgresDatabase:
         self.engine.dispose()
 
 
-def _run_batch(conn: Connection, batch: Batch) -> list[Outcome]:
-    # SQLAlchemy keeps an INSERT's row count only when asked: the fenced
-    # inserts (a step row written only while the lease holds) are judged by it.
-    conn = conn.execution_options(preserve_rowcount=True)
+class _StatementCache:
+    """Each write-batch statement compiled once, as SQLite's are
+    (:mod:`durably.storage.statements`).
+
+    Compiled without parameters, so a parameter named like a column (a
+    label's ``run_id`` in ``INSERT … SELECT``) stays a parameter, as it is
+    on SQLite; a call only fills the compiled statement's parameters in.
+    """
+
+    def __init__(self, dialect: sa.Dialect) -> None:
+        self._dialect = dialect
+        self._compiled: dict[UpdateBase, Compiled] = {}
+
+    def get(self, statement: UpdateBase) -> Compiled:
+        compiled = self._compiled.get(statement)
+        if compiled is None:
+            compiled = self._compiled[statement] = statement.compile(dialect=self._dialect)
+        return compiled
+
+
+def _run_batch(conn: Connection, batch: Batch, cache: _StatementCache) -> list[Outcome]:
     outcomes = []
     for statement, params in batch:
-        if isinstance(params, Sequence):
-            if not params:
-                outcomes.append(Outcome(0))
-                continue
-            result = conn.execute(statement, list(params))
+        compiled = cache.get(statement)
+        if isinstance(params, Mapping):
+            result = conn.exec_driver_sql(compiled.string, compiled.construct_params(params))
+        elif params:
+            many = [compiled.construct_params(one) for one in params]
+            result = conn.exec_driver_sql(compiled.string, many)
         else:
-            result = conn.execute(statement, dict(params))
+            outcomes.append(Outcome(0))
+            continue
         rows = [dict(row) for row in result.mappings()] if result.returns_rows else []
         outcomes.append(Outcome(result.rowcount, rows))
     return outcomes
