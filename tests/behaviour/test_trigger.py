@@ -661,7 +661,7 @@ def test_a_commit_that_fails_announces_nothing(durably: Durably, job: Job[Any, A
             conn.exec_driver_sql("INSERT INTO children (parent_id) VALUES (404)")
             run = job.trigger({"n": 1}, connection=conn)
             # (libSQL's driver raises a bare ValueError, which SQLAlchemy passes on as it is.)
-            with pytest.raises((sa.exc.IntegrityError, ValueError), match="(?i)foreign key"):
+            with pytest.raises((sa.exc.IntegrityError, ValueError), match=r"(?i)foreign key"):
                 tx.commit()
             assert events == []
             tx.rollback()
