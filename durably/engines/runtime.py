@@ -19,8 +19,9 @@ from ..core.leases import Lease
 from ..events import EventBus
 from ..flow import DeclaredQueues
 from ..retry import Retry
-from ..storage import AnyDatabase
+from ..storage import AnyDatabase, PostgresDatabase
 from ..storage.async_database import AsyncDatabase
+from ..storage.postgresql_notify import Notifications
 from .heartbeat import Heartbeat
 from .maintenance import Maintenance
 
@@ -145,6 +146,8 @@ class Runtime:
     queues: DeclaredQueues = field(default_factory=DeclaredQueues)
     """The queue limits this instance declared; every claim it makes keeps them."""
     _wakers: list[Callable[[], None]] = field(default_factory=list)
+    _notifications: Notifications | None = field(init=False)
+    """On PostgreSQL: wakes the workers of other processes, and is woken by them."""
 
     def __post_init__(self) -> None:
         self.service = LeaseService(
@@ -154,6 +157,11 @@ class Runtime:
         self.heartbeat = Heartbeat(self.service, self.leases.snapshot, self.events)
         self.db_threads = Threads(self.settings.max_concurrent_runs + 4, "durably-db")
         self.async_db = AsyncDatabase(self.db, self.db_threads)
+        self._notifications = (
+            Notifications(self.db, self._wake_local)
+            if isinstance(self.db, PostgresDatabase)
+            else None
+        )
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Await a blocking call (an API method, a migration) run in a database thread."""
@@ -171,20 +179,33 @@ class Runtime:
 
     def close(self) -> None:
         self.heartbeat.stop()
+        if self._notifications is not None:
+            self._notifications.close()
         self.loop_thread.stop()
         self.db_threads.shutdown(wait=True)
         self.db.dispose()
 
     def add_waker(self, waker: Callable[[], None]) -> Callable[[], None]:
-        """Register a local worker's wake-up call (new work was just committed here)."""
+        """Register a local worker's wake-up call (new work was just committed, here or, on
+        PostgreSQL, in another process)."""
         self._wakers.append(waker)
+        if self._notifications is not None:
+            self._notifications.listen()
 
         def remove() -> None:
             if waker in self._wakers:
                 self._wakers.remove(waker)
+            if not self._wakers and self._notifications is not None:
+                self._notifications.stop_listening()
 
         return remove
 
     def wake_workers(self) -> None:
+        """New work was committed: wake this process's workers, and on PostgreSQL the others'."""
+        self._wake_local()
+        if self._notifications is not None:
+            self._notifications.announce()
+
+    def _wake_local(self) -> None:
         for waker in list(self._wakers):
             waker()

@@ -116,3 +116,24 @@ def test_a_queues_rate_limit_holds(make_claimers: Callable[..., list[Durably]]) 
     for n in range(30):
         echo.trigger({"n": n}, queue="limited")
     assert len(_claim_all_at_once(claimers)) == 5
+
+
+def test_an_idle_worker_of_another_process_is_woken_at_once(postgres_db: str) -> None:
+    """LISTEN/NOTIFY: a trigger in one process wakes an idle worker of another, whose next
+    poll is a minute away."""
+    worker = Durably(postgres_db, **{**FAST, "polling_interval": 60.0})
+    client = Durably(postgres_db, **FAST)
+    try:
+        worker.migrate()
+        for instance in (worker, client):
+            instance.job("echo")(_echo)
+        worker.start()
+        echo = client.get_job("echo")
+        assert echo is not None
+        for n in range(3):  # the worker is idle again before each
+            run = echo.trigger({"n": n})
+            done = client.wait_for_run(run.id, timeout=10)
+            assert done.output == {"n": n}
+    finally:
+        worker.close()
+        client.close()
