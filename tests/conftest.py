@@ -35,7 +35,7 @@ FAST = {
 @pytest.fixture(params=sorted(DRIVERS))
 def driver(request: pytest.FixtureRequest) -> str:
     if request.param == "postgresql":
-        module = request.module.__name__.rsplit(".", 1)[-1]
+        module = f"{request.path.parent.name}/{request.path.stem}"
         if module not in POSTGRESQL_PORTED:
             pytest.skip(f"not yet ported to PostgreSQL: {module}")
     return str(request.param)
@@ -58,36 +58,81 @@ def db_url(driver: str, db_path: Path, request: pytest.FixtureRequest) -> str:
 
 POSTGRESQL_PORTED = frozenset(
     {
-        "test_async",
-        "test_blocking_calls",
-        "test_cross_engine",
-        "test_events",
-        "test_examples",
-        "test_flow_control",
-        "test_io_models",
-        "test_migrations",
-        "test_operations",
-        "test_processing",
-        "test_prometheus",
-        "test_queues",
-        "test_recovery",
-        "test_retries",
-        "test_run_api",
-        "test_schedule_timezones",
-        "test_schedules",
-        "test_signals",
-        "test_step_attempts",
-        "test_steps",
-        "test_timeouts",
-        "test_trigger",
-        "test_waits",
-        "test_worker",
+        "behaviour/test_async",
+        "behaviour/test_blocking_calls",
+        "behaviour/test_cross_engine",
+        "behaviour/test_events",
+        "behaviour/test_examples",
+        "behaviour/test_flow_control",
+        "behaviour/test_io_models",
+        "behaviour/test_migrations",
+        "behaviour/test_operations",
+        "behaviour/test_processing",
+        "behaviour/test_prometheus",
+        "behaviour/test_queues",
+        "behaviour/test_recovery",
+        "behaviour/test_retries",
+        "behaviour/test_run_api",
+        "behaviour/test_schedule_timezones",
+        "behaviour/test_schedules",
+        "behaviour/test_signals",
+        "behaviour/test_step_attempts",
+        "behaviour/test_steps",
+        "behaviour/test_timeouts",
+        "behaviour/test_trigger",
+        "behaviour/test_waits",
+        "behaviour/test_worker",
+        "crash/test_bad_data",
+        "crash/test_competing",
+        "crash/test_flow_control",
+        "crash/test_kill",
+        "crash/test_kill_loop",
+        "crash/test_pause",
+        "crash/test_poison",
+        "crash/test_regressions",
     }
 ) | frozenset(filter(None, os.environ.get("PORTING_TO_POSTGRESQL", "").split(",")))
-"""The test modules that run on PostgreSQL too: every behaviour module that takes the
-``driver`` fixture. The fixture skips the PostgreSQL case of any other module (the web,
-storage and crash suites, not yet ported: issue 36), saying so. While porting one, name it in
-``PORTING_TO_POSTGRESQL`` (comma-separated module names) to run its PostgreSQL case."""
+"""The test modules (``folder/module``) that run on PostgreSQL too: every behaviour module
+that takes the ``driver`` fixture, and the crash modules ported so far. The fixture skips the
+PostgreSQL case of any other module, saying so. While porting one, name it in
+``PORTING_TO_POSTGRESQL`` (comma-separated, e.g. ``crash/test_waits``) to run its PostgreSQL
+case."""
+
+
+_POSTGRESQL_LEFT_OUT = pytest.StashKey[int]()
+_NO_SERVER = "no initdb/pg_ctl/postgres on PATH or in /usr/lib/postgresql/*/bin"
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _needs_postgresql(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and callspec.params.get("driver") == "postgresql":
+        return True
+    return bool({"postgres_db", "postgres_server"} & set(getattr(item, "fixturenames", ())))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without PostgreSQL's binaries (and outside CI), its tests are left out, said in one
+    line at the end (:func:`pytest_terminal_summary`)."""
+    if _in_ci() or postgres.find_binaries() is not None:
+        return
+    left_out = [item for item in items if _needs_postgresql(item)]
+    if left_out:
+        items[:] = [item for item in items if not _needs_postgresql(item)]
+        config.hook.pytest_deselected(items=left_out)
+        config.stash[_POSTGRESQL_LEFT_OUT] = len(left_out)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    left_out = config.stash.get(_POSTGRESQL_LEFT_OUT, 0)
+    if left_out:
+        terminalreporter.write_line(
+            f"PostgreSQL tests skipped ({left_out}): {_NO_SERVER}; `make test` installs "
+            "Debian's postgresql (with CI=true they run, or fail)"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -101,7 +146,7 @@ def postgres_server() -> Iterator[postgres.Server]:
     try:
         server = postgres.start_server()
     except postgres.ServerUnavailable as exc:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        if _in_ci():
             pytest.fail(f"CI=true but PostgreSQL cannot run: {exc}", pytrace=False)
         pytest.skip(f"PostgreSQL tests skipped: {exc} (make test installs Debian's postgresql)")
     yield server

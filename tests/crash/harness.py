@@ -155,6 +155,40 @@ CLAIM_AUDIT = (
     END
     """,
 )
+POSTGRESQL_CLAIM_AUDIT = (
+    """
+    CREATE TABLE IF NOT EXISTS crash_claims (
+        run_id TEXT, old_status TEXT, old_owner TEXT, old_expires BIGINT,
+        old_generation INTEGER, new_owner TEXT, new_generation INTEGER, claimed_at BIGINT,
+        seq BIGSERIAL
+    )
+    """,
+    """
+    CREATE OR REPLACE FUNCTION crash_claim_audit() RETURNS trigger AS $$
+    BEGIN
+        IF new.lease_generation <> old.lease_generation THEN
+            INSERT INTO crash_claims (
+                run_id, old_status, old_owner, old_expires, old_generation,
+                new_owner, new_generation, claimed_at
+            ) VALUES (
+                old.id, old.status, old.lease_owner, old.lease_expires_at,
+                old.lease_generation, new.lease_owner, new.lease_generation, new.updated_at
+            );
+        END IF;
+        RETURN new;
+    END
+    $$ LANGUAGE plpgsql
+    """,
+    """
+    CREATE OR REPLACE TRIGGER crash_claim_audit AFTER UPDATE OF lease_generation
+    ON durably_runs FOR EACH ROW EXECUTE FUNCTION crash_claim_audit()
+    """,
+)
+"""The claim audit on PostgreSQL: a trigger calls a function there; rows ordered by ``seq``."""
+_CLAIM_COLUMNS = (
+    "run_id, old_status, old_owner, old_expires, old_generation, new_owner, new_generation, "
+    "claimed_at"
+)
 
 
 class Cluster:
@@ -268,14 +302,18 @@ class Cluster:
     # -- the claim audit ----------------------------------------------------------------------
 
     def install_claim_audit(self, client: Durably) -> None:
+        postgresql = client.engine.dialect.name == "postgresql"
+
         def install(conn: Connection) -> None:
-            for statement in CLAIM_AUDIT:
+            for statement in POSTGRESQL_CLAIM_AUDIT if postgresql else CLAIM_AUDIT:
                 conn.exec_driver_sql(statement)
 
         write(client, install)
 
     def claims(self, client: Durably) -> list[Claim]:
-        return [Claim(*row) for row in query(client, "SELECT * FROM crash_claims ORDER BY rowid")]
+        order = "seq" if client.engine.dialect.name == "postgresql" else "rowid"
+        rows = query(client, f"SELECT {_CLAIM_COLUMNS} FROM crash_claims ORDER BY {order}")
+        return [Claim(*row) for row in rows]
 
 
 def write(client: Durably, fn: Callable[[Connection], T]) -> T:
