@@ -90,11 +90,18 @@ POSTGRESQL_PORTED = frozenset(
         "crash/test_pause",
         "crash/test_poison",
         "crash/test_regressions",
+        "crash/test_schedules",
+        "crash/test_schema",
+        "crash/test_shutdown",
+        "crash/test_signal_handlers",
+        "crash/test_waits",
     }
 ) | frozenset(filter(None, os.environ.get("PORTING_TO_POSTGRESQL", "").split(",")))
 """The test modules (``folder/module``) that run on PostgreSQL too: every behaviour module
-that takes the ``driver`` fixture, and the crash modules ported so far. The fixture skips the
-PostgreSQL case of any other module, saying so. While porting one, name it in
+that takes the ``driver`` fixture, and every crash module but those that inject SQLite's own
+faults (test_db_faults: locks, read-only files; test_foreign_writer: a host's SQLite writer)
+and test_remote (a libSQL server). The fixture skips the PostgreSQL case of any other module,
+saying so. While porting one, name it in
 ``PORTING_TO_POSTGRESQL`` (comma-separated, e.g. ``crash/test_waits``) to run its PostgreSQL
 case."""
 

@@ -108,3 +108,25 @@ def test_alembic_cli_upgrades_down_and_up_again(postgres_db: str) -> None:
     with Durably(postgres_db) as instance:
         instance.migrate()  # the CLI and migrate() share one history: nothing to do
         assert instance.process_one() is False
+
+
+def test_the_command_line_migrates_and_lists_runs_on_a_server(postgres_db: str) -> None:
+    def durably_cli(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLY_")}
+        return subprocess.run(
+            [sys.executable, "-m", "durably", *args, "--url", postgres_db],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    migrated = durably_cli("migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    with Durably(postgres_db) as instance:
+        run = instance.job("echo")(lambda step, input: input).trigger({"n": 1})
+    listed = durably_cli("runs", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert run.id in listed.stdout
