@@ -63,7 +63,9 @@ from .claim_terms import (
 from .flow_control import has_room, record_claim
 
 CLAIM_TRIES = 5
-"""Claims a transaction makes when the runs it takes turn out to have their key held."""
+"""Claims a transaction makes when the runs it takes turn out to have their key held.
+Each try passes by the keys found held before it; after the last the claim finds nothing
+this time, and the worker claims again at its next poll."""
 _QUEUE_LOCK = "durably.queue:"
 _KEY_LOCK = "durably.concurrency_key:"
 
