@@ -47,10 +47,12 @@ WAIT = 60.0
 def url_for(driver: str, path: Path) -> str:
     """The URL of a local database file for ``driver`` ("sqlite" or "libsql").
 
-    The shared ``driver`` fixture also yields "remote" (a libSQL server): a
-    test that needs a local file skips it. The crash suite's remote tests
+    The shared ``driver`` fixture also yields "remote" (a libSQL server) and
+    "postgresql": a test that needs a local file skips them. The crash suite's remote tests
     (test_remote.py) start their own server and pass its URL to ``Cluster``.
     """
+    if driver == "postgresql":
+        pytest.skip("SQLite only: the test is about SQLite's own files")
     if driver not in URLS:
         pytest.skip(f"a local-file crash test; {driver!r} databases: see test_remote.py")
     return URLS[driver].format(path=path)
