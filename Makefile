@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test check clean bench bench-peers web-test-deps django6-venv hrana-test-deps
+.PHONY: install run test check clean bench bench-peers web-test-deps django6-venv hrana-test-deps postgresql-server
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -75,8 +75,17 @@ $(DJANGO6_STAMP): pyproject.toml
 
 django6-venv: $(DJANGO6_STAMP)
 
+# -- the PostgreSQL suite's server (tests/postgres) -------------------------------
+# The tests start a throwaway server of their own (initdb + pg_ctl in a temporary
+# directory); they need only its binaries: Debian's postgresql, installed here if
+# no initdb is found on PATH or in /usr/lib/postgresql/*/bin.
+postgresql-server:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql; }
+
 ## test: the whole test suite (the command CI runs)
-test: $(STAMP) web-test-deps hrana-test-deps django6-venv
+test: $(STAMP) web-test-deps hrana-test-deps django6-venv postgresql-server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## check: lint + strict type check

@@ -36,11 +36,9 @@ from .facade.registering import Registering
 from .facade.scheduling import Scheduling
 from .facade.waits import Waits
 from .ids import new_id
-from .jobs import (
-    Job,
-)
+from .jobs import Job
 from .serialization import Serializer, check_serializer
-from .storage import Database
+from .storage import AnyDatabase, Database, open_database
 from .storage.replica import Replica, ReplicaReader
 from .storage.urls import display_url, url_from_env
 
@@ -123,7 +121,7 @@ class Durably(Registering, Changing, Reading, Processing, Scheduling, Waits):
             lock_timeout=lock_timeout,
             max_recoveries=max_recoveries,
         )
-        db = Database(
+        db = open_database(
             url,
             pool_size=max_concurrent_runs + 4,
             lock_timeout=settings.lock_timeout,
@@ -138,9 +136,9 @@ class Durably(Registering, Changing, Reading, Processing, Scheduling, Waits):
             registry=self._registry,
             serializer=check_serializer(serializer),
         )
-        self._reads: Database | ReplicaReader = db
+        self._reads: AnyDatabase | ReplicaReader = db
         if replica is not None:
-            if not db.remote:
+            if not isinstance(db, Database) or not db.remote:
                 raise ValidationError(
                     "A replica follows a remote libSQL server; this database is a local file"
                 )

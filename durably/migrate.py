@@ -4,7 +4,9 @@
 version of durably. The whole upgrade runs in one ``BEGIN IMMEDIATE``
 transaction (SQLite DDL is transactional), so processes that migrate at the
 same moment are serialised: the first applies the revisions, the others
-then find the schema current and do nothing.
+then find the schema current and do nothing. PostgreSQL's DDL is
+transactional too, but its transactions do not exclude each other: there the
+upgrade first takes a transaction-scoped advisory lock (:data:`MIGRATION_LOCK`).
 
 The revisions live in the repo's top-level ``migrations/`` directory; the
 wheel ships them as ``durably/_migrations``.
@@ -50,13 +52,16 @@ from sqlalchemy.engine import Connection
 
 from .errors import SchemaError
 from .schema import VERSION_TABLE, runs
-from .storage import Database
+from .storage import AnyDatabase
 
 REVISION_PREFIX = "durably_"
 """The start of every durably revision id; no other Alembic history's ids start with it."""
 
 HOST_VERSION_TABLE = "alembic_version"
 """Alembic's default version table: where a host's ``alembic upgrade heads`` records durably."""
+
+MIGRATION_LOCK = "durably.migrate"
+"""The PostgreSQL advisory lock (``hashtext`` of this) held by the transaction that upgrades."""
 
 LEGACY_REVISIONS: dict[str, str] = {
     "0001": "durably_0001",
@@ -208,7 +213,7 @@ def _require_head(recorded: Recorded) -> None:
     )
 
 
-def upgrade(db: Database) -> None:
+def upgrade(db: AnyDatabase) -> None:
     """Bring the schema to head; idempotent and safe to run from many processes at once.
 
     A schema recorded in the host's Alembic history is upgraded by the host's
@@ -224,6 +229,8 @@ def upgrade(db: Database) -> None:
         return
 
     def _upgrade(conn: Connection) -> None:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(MIGRATION_LOCK))))
         recorded = recorded_revision(conn)
         if recorded is not None:
             _check_not_newer(recorded)
@@ -235,7 +242,7 @@ def upgrade(db: Database) -> None:
     db.write(_upgrade)
 
 
-def check(db: Database) -> None:
+def check(db: AnyDatabase) -> None:
     """Raise :class:`SchemaError` unless the schema is exactly this version's head."""
     recorded = db.read(recorded_revision)
     if recorded is None:

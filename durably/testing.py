@@ -32,7 +32,7 @@ from .core.maintenance import release_expired as _release_expired
 from .core.operation import Operation
 from .models import Run
 from .schema import runs
-from .storage import Database
+from .storage import AnyDatabase
 from .storage.async_database import AsyncDatabase
 
 T = TypeVar("T")
@@ -144,7 +144,7 @@ def lease_service(durably: Durably) -> LeaseService:
     return durably._runtime.service
 
 
-def database(durably: Durably) -> Database:
+def database(durably: Durably) -> AnyDatabase:
     """The storage layer under this instance (:class:`durably.storage.Database`)."""
     return durably._runtime.db
 

@@ -27,7 +27,7 @@ from sqlalchemy import Connection
 from durably.errors import ValidationError
 from durably.migrate import rename_legacy_revisions
 from durably.schema import VERSION_TABLE, metadata
-from durably.storage import Database
+from durably.storage import open_database
 from durably.storage.urls import ENV_URL, make_engine_url, url_from_env
 
 config = context.config
@@ -82,7 +82,7 @@ def run_online() -> None:
         _run(connection)
         return
     url, token = _url()
-    engine = Database(url, auth_token=token).engine
+    engine = open_database(url, auth_token=token).engine
     try:
         with engine.connect() as conn:
             # Committed on its own: SQLite's DDL runs in a transaction per

@@ -1,8 +1,10 @@
-"""Shared fixtures: every behavioural test runs on a real SQLite file, a real libSQL file and a
-remote libSQL server (the Hrana test server in tests/hrana, a separate process)."""
+"""Shared fixtures: every behavioural test runs on a real SQLite file, a real libSQL file, a
+remote libSQL server (the Hrana test server in tests/hrana, a separate process) and a real
+PostgreSQL server the session starts itself (tests/postgres/server.py)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,11 +14,13 @@ import pytest
 from durably import Durably
 from durably.bridge import LoopThread
 from tests.hrana.process import Server, start_server
+from tests.postgres import server as postgres
 
 DRIVERS = {
     "sqlite": "sqlite:///{path}",
     "libsql": "sqlite+libsql:///{path}",
     "remote": "sqlite+libsql://127.0.0.1:{port}?secure=false&auth_token={token}",
+    "postgresql": "postgresql+psycopg://…",  # a fresh database per test: see ``postgres_db``
 }
 REMOTE_TOKEN = "suite-token"
 
@@ -30,6 +34,10 @@ FAST = {
 
 @pytest.fixture(params=sorted(DRIVERS))
 def driver(request: pytest.FixtureRequest) -> str:
+    if request.param == "postgresql":
+        module = f"{request.path.parent.name}/{request.path.stem}"
+        if module not in POSTGRESQL_PORTED:
+            pytest.skip(f"not yet ported to PostgreSQL: {module}")
     return str(request.param)
 
 
@@ -43,7 +51,121 @@ def db_url(driver: str, db_path: Path, request: pytest.FixtureRequest) -> str:
     if driver == "remote":
         server: Server = request.getfixturevalue("hrana_server")
         return DRIVERS["remote"].format(port=server.port, token=REMOTE_TOKEN)
+    if driver == "postgresql":
+        return str(request.getfixturevalue("postgres_db"))
     return DRIVERS[driver].format(path=db_path)
+
+
+POSTGRESQL_PORTED = frozenset(
+    {
+        "behaviour/test_async",
+        "behaviour/test_blocking_calls",
+        "behaviour/test_cross_engine",
+        "behaviour/test_events",
+        "behaviour/test_examples",
+        "behaviour/test_flow_control",
+        "behaviour/test_io_models",
+        "behaviour/test_migrations",
+        "behaviour/test_operations",
+        "behaviour/test_processing",
+        "behaviour/test_prometheus",
+        "behaviour/test_queues",
+        "behaviour/test_recovery",
+        "behaviour/test_retries",
+        "behaviour/test_run_api",
+        "behaviour/test_schedule_timezones",
+        "behaviour/test_schedules",
+        "behaviour/test_signals",
+        "behaviour/test_step_attempts",
+        "behaviour/test_steps",
+        "behaviour/test_timeouts",
+        "behaviour/test_trigger",
+        "behaviour/test_waits",
+        "behaviour/test_worker",
+        "crash/test_bad_data",
+        "crash/test_competing",
+        "crash/test_flow_control",
+        "crash/test_kill",
+        "crash/test_kill_loop",
+        "crash/test_pause",
+        "crash/test_poison",
+        "crash/test_regressions",
+        "crash/test_schedules",
+        "crash/test_schema",
+        "crash/test_shutdown",
+        "crash/test_signal_handlers",
+        "crash/test_waits",
+    }
+) | frozenset(filter(None, os.environ.get("PORTING_TO_POSTGRESQL", "").split(",")))
+"""The test modules (``folder/module``) that run on PostgreSQL too: every behaviour module
+that takes the ``driver`` fixture, and every crash module but those that inject SQLite's own
+faults (test_db_faults: locks, read-only files; test_foreign_writer: a host's SQLite writer)
+and test_remote (a libSQL server). The fixture skips the PostgreSQL case of any other module,
+saying so. While porting one, name it in
+``PORTING_TO_POSTGRESQL`` (comma-separated, e.g. ``crash/test_waits``) to run its PostgreSQL
+case."""
+
+
+_POSTGRESQL_LEFT_OUT = pytest.StashKey[int]()
+_NO_SERVER = "no initdb/pg_ctl/postgres on PATH or in /usr/lib/postgresql/*/bin"
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _needs_postgresql(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and callspec.params.get("driver") == "postgresql":
+        return True
+    return bool({"postgres_db", "postgres_server"} & set(getattr(item, "fixturenames", ())))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without PostgreSQL's binaries (and outside CI), its tests are left out, said in one
+    line at the end (:func:`pytest_terminal_summary`)."""
+    if _in_ci() or postgres.find_binaries() is not None:
+        return
+    left_out = [item for item in items if _needs_postgresql(item)]
+    if left_out:
+        items[:] = [item for item in items if not _needs_postgresql(item)]
+        config.hook.pytest_deselected(items=left_out)
+        config.stash[_POSTGRESQL_LEFT_OUT] = len(left_out)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    left_out = config.stash.get(_POSTGRESQL_LEFT_OUT, 0)
+    if left_out:
+        terminalreporter.write_line(
+            f"PostgreSQL tests skipped ({left_out}): {_NO_SERVER}; `make test` installs "
+            "Debian's postgresql (with CI=true they run, or fail)"
+        )
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[postgres.Server]:
+    """A PostgreSQL server of this session's own, in a temporary directory.
+
+    Without the server binaries the PostgreSQL tests are skipped, unless
+    ``CI`` is set: CI must run them (``make test`` installs Debian's
+    ``postgresql``).
+    """
+    try:
+        server = postgres.start_server()
+    except postgres.ServerUnavailable as exc:
+        if _in_ci():
+            pytest.fail(f"CI=true but PostgreSQL cannot run: {exc}", pytrace=False)
+        pytest.skip(f"PostgreSQL tests skipped: {exc} (make test installs Debian's postgresql)")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_db(postgres_server: postgres.Server) -> Iterator[str]:
+    """The URL of a new, empty database on the session's server, dropped after the test."""
+    name = postgres_server.create_database()
+    yield postgres_server.url(name)
+    postgres_server.drop_database(name)
 
 
 @pytest.fixture

@@ -101,7 +101,9 @@ def _require_local_file(url: str) -> None:
     except ValidationError as exc:
         raise UsageError(str(exc)) from None
     database = parsed.database
-    if parsed.get_driver_name() == "hrana" or not database or database.startswith("file:"):
+    if parsed.get_backend_name() != "sqlite" or parsed.get_driver_name() == "hrana":
+        return
+    if not database or database.startswith("file:"):
         return
     path = Path(database).expanduser().absolute()
     if not path.exists():

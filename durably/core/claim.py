@@ -37,45 +37,24 @@ from sqlalchemy.engine import Connection
 
 from ..config import Settings
 from ..flow import QueueLimits
-from ..schema import runs, sql_status, steps
-from ..status import RunStatus, StepStatus
+from ..schema import runs, steps
+from ..status import StepStatus
+from . import claim_postgresql
+from .claim_terms import (
+    LEASED,
+    NOW,
+    PENDING,
+    WAITING,
+    claim_order,
+    claim_params,
+    in_,
+    key_is_free,
+    leased_values,
+)
 from .flow_control import has_room, record_claim
 from .lease_writes import release_op
-from .leases import WAS_ABANDONED, ClaimedRun, Lease, labels_of
+from .leases import ClaimedRun, Lease, labels_of
 from .operation import Operation, Read, Transaction, Write
-
-_LEASED = sql_status(RunStatus.LEASED)
-_PENDING = sql_status(RunStatus.PENDING)
-_WAITING = sql_status(RunStatus.WAITING)
-_NOW = sa.bindparam("claim_now", type_=sa.BigInteger)
-_OTHER = runs.alias("other")
-
-
-def _key_is_free(candidate: Any) -> Any:
-    """The candidate has no concurrency key, or no live lease holds its key."""
-    other = _OTHER
-    return sa.or_(
-        candidate.c.concurrency_key.is_(None),
-        ~sa.exists().where(
-            other.c.concurrency_key == candidate.c.concurrency_key,
-            other.c.status == _LEASED,
-            other.c.lease_expires_at > _NOW,
-        ),
-    )
-
-
-def _sql_string(value: str) -> Any:
-    """A job name as an SQL string literal (quotes doubled), like the statuses: see
-    :func:`durably.schema.sql_status`. The claim is then one fixed text per set of jobs."""
-    return sa.literal_column("'" + value.replace("'", "''") + "'")
-
-
-def _in(column: Any, values: frozenset[str]) -> Any:
-    return column.in_([_sql_string(value) for value in sorted(values)])
-
-
-def _claim_order(run: Any) -> tuple[Any, ...]:
-    return (run.c.priority.desc(), run.c.run_at, run.c.id)
 
 
 def _first(
@@ -89,15 +68,15 @@ def _first(
     ``queues``) meeting ``conditions``, free keys and queues with room only."""
     candidate = runs.alias(alias_name)
     where = [condition(candidate) for condition in conditions]
-    where.append(_in(candidate.c.job_name, job_names))
+    where.append(in_(candidate.c.job_name, job_names))
     if queues is not None:
-        where.append(_in(candidate.c.queue, queues))
+        where.append(in_(candidate.c.queue, queues))
     if limits:
-        where.append(has_room(candidate, limits, _NOW))
+        where.append(has_room(candidate, limits, NOW))
     return (
         sa.select(candidate.c.id, candidate.c.priority, candidate.c.run_at)
-        .where(*where, _key_is_free(candidate))
-        .order_by(*_claim_order(candidate))
+        .where(*where, key_is_free(candidate))
+        .order_by(*claim_order(candidate))
         .limit(1)
         .subquery()
     )
@@ -126,39 +105,31 @@ def _claim_statement(
         job_names,
         queues,
         limits,
-        lambda run: run.c.status == _PENDING,
-        lambda run: run.c.run_at <= _NOW,
+        lambda run: run.c.status == PENDING,
+        lambda run: run.c.run_at <= NOW,
     )
     expired = _first(
         "expired",
         job_names,
         queues,
         limits,
-        lambda run: run.c.status == _LEASED,
-        lambda run: run.c.lease_expires_at <= _NOW,
+        lambda run: run.c.status == LEASED,
+        lambda run: run.c.lease_expires_at <= NOW,
     )
     waking = _first(
         "waking",
         job_names,
         queues,
         limits,
-        lambda run: run.c.status == _WAITING,
-        lambda run: run.c.run_at <= _NOW,
+        lambda run: run.c.status == WAITING,
+        lambda run: run.c.run_at <= NOW,
     )
     arms = sa.union_all(sa.select(pending), sa.select(expired), sa.select(waking)).subquery()
-    candidate = sa.select(arms.c.id).order_by(*_claim_order(arms)).limit(1)
+    candidate = sa.select(arms.c.id).order_by(*claim_order(arms)).limit(1)
     return (
         runs.update()
         .where(runs.c.id == candidate.scalar_subquery())
-        .values(
-            status=_LEASED,
-            lease_owner=sa.bindparam("claim_owner", type_=sa.String),
-            lease_expires_at=sa.bindparam("claim_expires", type_=sa.BigInteger),
-            lease_generation=runs.c.lease_generation + 1,
-            recovery_count=runs.c.recovery_count + sa.case((WAS_ABANDONED, 1), else_=0),
-            started_at=sa.func.coalesce(runs.c.started_at, _NOW),
-            updated_at=_NOW,
-        )
+        .values(leased_values())
         .returning(*runs.c)
     )
 
@@ -186,8 +157,12 @@ def claim_op(
     job_names: Collection[str],
     queues: frozenset[str] | None = None,
     limits: tuple[QueueLimits, ...] = (),
+    dialect: str = "sqlite",
 ) -> Operation[ClaimedRun | None]:
     """Lease the next claimable run of ``job_names`` for ``worker_id``: one atomic statement.
+
+    On PostgreSQL (``dialect``) the claim locks what SQLite's single writer
+    gives for free (:mod:`durably.core.claim_postgresql`).
 
     Runs of the queues in ``limits`` are claimed only while their queue has
     room (:mod:`durably.core.flow_control`). A run that had completed steps
@@ -199,9 +174,17 @@ def claim_op(
     if not job_names:
         return None
     started = time.monotonic()
-    row, now = yield from _claim_row(
-        worker_id, clock, settings, frozenset(job_names), queues, limits
-    )
+    if dialect == "postgresql":
+        locked = claim_postgresql.plan(frozenset(job_names), queues, limits)
+        found: tuple[Mapping[str, Any] | None, int]
+        found = yield Transaction(
+            claim_postgresql.claim_locked, (locked, worker_id, clock, settings)
+        )
+        row, now = found
+    else:
+        row, now = yield from _claim_row(
+            worker_id, clock, settings, frozenset(job_names), queues, limits
+        )
     if row is None:
         return None
     lease = Lease(
@@ -252,12 +235,8 @@ def _claim_row(
         found = yield Transaction(_claim_counted, (statement, worker_id, clock, settings, windows))
         return found
     now = clock()
-    (outcome,) = yield Write([(statement, _params(worker_id, now, settings))])
+    (outcome,) = yield Write([(statement, claim_params(worker_id, now, settings))])
     return (outcome.rows[0] if outcome.rows else None), now
-
-
-def _params(worker_id: str, now: int, settings: Settings) -> dict[str, Any]:
-    return {"claim_now": now, "claim_owner": worker_id, "claim_expires": now + settings.lease_ms}
 
 
 def _claim_counted(
@@ -275,7 +254,7 @@ def _claim_counted(
     asked for (it may have waited for the lock meanwhile).
     """
     now = clock()
-    found = conn.execute(statement, _params(worker_id, now, settings)).mappings().first()
+    found = conn.execute(statement, claim_params(worker_id, now, settings)).mappings().first()
     if found is None:
         return None, now
     row = dict(found)

@@ -20,6 +20,10 @@ candidate, so SQLite evaluates it once per claim, not once per run it looks
 at. A full queue does not block the others: its runs are passed over and the
 claim takes the next run in claim order. (They are still walked past in the
 claim index, as runs of jobs or queues a worker does not serve are.)
+
+PostgreSQL runs claims side by side, so there the counts alone would not
+hold the limits: the claim first takes an advisory lock per limited queue
+(:mod:`durably.core.claim_postgresql`, where the choice is argued).
 """
 
 from __future__ import annotations

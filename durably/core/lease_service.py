@@ -32,6 +32,7 @@ class LeaseService:
         settings: Settings,
         clock: Callable[[], int] = now_ms,
         queues: DeclaredQueues | None = None,
+        dialect: str = "sqlite",
     ) -> None:
         self.db = db
         self.settings = settings
@@ -39,6 +40,8 @@ class LeaseService:
         """Milliseconds since the epoch, as the lease columns hold them."""
         self.declared = DeclaredQueues() if queues is None else queues
         """The queue limits every claim keeps (:meth:`durably.Durably.queue`)."""
+        self.dialect = dialect
+        """The database's SQLAlchemy dialect name: PostgreSQL claims differently."""
 
     # -- claim ----------------------------------------------------------------
 
@@ -54,7 +57,13 @@ class LeaseService:
         See :mod:`durably.core.claim`.
         """
         return claim_op(
-            worker_id, self.clock, self.settings, job_names, queues, self.declared.limits
+            worker_id,
+            self.clock,
+            self.settings,
+            job_names,
+            queues,
+            self.declared.limits,
+            self.dialect,
         )
 
     def claim(

@@ -94,7 +94,11 @@ def release_expired(conn: Connection, now: int) -> int:
         ).scalars()
     )
     released = 0
+    # On PostgreSQL a refused statement aborts the transaction it is in: each
+    # release gets a savepoint there, so a refused one is undone alone.
+    savepoints = conn.dialect.name == "postgresql"
     for run_id in expired:
+        savepoint = conn.begin_nested() if savepoints else None
         try:
             result = conn.execute(
                 runs.update()
@@ -112,7 +116,11 @@ def release_expired(conn: Connection, now: int) -> int:
         except Exception as exc:
             if unique_violation(exc) is None:
                 raise
+            if savepoint is not None:
+                savepoint.rollback()
             continue
+        if savepoint is not None:
+            savepoint.commit()
         released += result.rowcount
     return released
 

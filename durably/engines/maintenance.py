@@ -16,7 +16,7 @@ from ..config import MAINTENANCE_INTERVAL, Settings
 from ..core import operation
 from ..core.maintenance import maintenance_op
 from ..flow import DeclaredQueues
-from ..storage import Database
+from ..storage import AnyDatabase
 
 
 class Maintenance:
@@ -24,7 +24,7 @@ class Maintenance:
 
     def __init__(
         self,
-        db: Database,
+        db: AnyDatabase,
         settings: Settings,
         queues: DeclaredQueues,
         clock: Callable[[], int] = now_ms,

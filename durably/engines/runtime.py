@@ -23,8 +23,9 @@ from ..flow import DeclaredQueues
 from ..instrumentation import Instrumentation
 from ..retry import Retry
 from ..serialization import DEFAULT_SERIALIZER, Serializer
-from ..storage import Database
+from ..storage import AnyDatabase, PostgresDatabase
 from ..storage.async_database import AsyncDatabase
+from ..storage.postgresql_notify import Notifications
 from .heartbeat import Heartbeat
 from .maintenance import Maintenance
 
@@ -128,7 +129,7 @@ class ActiveLeases:
 @dataclass(eq=False)
 class Runtime:
     settings: Settings
-    db: Database
+    db: AnyDatabase
     events: EventBus
     registry: Mapping[str, RegisteredJob]
     """The jobs this process can run, by name (the ``Durably``'s own registry)."""
@@ -153,13 +154,22 @@ class Runtime:
     instrumentation: Instrumentation | None = None
     """What traces this instance's triggers, run attempts and steps (None: nothing does)."""
     _wakers: list[Callable[[], None]] = field(default_factory=list)
+    _notifications: Notifications | None = field(init=False)
+    """On PostgreSQL: wakes the workers of other processes, and is woken by them."""
 
     def __post_init__(self) -> None:
-        self.service = LeaseService(self.db, self.settings, queues=self.queues)
+        self.service = LeaseService(
+            self.db, self.settings, queues=self.queues, dialect=self.db.engine.dialect.name
+        )
         self.maintenance = Maintenance(self.db, self.settings, self.queues)
         self.heartbeat = Heartbeat(self.service, self.leases.snapshot, self.events)
         self.db_threads = Threads(self.settings.max_concurrent_runs + 4, "durably-db")
         self.async_db = AsyncDatabase(self.db, self.db_threads)
+        self._notifications = (
+            Notifications(self.db, self._wake_local)
+            if isinstance(self.db, PostgresDatabase)
+            else None
+        )
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Await a blocking call (an API method, a migration) run in a database thread.
@@ -182,20 +192,33 @@ class Runtime:
 
     def close(self) -> None:
         self.heartbeat.stop()
+        if self._notifications is not None:
+            self._notifications.close()
         self.loop_thread.stop()
         self.db_threads.shutdown(wait=True)
         self.db.dispose()
 
     def add_waker(self, waker: Callable[[], None]) -> Callable[[], None]:
-        """Register a local worker's wake-up call (new work was just committed here)."""
+        """Register a local worker's wake-up call (new work was just committed, here or, on
+        PostgreSQL, in another process)."""
         self._wakers.append(waker)
+        if self._notifications is not None:
+            self._notifications.listen()
 
         def remove() -> None:
             if waker in self._wakers:
                 self._wakers.remove(waker)
+            if not self._wakers and self._notifications is not None:
+                self._notifications.stop_listening()
 
         return remove
 
     def wake_workers(self) -> None:
+        """New work was committed: wake this process's workers, and on PostgreSQL the others'."""
+        self._wake_local()
+        if self._notifications is not None:
+            self._notifications.announce()
+
+    def _wake_local(self) -> None:
         for waker in list(self._wakers):
             waker()

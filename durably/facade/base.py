@@ -8,7 +8,7 @@ from .. import migrate as migrations
 from ..core import runs as run_store
 from ..engines.runtime import Runtime
 from ..models import Run
-from ..storage import Database
+from ..storage import AnyDatabase
 from ..storage.replica import ReplicaReader
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ class FacadeBase:
     """State set up by :class:`durably.Durably`'s constructor."""
 
     _runtime: Runtime
-    _reads: Database | ReplicaReader
+    _reads: AnyDatabase | ReplicaReader
     """Where the read API reads: the database, or its embedded replica."""
     _schema_checked: bool
     _registry: dict[str, Job[Any, Any]]

@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 from typing_extensions import ParamSpec
 
 from ..bridge import Threads
+from .choice import AnyDatabase
 from .commit.loop import LoopCommit
-from .database import Database
 from .statements import Batch, Outcome
 
 T = TypeVar("T")
@@ -29,7 +29,7 @@ P = ParamSpec("P")
 class AsyncDatabase:
     """A :class:`Database` for coroutines: the async driver's storage."""
 
-    def __init__(self, db: Database, threads: Threads) -> None:
+    def __init__(self, db: AnyDatabase, threads: Threads) -> None:
         self.db = db
         self.threads = threads
         self._loop_commit = LoopCommit(db, threads)

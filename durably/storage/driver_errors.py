@@ -4,6 +4,7 @@ Driver errors are translated into :mod:`durably.errors` types here and
 nowhere else. Both local drivers are covered: ``sqlite3`` raises
 ``sqlite3.Error`` subclasses (wrapped by SQLAlchemy in ``DBAPIError``), and
 libSQL's driver raises a bare ``ValueError`` carrying SQLite's message.
+PostgreSQL's messages (psycopg) are read here too: a missing table, a taken key.
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ import sqlalchemy as sa
 from ..errors import DatabaseError, DatabaseLockedError, SchemaError
 
 _UNIQUE = re.compile(r"UNIQUE constraint failed: (?P<columns>[^\n\[]+)")
+_POSTGRESQL_UNIQUE = re.compile(
+    r"duplicate key value violates unique constraint.*?DETAIL:\s+Key \((?P<columns>[^)]*)\)",
+    re.DOTALL,
+)
+_POSTGRESQL_MISSING = re.compile(r'relation "durably_\w+" does not exist|column \S+ does not exist')
 
 
 class UniqueViolation(Exception):
@@ -41,10 +47,16 @@ def is_readonly_error(exc: BaseException) -> bool:
 
 def unique_violation(exc: BaseException) -> UniqueViolation | None:
     """The columns of a UNIQUE violation, from either driver (libSQL raises bare ValueError)."""
-    match = _UNIQUE.search(_message(exc))
+    text = _message(exc)
+    match = _UNIQUE.search(text)
+    if match is not None:
+        return UniqueViolation(tuple(c.strip() for c in match.group("columns").split(",")))
+    match = _POSTGRESQL_UNIQUE.search(text)
     if match is None:
         return None
-    columns = tuple(c.strip() for c in match.group("columns").split(","))
+    orig = getattr(exc, "orig", exc)
+    table = getattr(getattr(orig, "diag", None), "table_name", None) or "?"
+    columns = tuple(f"{table}.{c.strip()}" for c in match.group("columns").split(","))
     return UniqueViolation(columns)
 
 
@@ -52,7 +64,8 @@ def translate(exc: BaseException) -> BaseException:
     """Map a driver/SQLAlchemy error to a durably error (or return it unchanged)."""
     text = _message(exc)
     lower = text.lower()
-    if "no such table: durably_" in lower or "no such column" in lower:
+    missing = "no such table: durably_" in lower or "no such column" in lower
+    if missing or _POSTGRESQL_MISSING.search(text):
         return SchemaError(
             f"The durably tables are missing or out of date ({text}). "
             "Call durably.migrate() or run `alembic upgrade head`."

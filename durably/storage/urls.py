@@ -4,6 +4,8 @@ Local files keep their driver (``sqlite:///`` → stdlib ``sqlite3``,
 ``sqlite+libsql:///`` → libSQL). A remote libSQL URL (``sqlite+libsql://HOST``,
 or ``libsql://HOST`` / ``https://HOST`` as Turso prints them) goes to
 durably's own Hrana driver, ``sqlite+hrana://HOST`` (see :mod:`durably.hrana`).
+A PostgreSQL URL goes to psycopg 3 (``postgresql+psycopg://``; ``postgresql://``
+and ``postgresql+psycopg_async://`` mean the same), whichever engine uses it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ ASYNC_DRIVER_ALIASES = {"aiosqlite": "sqlite+pysqlite", "aiolibsql": "sqlite+lib
 """Async spellings accepted for the same files: ``sqlite+aiosqlite:///`` is ``sqlite:///``."""
 
 
+POSTGRESQL_DRIVERS = ("psycopg", "psycopg_async")
+"""psycopg 3, the one PostgreSQL driver durably runs on (both names, one connection)."""
+POSTGRESQL_DEFAULT = "psycopg2"
+"""The driver SQLAlchemy picks for a bare ``postgresql://``: durably uses psycopg 3 instead."""
+
+
 REMOTE_SCHEMES = {"libsql": True, "https": True, "wss": True, "http": False, "ws": False}
 """URL schemes of remote libSQL databases (as Turso prints them), and whether each means TLS."""
 
@@ -31,6 +39,8 @@ def make_engine_url(url: str | URL) -> URL:
     """Validate a database URL and pick the driver durably uses for it (see the module)."""
     parsed = _parse(_as_hrana(url) if isinstance(url, str) else url)
     driver = parsed.get_driver_name()
+    if parsed.get_backend_name() == "postgresql":
+        return _postgresql(parsed, driver)
     if driver in ASYNC_DRIVER_ALIASES:
         # One URL serves both engines: async code reaches the database through
         # durably's threads, so the blocking driver is used.
@@ -68,13 +78,32 @@ def _parse(url: str | URL) -> URL:
         parsed = make_url(url)
     except (sa.exc.ArgumentError, ValueError) as exc:
         raise ValidationError(f"Invalid database URL {str(url)!r}: {exc}") from None
-    if parsed.get_backend_name() != "sqlite":
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
         raise ValidationError(
             f"Unsupported database URL {parsed.render_as_string(hide_password=True)!r}: "
-            "durably supports sqlite:///path.db, sqlite+libsql:///path.db and remote "
-            "libSQL servers (sqlite+libsql://HOST, libsql://HOST)"
+            "durably supports sqlite:///path.db, sqlite+libsql:///path.db, remote "
+            "libSQL servers (sqlite+libsql://HOST, libsql://HOST) and PostgreSQL "
+            "(postgresql+psycopg://USER:PASSWORD@HOST/DATABASE)"
         )
     return parsed
+
+
+def _postgresql(parsed: URL, driver: str) -> URL:
+    """A PostgreSQL URL on psycopg 3, or a clear error for another driver."""
+    if driver == POSTGRESQL_DEFAULT and "+" not in parsed.drivername:
+        driver = "psycopg"
+    if driver not in POSTGRESQL_DRIVERS:
+        raise ValidationError(
+            f"Unsupported PostgreSQL driver {driver!r}: durably runs on psycopg 3, "
+            "postgresql+psycopg://USER:PASSWORD@HOST/DATABASE"
+        )
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        raise ValidationError(
+            "PostgreSQL needs psycopg 3: pip install 'durably[postgresql]'"
+        ) from None
+    return parsed.set(drivername="postgresql+psycopg")
 
 
 def _check_local(parsed: URL, driver: str) -> None:

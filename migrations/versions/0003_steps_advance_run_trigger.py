@@ -22,7 +22,14 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+def _sqlite() -> bool:
+    """The trigger was SQLite's alone, and 0005 dropped it: other databases never had it."""
+    return bool(op.get_bind().dialect.name == "sqlite")
+
+
 def upgrade() -> None:
+    if not _sqlite():
+        return
     op.execute(
         """\
 CREATE TRIGGER durably_steps_advance_run
@@ -39,4 +46,6 @@ END"""
 
 
 def downgrade() -> None:
+    if not _sqlite():
+        return
     op.execute("DROP TRIGGER durably_steps_advance_run")

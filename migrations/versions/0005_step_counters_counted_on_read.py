@@ -29,8 +29,14 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+def _sqlite() -> bool:
+    """The trigger of 0003 is SQLite's alone: other databases never had it."""
+    return bool(op.get_bind().dialect.name == "sqlite")
+
+
 def upgrade() -> None:
-    op.execute("DROP TRIGGER durably_steps_advance_run")
+    if _sqlite():
+        op.execute("DROP TRIGGER durably_steps_advance_run")
 
 
 def downgrade() -> None:
@@ -47,6 +53,8 @@ SET current_step_index = coalesce((
     )
 WHERE status IN ('pending', 'leased')"""
     )
+    if not _sqlite():
+        return
     op.execute(
         """\
 CREATE TRIGGER durably_steps_advance_run

@@ -512,8 +512,13 @@ def test_async_driver_spellings_reach_the_same_file(
 
 
 def test_a_busy_slot_claims_its_next_run_where_it_records_the_last_ones_end(
-    make_durably: Callable[..., Durably], monkeypatch: pytest.MonkeyPatch
+    make_durably: Callable[..., Durably], monkeypatch: pytest.MonkeyPatch, driver: str
 ) -> None:
+    if driver == "postgresql":
+        pytest.skip(
+            "SQLite only: PostgreSQL's claim takes its locks in a transaction of its own "
+            "(durably.core.claim_postgresql), so it does not join the completion's write"
+        )
     durably = make_durably(max_concurrent_runs=1)
     order: list[int] = []
 

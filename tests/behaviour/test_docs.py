@@ -8,6 +8,8 @@ The blocks of docs/turso.md run against a remote server: the Hrana test server
 (tests/hrana), named by ``TURSO_DATABASE_URL`` and ``TURSO_AUTH_TOKEN`` as Turso's
 tools would name it. Those that make a ``Replica`` get a primary that also serves
 the sync protocol, from a real ``tursodb --sync-server`` (tests/hrana/tursodb.py).
+Those of docs/postgresql.md run against a new database of the session's
+PostgreSQL server, named by ``DURABLY_DATABASE_URL``.
 
 A block whose first line is ``# Needs …: not run by our test suite.`` is skipped
 with that line as the reason; the document must say why it cannot run here.
@@ -79,6 +81,8 @@ def test_python_block_runs(
         request.addfinalizer(server.stop)
         env["TURSO_DATABASE_URL"] = server.url
         env["TURSO_AUTH_TOKEN"] = REMOTE_DOCS_TOKEN
+    if where.startswith("docs/postgresql.md"):
+        env["DURABLY_DATABASE_URL"] = str(request.getfixturevalue("postgres_db"))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     result = subprocess.run(
         [sys.executable, str(script)],

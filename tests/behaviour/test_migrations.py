@@ -554,7 +554,7 @@ def test_unmigrated_database_tells_the_user_to_migrate(db_url: str, db_path: Pat
 @pytest.mark.parametrize(
     "url",
     [
-        "postgresql://x/y",
+        "postgresql+asyncpg://x/y",
         "mysql+pymysql://user@host/db",
         "sqlite://",
         "sqlite:///:memory:",

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from durably import (
     ConflictError,
@@ -108,9 +109,9 @@ def _tick_from_a_stale_read(durably: Durably) -> list[Any]:
     two processes run when they wake for the same tick."""
     (schedule,) = durably.get_schedules()
     with testing.database(durably).engine.begin() as conn:
-        conn.exec_driver_sql(
-            "UPDATE durably_schedules SET last_tick_at = ? WHERE name = ?",
-            (T0, schedule.name),
+        conn.execute(
+            sa.text("UPDATE durably_schedules SET last_tick_at = :at WHERE name = :name"),
+            {"at": T0, "name": schedule.name},
         )
     return testing.tick_schedules(durably)
 

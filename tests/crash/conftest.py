@@ -11,9 +11,12 @@ from .harness import Cluster
 
 
 @pytest.fixture
-def make_cluster(tmp_path: Path, driver: str) -> Iterator[Callable[..., Cluster]]:
-    """Build a ``Cluster`` on a fresh database of the test's driver; every process is
-    killed and every client closed at teardown, whatever happened."""
+def make_cluster(
+    tmp_path: Path, driver: str, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Cluster]]:
+    """Build a ``Cluster`` on a fresh database of the test's driver (on PostgreSQL, a new
+    database of the session's server); every process is killed and every client closed at
+    teardown, whatever happened."""
     made: list[Cluster] = []
 
     def factory(db_path: Path | None = None, **settings: str) -> Cluster:
@@ -21,7 +24,8 @@ def make_cluster(tmp_path: Path, driver: str) -> Iterator[Callable[..., Cluster]
         path.parent.mkdir(parents=True, exist_ok=True)
         directory = tmp_path / f"cluster-{len(made)}"
         directory.mkdir()
-        cluster = Cluster(directory, driver, path, **settings)
+        url = str(request.getfixturevalue("postgres_db")) if driver == "postgresql" else None
+        cluster = Cluster(directory, driver, path, db_url=url, **settings)
         made.append(cluster)
         return cluster
 

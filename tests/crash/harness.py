@@ -47,10 +47,12 @@ WAIT = 60.0
 def url_for(driver: str, path: Path) -> str:
     """The URL of a local database file for ``driver`` ("sqlite" or "libsql").
 
-    The shared ``driver`` fixture also yields "remote" (a libSQL server): a
-    test that needs a local file skips it. The crash suite's remote tests
+    The shared ``driver`` fixture also yields "remote" (a libSQL server) and
+    "postgresql": a test that needs a local file skips them. The crash suite's remote tests
     (test_remote.py) start their own server and pass its URL to ``Cluster``.
     """
+    if driver == "postgresql":
+        pytest.skip("SQLite only: the test is about SQLite's own files")
     if driver not in URLS:
         pytest.skip(f"a local-file crash test; {driver!r} databases: see test_remote.py")
     return URLS[driver].format(path=path)
@@ -154,6 +156,40 @@ CLAIM_AUDIT = (
         );
     END
     """,
+)
+POSTGRESQL_CLAIM_AUDIT = (
+    """
+    CREATE TABLE IF NOT EXISTS crash_claims (
+        run_id TEXT, old_status TEXT, old_owner TEXT, old_expires BIGINT,
+        old_generation INTEGER, new_owner TEXT, new_generation INTEGER, claimed_at BIGINT,
+        seq BIGSERIAL
+    )
+    """,
+    """
+    CREATE OR REPLACE FUNCTION crash_claim_audit() RETURNS trigger AS $$
+    BEGIN
+        IF new.lease_generation <> old.lease_generation THEN
+            INSERT INTO crash_claims (
+                run_id, old_status, old_owner, old_expires, old_generation,
+                new_owner, new_generation, claimed_at
+            ) VALUES (
+                old.id, old.status, old.lease_owner, old.lease_expires_at,
+                old.lease_generation, new.lease_owner, new.lease_generation, new.updated_at
+            );
+        END IF;
+        RETURN new;
+    END
+    $$ LANGUAGE plpgsql
+    """,
+    """
+    CREATE OR REPLACE TRIGGER crash_claim_audit AFTER UPDATE OF lease_generation
+    ON durably_runs FOR EACH ROW EXECUTE FUNCTION crash_claim_audit()
+    """,
+)
+"""The claim audit on PostgreSQL: a trigger calls a function there; rows ordered by ``seq``."""
+_CLAIM_COLUMNS = (
+    "run_id, old_status, old_owner, old_expires, old_generation, new_owner, new_generation, "
+    "claimed_at"
 )
 
 
@@ -268,14 +304,18 @@ class Cluster:
     # -- the claim audit ----------------------------------------------------------------------
 
     def install_claim_audit(self, client: Durably) -> None:
+        postgresql = client.engine.dialect.name == "postgresql"
+
         def install(conn: Connection) -> None:
-            for statement in CLAIM_AUDIT:
+            for statement in POSTGRESQL_CLAIM_AUDIT if postgresql else CLAIM_AUDIT:
                 conn.exec_driver_sql(statement)
 
         write(client, install)
 
     def claims(self, client: Durably) -> list[Claim]:
-        return [Claim(*row) for row in query(client, "SELECT * FROM crash_claims ORDER BY rowid")]
+        order = "seq" if client.engine.dialect.name == "postgresql" else "rowid"
+        rows = query(client, f"SELECT {_CLAIM_COLUMNS} FROM crash_claims ORDER BY {order}")
+        return [Claim(*row) for row in rows]
 
 
 def write(client: Durably, fn: Callable[[Connection], T]) -> T:

@@ -62,8 +62,13 @@ def _of(events: list[dict[str, Any]], pid: int, run_id: str) -> list[dict[str, A
 
 @pytest.mark.parametrize("where", list(SCENARIOS))
 def test_a_paused_worker_cannot_write_late_after_its_run_was_reclaimed(
-    make_cluster: Callable[..., Cluster], engine: str, where: str
+    make_cluster: Callable[..., Cluster], engine: str, where: str, driver: str
 ) -> None:
+    if where == "before-step-write" and driver == "postgresql":
+        pytest.skip(
+            "SQLite only: the write is held behind SQLite's file lock; a PostgreSQL client "
+            "frozen inside a write keeps its transaction, and its locks, open on the server"
+        )
     block, a_settings = SCENARIOS[where]
     cluster = make_cluster(CRASH_BLOCK=block, CRASH_STALE="1", CRASH_HEARTBEAT="0.2")
     client = cluster.client()

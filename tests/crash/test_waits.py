@@ -24,8 +24,14 @@ APP = "tests.crash.waits_app:durably"
 
 
 @pytest.fixture
-def processes(tmp_path: Path, driver: str, engine: str) -> Iterator[_Processes]:
-    made = _Processes(tmp_path, url_for(driver, tmp_path / "durably.db"), engine)
+def processes(
+    tmp_path: Path, driver: str, engine: str, request: pytest.FixtureRequest
+) -> Iterator[_Processes]:
+    if driver == "postgresql":
+        url = str(request.getfixturevalue("postgres_db"))
+    else:
+        url = url_for(driver, tmp_path / "durably.db")
+    made = _Processes(tmp_path, url, engine)
     yield made
     made.close()
 

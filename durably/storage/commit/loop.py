@@ -19,7 +19,7 @@ from ..statements import Batch, Outcome
 from .group import copy_error
 
 if TYPE_CHECKING:
-    from ..database import Database
+    from ..choice import AnyDatabase
 
 _Waiting = list[tuple[Batch, "asyncio.Future[list[Outcome]]"]]
 
@@ -40,7 +40,7 @@ class _Trips:
 class LoopCommit:
     """Writes batches for tasks of any event loop, grouping those of one loop."""
 
-    def __init__(self, db: Database, threads: Threads) -> None:
+    def __init__(self, db: AnyDatabase, threads: Threads) -> None:
         self._db = db
         self._threads = threads
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Trips] = (

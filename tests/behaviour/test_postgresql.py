@@ -1,0 +1,139 @@
+"""What PostgreSQL must make itself that SQLite's single writer gives: claims side by side.
+
+Each claimer is a ``Durably`` of its own (its own engine and pool, as a
+worker process has), and they all claim at the same moment from threads
+released by one barrier, on the session's PostgreSQL server. A run is never
+claimed twice, a concurrency key is never leased twice, and a queue's
+concurrency and rate limits hold, however the claims interleave.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from durably import Durably
+from durably.testing import claim
+from tests.conftest import FAST
+
+CLAIMERS = 8
+JOBS = ("echo", "echo-1", "echo-2", "echo-3", "echo-4")
+"""A concurrency key has one pending run per job: five jobs give each key five candidates."""
+
+
+def _echo(step: Any, input: Any) -> Any:
+    return input
+
+
+@pytest.fixture
+def make_claimers(postgres_db: str) -> Iterator[Callable[..., list[Durably]]]:
+    made: list[Durably] = []
+
+    def factory(**queue_limits: Any) -> list[Durably]:
+        for index in range(CLAIMERS):
+            instance = Durably(postgres_db, **FAST)
+            instance.migrate()
+            if queue_limits:
+                instance.queue("limited", **queue_limits)
+
+            for name in JOBS:
+                instance.job(name)(_echo)
+
+            made.append(instance)
+            assert index == len(made) - 1
+        return made
+
+    yield factory
+    for instance in made:
+        instance.close()
+
+
+def _claim_all_at_once(claimers: list[Durably]) -> list[dict[str, Any]]:
+    """Every claimer claims until it finds nothing; the rows they got."""
+    start = threading.Barrier(len(claimers))
+    got: list[dict[str, Any]] = []
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def work(instance: Durably, worker: str) -> None:
+        try:
+            start.wait()
+            while (claimed := claim(instance, worker)) is not None:
+                with lock:
+                    got.append(dict(claimed.row))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=work, args=(instance, f"worker-{i}"))
+        for i, instance in enumerate(claimers)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    return got
+
+
+def test_every_run_is_claimed_once(make_claimers: Callable[..., list[Durably]]) -> None:
+    claimers = make_claimers()
+    echo = claimers[0].get_job("echo")
+    assert echo is not None
+    ids = {echo.trigger({"n": n}).id for n in range(120)}
+    got = _claim_all_at_once(claimers)
+    assert sorted(row["id"] for row in got) == sorted(ids)
+
+
+def test_a_concurrency_key_is_leased_once(make_claimers: Callable[..., list[Durably]]) -> None:
+    claimers = make_claimers()
+    for name in JOBS:
+        job = claimers[0].get_job(name)
+        assert job is not None
+        for key in range(4):
+            job.trigger({"key": key}, concurrency_key=f"key-{key}")
+    got = _claim_all_at_once(claimers)
+    assert Counter(row["concurrency_key"] for row in got) == {f"key-{k}": 1 for k in range(4)}
+
+
+def test_a_queues_concurrency_holds(make_claimers: Callable[..., list[Durably]]) -> None:
+    claimers = make_claimers(concurrency=3)
+    echo = claimers[0].get_job("echo")
+    assert echo is not None
+    for n in range(30):
+        echo.trigger({"n": n}, queue="limited")
+    assert len(_claim_all_at_once(claimers)) == 3
+
+
+def test_a_queues_rate_limit_holds(make_claimers: Callable[..., list[Durably]]) -> None:
+    claimers = make_claimers(rate_limit=(5, 3600))
+    echo = claimers[0].get_job("echo")
+    assert echo is not None
+    for n in range(30):
+        echo.trigger({"n": n}, queue="limited")
+    assert len(_claim_all_at_once(claimers)) == 5
+
+
+def test_an_idle_worker_of_another_process_is_woken_at_once(postgres_db: str) -> None:
+    """LISTEN/NOTIFY: a trigger in one process wakes an idle worker of another, whose next
+    poll is a minute away."""
+    worker = Durably(postgres_db, **{**FAST, "polling_interval": 60.0})
+    client = Durably(postgres_db, **FAST)
+    try:
+        worker.migrate()
+        for instance in (worker, client):
+            instance.job("echo")(_echo)
+        worker.start()
+        echo = client.get_job("echo")
+        assert echo is not None
+        for n in range(3):  # the worker is idle again before each
+            run = echo.trigger({"n": n})
+            done = client.wait_for_run(run.id, timeout=10)
+            assert done.output == {"n": n}
+    finally:
+        worker.close()
+        client.close()

@@ -1,0 +1,165 @@
+"""A throwaway PostgreSQL server for the tests: ``initdb`` + ``pg_ctl`` in a temporary directory.
+
+The server is started once per test session and removed with its directory at
+the end; each test gets a database of its own (:meth:`Server.create_database`),
+dropped after it. It listens on a Unix socket in its directory only (no TCP
+port to collide with another run), with ``fsync`` off: the tests prove
+behaviour, not durability of the host's disk (the crash suite kills worker
+processes, never the server).
+
+PostgreSQL refuses to run as root, so under root (a container, CI) ``initdb``
+and ``postgres`` run as the unprivileged ``nobody`` through ``runuser``, and the
+directory is handed to that user.
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+SUPERUSER = "durably"
+SERVER_SETTINGS = {
+    "listen_addresses": "''",
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_connections": "400",
+    "shared_buffers": "32MB",
+}
+"""Settings for a fast, private test server (no TCP, no fsync, many connections)."""
+UNPRIVILEGED_USER = "nobody"
+
+
+class ServerUnavailable(Exception):
+    """No PostgreSQL server binaries on this machine."""
+
+
+def find_binaries() -> Path | None:
+    """The directory holding ``initdb``, ``pg_ctl`` and ``postgres``: on PATH, or Debian's."""
+    on_path = shutil.which("initdb")
+    candidates = [Path(on_path).resolve().parent] if on_path else []
+    debian = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]), reverse=True
+    )
+    candidates += [Path(path) for path in debian]
+    for directory in candidates:
+        if all((directory / name).exists() for name in ("initdb", "pg_ctl", "postgres")):
+            return directory
+    return None
+
+
+@dataclass
+class Server:
+    directory: Path
+    bin_dir: Path
+    _as_user: list[str]
+    _counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    @property
+    def socket_dir(self) -> str:
+        return str(self.directory)
+
+    def url(self, database: str) -> str:
+        """The URL a durably user writes for ``database`` on this server."""
+        return f"postgresql+psycopg://{SUPERUSER}@/{database}?host={self.socket_dir}"
+
+    def admin(self) -> psycopg.Connection[tuple[object, ...]]:
+        return psycopg.connect(
+            host=self.socket_dir, user=SUPERUSER, dbname="postgres", autocommit=True
+        )
+
+    def create_database(self) -> str:
+        """A new, empty database (a copy of ``template0``); its name."""
+        name = f"test_{next(self._counter)}"
+        with self.admin() as conn:
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+        return name
+
+    def drop_database(self, name: str) -> None:
+        with self.admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def stop(self) -> None:
+        subprocess.run(
+            [
+                *self._as_user,
+                str(self.bin_dir / "pg_ctl"),
+                "stop",
+                "-D",
+                self.data_dir,
+                "-m",
+                "immediate",
+            ],
+            check=False,
+            capture_output=True,
+        )
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    @property
+    def data_dir(self) -> str:
+        return str(self.directory / "data")
+
+
+def start_server() -> Server:
+    """Start a private PostgreSQL server in a new temporary directory (see the module)."""
+    bin_dir = find_binaries()
+    if bin_dir is None:
+        raise ServerUnavailable("no initdb/pg_ctl/postgres on PATH or in /usr/lib/postgresql/*/bin")
+    directory = Path(tempfile.mkdtemp(prefix="durably-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        user = pwd.getpwnam(UNPRIVILEGED_USER)
+        os.chown(directory, user.pw_uid, user.pw_gid)
+        as_user = ["runuser", "-u", UNPRIVILEGED_USER, "--"]
+    server = Server(directory, bin_dir, as_user)
+    try:
+        _run(
+            as_user,
+            bin_dir / "initdb",
+            "-D",
+            server.data_dir,
+            "-U",
+            SUPERUSER,
+            "--auth=trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        )
+        options = " ".join(f"-c {name}={value}" for name, value in SERVER_SETTINGS.items())
+        options += f" -c unix_socket_directories='{directory}'"
+        _run(
+            as_user,
+            bin_dir / "pg_ctl",
+            "start",
+            "-w",
+            "-D",
+            server.data_dir,
+            "-l",
+            str(directory / "server.log"),
+            "-o",
+            options,
+        )
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def _run(as_user: list[str], program: Path, *args: str) -> None:
+    done = subprocess.run(
+        [*as_user, str(program), *args], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"{program.name} failed ({done.returncode}): {done.stderr or done.stdout}"
+        )
