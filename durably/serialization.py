@@ -48,15 +48,8 @@ _scan: Callable[[str, int], tuple[Any, int]] = _decoder.scan_once  # type: ignor
 
 
 def dumps(value: Any, *, what: str) -> str:
-    """Encode ``value``; ``what`` names it in the error (e.g. ``"The job input"``)."""
-    try:
-        return "".join(_encode(to_json(value), 0))
-    except (TypeError, ValueError) as exc:
-        raise ValidationError(f"{what} cannot be stored: {exc}") from None
-    except RecursionError:
-        raise ValidationError(
-            f"{what} cannot be stored: it contains itself, or is nested too deeply"
-        ) from None
+    """Encode ``value`` as durably's own JSON; ``what`` names it in the error (``"labels"``)."""
+    return store(DEFAULT_SERIALIZER, value, what=what)
 
 
 def loads(text: str | None) -> Any:
@@ -153,8 +146,6 @@ def check_serializer(serializer: object) -> Serializer:
 
 def store(serializer: Serializer, value: Any, *, what: str) -> str:
     """``value`` as the text ``serializer`` stores; ``what`` names it in the error."""
-    if serializer is DEFAULT_SERIALIZER:
-        return dumps(value, what=what)
     try:
         return serializer.dumps(value)
     except (TypeError, ValueError) as exc:
