@@ -62,14 +62,15 @@ DJANGO6_STAMP := $(DJANGO6_VENV)/.installed-stamp
 PYTHON312 ?= $(shell for p in python3.14 python3.13 python3.12 $$HOME/.pyenv/versions/3.1[234]*/bin/python; do \
 	$$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1 && { command -v $$p; break; }; done)
 
-$(DJANGO6_STAMP): pyproject.toml
+# The tests' root conftest.py starts PostgreSQL servers too: hence the postgresql extra.
+$(DJANGO6_STAMP): pyproject.toml Makefile
 	@if [ -z "$(PYTHON312)" ]; then \
 		if [ "$$CI" = true ]; then echo "Django 6.1 tests: no Python 3.12+ found (set PYTHON312=...)" >&2; exit 1; fi; \
 		echo "Django 6.1 tests skipped: no Python 3.12+ found (set PYTHON312=/path/to/python3.12)"; \
 	else \
 		$(PYTHON312) -m venv $(DJANGO6_VENV) && \
 		$(DJANGO6_VENV)/bin/python -m pip install --quiet --upgrade pip && \
-		$(DJANGO6_VENV)/bin/python -m pip install --quiet -e . 'django==6.1.*' 'pytest>=8' 'pytest-timeout>=2.3' && \
+		$(DJANGO6_VENV)/bin/python -m pip install --quiet -e '.[postgresql]' 'django==6.1.*' 'pytest>=8' 'pytest-timeout>=2.3' && \
 		touch $@; \
 	fi
 
