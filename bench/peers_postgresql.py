@@ -11,7 +11,8 @@ same work per run as durably's three-step job:
 * **procrastinate** (a task queue, no steps): three tasks chained, each
   deferring the next once its own result is computed, so each of the three
   results is a committed job, as each of durably's steps is a committed row;
-  a worker with ``concurrency=4``. W1 defers the first task one call at a time.
+  a worker with ``concurrency=4``; later tasks of a chain have a higher
+  priority. W1 defers the first task one call at a time.
 
 Completion is read from each peer's own tables with plain psycopg.
 """
@@ -121,7 +122,9 @@ def _procrastinate(workload: str, url: str, count: int, cap: float) -> dict[str,
         async def task(n: int) -> dict[str, Any]:
             result = {"n": n, "step": name}  # the step's "work"
             if index + 1 < len(chain):
-                await chain[index + 1].defer_async(n=n)
+                # A later task of the chain goes first (priority), so runs complete one
+                # by one as durably's do, not all their first tasks before any second.
+                await chain[index + 1].configure(priority=index + 1).defer_async(n=n)
             return result
 
         return task
