@@ -99,16 +99,18 @@ clean:
 	rm -rf $(VENV) $(PEERS_VENV) $(DJANGO6_VENV) tests/web/client/node_modules tests/hrana/clients/node_modules build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
 # -- benchmark (docs/performance.md) ------------------------------------------
-# Peers (DBOS, huey) live in their own venv so they never leak into .venv.
+# Peers (DBOS, huey, procrastinate) live in their own venv so they never leak into .venv.
+# It has durably's postgresql extra: DBOS and procrastinate also run on the
+# PostgreSQL server the bench starts (--drivers postgresql).
 PEERS_VENV  := .venv-peers
 PEERS_BIN   := $(PEERS_VENV)/bin
 PEERS_STAMP := $(PEERS_VENV)/.installed-stamp
-PEERS       ?= dbos==3.4.0 huey==3.5.4
+PEERS       ?= dbos==3.4.0 huey==3.5.4 procrastinate==3.10.0
 
 $(PEERS_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(PEERS_VENV)
 	$(PEERS_BIN)/python -m pip install --quiet --upgrade pip
-	$(PEERS_BIN)/python -m pip install --quiet -e . $(PEERS)
+	$(PEERS_BIN)/python -m pip install --quiet -e '.[postgresql]' $(PEERS)
 	touch $(PEERS_STAMP)
 
 ## bench: durably against the stdlib sqlite3 floor, a markdown table (BENCH_ARGS=--quick)

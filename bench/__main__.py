@@ -7,6 +7,7 @@ The table goes to stdout; progress, one line per measurement, to stderr, so
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import platform
 import sqlite3
@@ -18,8 +19,8 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import plan, report
-from .apps import DRIVERS
+from . import plan, postgres, report
+from .apps import DRIVERS, SERVER_DRIVERS
 from .targets import TARGETS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +37,11 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         default=",".join(plan.WORKLOADS),
         help=f"comma-separated workloads (default all: {','.join(plan.WORKLOADS)})",
     )
-    parser.add_argument("--drivers", default="sqlite,libsql", help="durably drivers to bench")
+    parser.add_argument(
+        "--drivers",
+        default="sqlite,libsql",
+        help="durably drivers to bench (postgresql: on a throwaway server the bench starts)",
+    )
     parser.add_argument(
         "--cap", type=float, default=None, help="seconds after which a throughput workload stops"
     )
@@ -52,7 +57,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     for name, given, known in (
         ("--only", args.only, plan.WORKLOADS),
-        ("--drivers", args.drivers, tuple(DRIVERS)),
+        ("--drivers", args.drivers, (*DRIVERS, *SERVER_DRIVERS)),
     ):
         unknown = sorted(set(given.split(",")) - set(known) - {""})
         if unknown:
@@ -74,7 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     cases = plan.build(options)
     results = {case.id: report.Result(case) for case in cases}
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="durably-bench-", dir=args.dir) as scratch:
+    with (
+        tempfile.TemporaryDirectory(prefix="durably-bench-", dir=args.dir) as scratch,
+        postgres.serving(options.drivers, args.dir),
+    ):
         root = Path(scratch)
         for repetition in range(args.repeat):
             for index, case in enumerate(cases):
@@ -142,6 +150,16 @@ def _filesystem(path: Path) -> str:
     return kind
 
 
+def _postgresql_line(options: plan.Options) -> list[str]:
+    if postgres.DRIVER not in options.drivers or not postgres.SERVER.version:
+        return []
+    return [
+        f"- PostgreSQL {postgres.SERVER.version} (server started by the bench, Unix socket, "
+        "fsync on; sync NORMAL = synchronous_commit off, FULL = on), psycopg "
+        f"{importlib.metadata.version('psycopg')}"
+    ]
+
+
 def _header(options: plan.Options, args: argparse.Namespace, root: Path, elapsed: float) -> str:
     sizes = options.sizes
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
@@ -155,6 +173,7 @@ def _header(options: plan.Options, args: argparse.Namespace, root: Path, elapsed
             f"- sizes: W1 {sizes.enqueue:,} triggers; W2 {sizes.runs:,} runs x 3 steps; "
             f"W3 {sizes.latency} runs; W4 {sizes.recovery_runs} runs; "
             f"W5 memory {sizes.memory_runs:,} runs; cap {sizes.cap:g}s per measurement",
+            *_postgresql_line(options),
             f"- {args.repeat} repetition(s), interleaved; median and min-max; "
             "x floor = median of the per-repetition ratios to the floor; "
             f"took {elapsed / 60:.1f} min",

@@ -14,7 +14,9 @@ from typing import Any
 from durably import Durably, StepContext
 
 DRIVERS = {"sqlite": "sqlite:///{path}", "libsql": "sqlite+libsql:///{path}"}
-"""durably's two drivers; both write an ordinary SQLite file."""
+"""durably's two file drivers; both write an ordinary SQLite file."""
+SERVER_DRIVERS = ("postgresql",)
+"""Drivers whose database is on a server the bench starts (bench/postgres.py)."""
 
 JOB = "bench-three-steps"
 STEPS = ("a", "b", "c")
@@ -22,14 +24,19 @@ STEPS = ("a", "b", "c")
 
 @dataclass(frozen=True)
 class Target:
-    """One fresh database file and the driver durably reaches it with."""
+    """One fresh database and the driver durably reaches it with.
+
+    A file at ``path`` for the file drivers; for a server driver, the
+    database of ``server_url`` (``path`` is then unused).
+    """
 
     driver: str
     path: Path
+    server_url: str | None = None
 
     @property
     def url(self) -> str:
-        return DRIVERS[self.driver].format(path=self.path)
+        return self.server_url or DRIVERS[self.driver].format(path=self.path)
 
 
 @dataclass(frozen=True)

@@ -46,9 +46,14 @@ def measure(
     peer: str, workload: str, directory: Path, count: int, cap: float, sync: str
 ) -> dict[str, float]:
     """Run one measurement in a fresh process; returns ``{"count", "seconds", "planned"}``."""
-    command = [sys.executable, "-m", "bench.peers", peer, workload, str(directory)]
-    command += [str(count), str(cap), sync]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=cap + 300)
+    args = [peer, workload, str(directory), str(count), str(cap), sync]
+    return in_process("bench.peers", args, timeout=cap + 300)
+
+
+def in_process(module: str, args: list[str], timeout: float) -> dict[str, float]:
+    """``python -m MODULE ARGS...``, whose last line of output is the measurement's JSON."""
+    command = [sys.executable, "-m", module, *args]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr else "failed")
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])

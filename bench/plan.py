@@ -11,14 +11,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import floor, peers, processes
-from .apps import STEPS, Target
+from . import floor, floor_postgresql, peers, peers_postgresql, postgres, processes
+from .apps import DRIVERS, STEPS, Target
 from .report import Case, Outcome
 from .workloads import ENGINES, Engine, ThreadEngine, Throughput, median, percentile
 
 WORKLOADS = ("w1", "w2", "w3", "w4", "w5", "peers")
 SETTINGS = ("NORMAL", "FULL")
 FLOOR = "floor (sqlite3)"
+PG_FLOOR = "floor (psycopg)"
+PG = postgres.DRIVER
 W1_SINGLE = "W1 enqueue, one per transaction"
 W1_BATCH = "W1 enqueue, one batch"
 W2 = "W2 end-to-end, 4 slots"
@@ -67,15 +69,18 @@ class Options:
 # -- case ids: how a durably case names the floor case it is compared with -----
 
 
-def floor_id(workload: str, setting: str = "NORMAL") -> str:
-    return f"floor/{workload}/{setting}"
+def floor_id(workload: str, setting: str = "NORMAL", driver: str = "sqlite") -> str:
+    """The floor a case on ``driver`` is compared with: PostgreSQL's for PostgreSQL."""
+    return f"floor-{PG}/{workload}/{setting}" if driver == PG else f"floor/{workload}/{setting}"
 
 
 def durably_id(engine: str, workload: str, driver: str, setting: str = "NORMAL") -> str:
     return f"{engine}/{workload}/{driver}/{setting}"
 
 
-def peer_id(peer: str, workload: str, setting: str = "NORMAL") -> str:
+def peer_id(peer: str, workload: str, setting: str = "NORMAL", driver: str = "sqlite3") -> str:
+    if driver == PG:
+        return f"{peer}/{workload}/{PG}/{setting}"
     return f"{peer}/{workload}/{setting}"
 
 
@@ -107,8 +112,15 @@ def memory(result: processes.Memory, planned: int) -> Outcome:
     )
 
 
-def _target(driver: str, directory: Path) -> Target:
+def _target(driver: str, directory: Path, setting: str = "NORMAL") -> Target:
+    """A fresh database: a file in ``directory``, or a new database on the bench's server."""
+    if driver == PG:
+        return Target(driver, directory / "unused", postgres.SERVER.database(setting))
     return Target(driver, directory / "durably.db")
+
+
+def _pg_floor(workload: str, title: str, setting: str, run: Run) -> Case:
+    return Case(floor_id(workload, setting, PG), title, PG_FLOOR, PG, setting, run)
 
 
 # -- W1 ------------------------------------------------------------------------
@@ -134,6 +146,21 @@ def w1(options: Options) -> list[Case]:
             lambda d: Outcome({"triggers/s": floor.enqueue_batch(d / "f.db", n)}),
         ),
     ]
+    if PG in options.drivers:
+        cases += [
+            _pg_floor(
+                "w1-single",
+                W1_SINGLE,
+                "NORMAL",
+                lambda d: Outcome({"triggers/s": floor_postgresql.enqueue_single(_pg_url(), n)}),
+            ),
+            _pg_floor(
+                "w1-batch",
+                W1_BATCH,
+                "NORMAL",
+                lambda d: Outcome({"triggers/s": floor_postgresql.enqueue_batch(_pg_url(), n)}),
+            ),
+        ]
 
     def single(engine: Engine, driver: str) -> Run:
         return lambda d: rate(engine.enqueue_single(_target(driver, d), n, cap), "triggers/s")
@@ -153,6 +180,10 @@ def w1(options: Options) -> list[Case]:
     return cases + _peer_cases(options, "w1")
 
 
+def _pg_url(setting: str = "NORMAL") -> str:
+    return postgres.SERVER.database(setting)
+
+
 def _durably_case(
     engine: Engine, workload: str, title: str, driver: str, setting: str, run: Run
 ) -> Case:
@@ -164,7 +195,7 @@ def _durably_case(
         setting,
         run,
         skip=engine.unavailable(),
-        floor=floor_id(workload, setting) if workload.startswith(("w1", "w2")) else None,
+        floor=floor_id(workload, setting, driver) if workload.startswith(("w1", "w2")) else None,
     )
 
 
@@ -181,15 +212,26 @@ def w2(options: Options) -> list[Case]:
 
         return run
 
+    def pg_floor_run(setting: str) -> Run:
+        def run(d: Path) -> Outcome:
+            value = floor_postgresql.end_to_end(_pg_url(setting), runs)
+            return Outcome({"runs/s": value, "steps/s": value * len(floor.STEPS)})
+
+        return run
+
     def durably_run(engine: Engine, driver: str, setting: str) -> Run:
         return lambda d: rate(
-            engine.end_to_end(_target(driver, d), runs, cap, setting), "runs/s", len(STEPS)
+            engine.end_to_end(_target(driver, d, setting), runs, cap, setting),
+            "runs/s",
+            len(STEPS),
         )
 
     cases = [
         Case(floor_id("w2", setting), W2, FLOOR, "sqlite3", setting, floor_run(setting))
         for setting in SETTINGS
     ]
+    if PG in options.drivers:
+        cases += [_pg_floor("w2", W2, setting, pg_floor_run(setting)) for setting in SETTINGS]
     for engine in ENGINES:
         for driver in options.drivers:
             for setting in SETTINGS:
@@ -202,36 +244,45 @@ def w2(options: Options) -> list[Case]:
 
 
 def _peer_cases(options: Options, workload: str) -> list[Case]:
+    """The peers on an SQLite file (DBOS, huey) and on PostgreSQL (DBOS, procrastinate)."""
     if "peers" not in options.workloads:
         return []
     sizes = options.sizes
     count = sizes.enqueue if workload == "w1" else sizes.runs
     metric, title = ("triggers/s", W1_SINGLE) if workload == "w1" else ("runs/s", W2)
     steps = 0 if workload == "w1" else len(STEPS)
+    floor_workload = "w1-single" if workload == "w1" else "w2"
 
-    def run(peer: str, setting: str) -> Run:
+    def run(peer: str, driver: str, setting: str) -> Run:
         def measure(d: Path) -> Outcome:
-            raw = peers.measure(peer, workload, d, count, sizes.cap, setting)
+            if driver == PG:
+                raw = peers_postgresql.measure(peer, workload, _pg_url(setting), count, sizes.cap)
+            else:
+                raw = peers.measure(peer, workload, d, count, sizes.cap, setting)
             done = Throughput(int(raw["count"]), raw["seconds"], int(raw["planned"]))
             return rate(done, metric, steps)
 
         return measure
 
+    systems = []
+    if set(options.drivers) & set(DRIVERS):
+        systems += [(peer, "sqlite3") for peer in peers.PEERS]
+    if PG in options.drivers:
+        systems += [(peer, PG) for peer in peers_postgresql.PEERS]
     cases = []
-    for peer in peers.PEERS:
+    for peer, driver in systems:
         installed = peers.version(peer)
         for setting in ("NORMAL",) if workload == "w1" else SETTINGS:
-            floor_workload = "w1-single" if workload == "w1" else "w2"
             cases.append(
                 Case(
-                    peer_id(peer, workload, setting),
+                    peer_id(peer, workload, setting, driver),
                     title,
                     f"{peer} {installed}" if installed else peer,
-                    "sqlite3",
+                    driver,
                     setting,
-                    run(peer, setting),
+                    run(peer, driver, setting),
                     skip=None if installed else "not installed (make bench-peers)",
-                    floor=floor_id(floor_workload, setting),
+                    floor=floor_id(floor_workload, setting, driver),
                 )
             )
     return cases
@@ -311,10 +362,10 @@ def w5(options: Options) -> list[Case]:
                     driver,
                     "NORMAL",
                     scale(driver, count),
-                    floor=floor_id("w2"),
+                    floor=floor_id("w2", driver=driver),
                 )
             )
-        for runs in sizes.history:
+        for runs in sizes.history if driver != PG else ():
             title = f"W5 W2 after {runs:,} finished runs"
             case_id = durably_id("thread", f"w5-history-{runs}", driver)
             cases.append(
@@ -325,7 +376,19 @@ def w5(options: Options) -> list[Case]:
                     driver,
                     "NORMAL",
                     history(driver, runs),
-                    floor=floor_id("w2"),
+                    floor=floor_id("w2", driver=driver),
+                )
+            )
+        if driver == PG:
+            cases.append(
+                Case(
+                    durably_id("thread", "w5-history", driver),
+                    "W5 W2 after 10,000 and 100,000 finished runs",
+                    "durably thread",
+                    driver,
+                    "NORMAL",
+                    None,
+                    skip="SQLite only: the history is a prepared SQLite file",
                 )
             )
         title = f"W5 memory, one worker process, {sizes.memory_runs:,} runs"
@@ -349,7 +412,19 @@ def build(options: Options) -> list[Case]:
     for name, builder in BUILDERS.items():
         if name in options.workloads:
             cases += builder(options)
+    if PG in options.drivers and (reason := postgres.unavailable()) is not None:
+        cases = _without_postgresql(cases, reason)
     return _merge_skipped(cases)
+
+
+def _without_postgresql(cases: list[Case], reason: str) -> list[Case]:
+    """The cases on PostgreSQL replaced by one row that says why none of them ran."""
+    kept = [case for case in cases if case.driver != PG]
+    first = next((i for i, case in enumerate(cases) if case.driver == PG), None)
+    if first is None:
+        return cases
+    row = Case(f"{PG}/all", "every workload", "durably, floor, peers", PG, "", None, skip=reason)
+    return [*kept[:first], row, *kept[first:]]
 
 
 def _merge_skipped(cases: list[Case]) -> list[Case]:

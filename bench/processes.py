@@ -1,8 +1,9 @@
 """W4 (recovery after ``kill -9``) and W5 (worker processes, history, memory).
 
 Every worker here is a real process (:mod:`bench.worker`); the bench process
-only triggers runs and watches the database file with the stdlib ``sqlite3``
-module, which reads libSQL files as well.
+only triggers runs and watches the database: a file with the stdlib
+``sqlite3`` module, which reads libSQL files as well, a PostgreSQL database
+with plain psycopg.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import history
-from .apps import JOB, AppConfig, Target, build
+from . import history, postgres
+from .apps import JOB, AppConfig, Target, build, inputs
 from .workloads import Throughput
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,14 +78,20 @@ class WorkerProcess:
 
 
 class Observer:
-    """Counts runs by status, straight from the file, without touching durably."""
+    """Counts runs by status, straight from the database, without touching durably."""
 
-    def __init__(self, path: Path) -> None:
-        self._conn = sqlite3.connect(path, isolation_level=None)
+    def __init__(self, target: Target) -> None:
+        if target.server_url is not None:
+            self._conn = postgres.connect(target.server_url)
+            self._param = "%s"
+        else:
+            self._conn = sqlite3.connect(target.path, isolation_level=None)
+            self._param = "?"
 
     def count(self, status: str) -> int:
-        sql = "SELECT count(*) FROM durably_runs WHERE status = ? AND job_name = ?"
-        return int(self._conn.execute(sql, (status, JOB)).fetchone()[0])
+        sql = "SELECT count(*) FROM durably_runs WHERE status = {0} AND job_name = {0}"
+        row = self._conn.execute(sql.format(self._param), (status, JOB)).fetchone()
+        return int(row[0])
 
     def active(self) -> bool:
         sql = "SELECT 1 FROM durably_runs WHERE status IN ('pending', 'leased') LIMIT 1"
@@ -111,10 +118,17 @@ def _prepare(target: Target, runs: int) -> None:
 
     The rows go straight into the table (what ``batch_trigger`` writes):
     triggering is W1's subject, and through durably it would take longer
-    than the timed part for the memory workload's 20k runs.
+    than the timed part for the memory workload's 20k runs. On PostgreSQL,
+    ``batch_trigger`` writes them: it is fast there, and nothing else
+    writes a server's tables from outside.
     """
     with build(AppConfig(target.url)) as client:
         client.migrate()
+        if target.server_url is not None:
+            job = client.get_job(JOB)
+            assert job is not None
+            job.batch_trigger(inputs(runs))
+            return
     history.insert_pending(target.path, runs)
 
 
@@ -130,7 +144,7 @@ def drain(target: Target, processes: int, runs: int, cap: float) -> Drained:
     """Queue ``runs``, then time ``processes`` 4-slot workers from ``go`` until none is active."""
     _prepare(target, runs)
     workers = [WorkerProcess(AppConfig(target.url)) for _ in range(processes)]
-    observer = Observer(target.path)
+    observer = Observer(target)
     try:
         for worker in workers:
             worker.wait_ready()
@@ -217,7 +231,7 @@ def recovery(target: Target, config: RecoveryConfig, timeout: float = 60) -> flo
         AppConfig(**{**settings.to_json(), "sleep_step": "b", "sleep_seconds": 600})
     )
     rescuer = WorkerProcess(settings)
-    observer = Observer(target.path)
+    observer = Observer(target)
     try:
         victim.wait_ready()
         rescuer.wait_ready()

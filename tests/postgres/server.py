@@ -1,4 +1,5 @@
-"""A throwaway PostgreSQL server for the tests: ``initdb`` + ``pg_ctl`` in a temporary directory.
+"""A throwaway PostgreSQL server for the tests and the bench: ``initdb`` + ``pg_ctl`` in a
+temporary directory.
 
 The server is started once per test session and removed with its directory at
 the end; each test gets a database of its own (:meth:`Server.create_database`),
@@ -10,6 +11,10 @@ processes, never the server).
 PostgreSQL refuses to run as root, so under root (a container, CI) ``initdb``
 and ``postgres`` run as the unprivileged ``nobody`` through ``runuser``, and the
 directory is handed to that user.
+
+The bench (bench/postgres.py) starts the same server with PostgreSQL's own
+durability settings instead (``start_server(settings=...)``); this module
+imports nothing of pytest's, so both can use it.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,9 +83,9 @@ class Server:
             host=self.socket_dir, user=SUPERUSER, dbname="postgres", autocommit=True
         )
 
-    def create_database(self) -> str:
+    def create_database(self, prefix: str = "test") -> str:
         """A new, empty database (a copy of ``template0``); its name."""
-        name = f"test_{next(self._counter)}"
+        name = f"{prefix}_{next(self._counter)}"
         with self.admin() as conn:
             conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
         return name
@@ -109,12 +115,16 @@ class Server:
         return str(self.directory / "data")
 
 
-def start_server() -> Server:
-    """Start a private PostgreSQL server in a new temporary directory (see the module)."""
+def start_server(settings: Mapping[str, str] | None = None, parent: Path | None = None) -> Server:
+    """Start a private PostgreSQL server in a new temporary directory (see the module).
+
+    ``settings`` replace or add to :data:`SERVER_SETTINGS`; the directory is made
+    in ``parent`` (default: the system's temporary directory).
+    """
     bin_dir = find_binaries()
     if bin_dir is None:
         raise ServerUnavailable("no initdb/pg_ctl/postgres on PATH or in /usr/lib/postgresql/*/bin")
-    directory = Path(tempfile.mkdtemp(prefix="durably-pg-"))
+    directory = Path(tempfile.mkdtemp(prefix="durably-pg-", dir=parent))
     as_user: list[str] = []
     if os.geteuid() == 0:
         user = pwd.getpwnam(UNPRIVILEGED_USER)
@@ -135,7 +145,8 @@ def start_server() -> Server:
             "UTF8",
             "--locale=C",
         )
-        options = " ".join(f"-c {name}={value}" for name, value in SERVER_SETTINGS.items())
+        chosen = {**SERVER_SETTINGS, **(settings or {})}
+        options = " ".join(f"-c {name}={value}" for name, value in chosen.items())
         options += f" -c unix_socket_directories='{directory}'"
         _run(
             as_user,
