@@ -42,6 +42,14 @@ metadata = MetaData(
 )
 
 
+ROW_ID = BigInteger().with_variant(Integer(), "sqlite")
+"""The type of a table's own row counter (steps, step attempts, logs, queue claims).
+
+Its sequence never goes back, even as finished runs are purged, so it must
+be 64-bit: PostgreSQL's ``INTEGER`` would run out after 2**31 rows. SQLite
+keeps ``INTEGER``, because only an ``INTEGER PRIMARY KEY`` is its 64-bit rowid."""
+
+
 def sql_status(status: RunStatus) -> ColumnElement[Any]:
     """A status as an SQL literal, not a bound parameter.
 
@@ -199,7 +207,7 @@ run_labels = Table(
 steps = Table(
     "durably_steps",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
     Column("run_id", String(26), nullable=False),
     Column("name", String(255), nullable=False),
     Column("step_index", Integer, nullable=False),
@@ -282,7 +290,7 @@ is used for its input and labels only."""
 logs = Table(
     "durably_logs",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
     Column("run_id", String(26), nullable=False),
     Column("step_name", String(255)),
     Column("level", String(8), nullable=False),
@@ -295,7 +303,7 @@ logs = Table(
 step_attempts = Table(
     "durably_step_attempts",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
     Column("run_id", String(26), nullable=False),
     Column("step_name", String(255), nullable=False),
     Column("step_index", Integer, nullable=False),
@@ -350,7 +358,7 @@ waits = Table(
 queue_claims = Table(
     "durably_queue_claims",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
     Column("queue", String(255), nullable=False),
     Column("claimed_at", BigInteger, nullable=False),
     Index("ix_durably_queue_claims_queue_claimed_at", "queue", "claimed_at"),

@@ -46,9 +46,19 @@ def schema_of(url: str) -> dict[str, Any]:
                 ),
                 {"version": VERSION_TABLE},
             ).all()
+            sequences = conn.execute(
+                sa.text(
+                    "SELECT sequencename, data_type, max_value FROM pg_sequences "
+                    "WHERE sequencename LIKE 'durably\\_%' ORDER BY 1"
+                )
+            ).all()
     finally:
         engine.dispose()
-    return {"columns": [tuple(c) for c in columns], "indexes": [tuple(i) for i in indexes]}
+    return {
+        "columns": [tuple(c) for c in columns],
+        "indexes": [tuple(i) for i in indexes],
+        "sequences": [tuple(s) for s in sequences],
+    }
 
 
 def alembic_cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -94,6 +104,20 @@ def test_migrate_makes_what_the_metadata_makes(postgres_db: str, postgres_server
     assert len(partial) >= 5
 
 
+def test_row_counters_are_64_bit_and_never_run_out(postgres_db: str) -> None:
+    """Steps, attempts, logs and queue claims are numbered by sequences that are never
+    reset by purging: 32 bits would run out on a busy server."""
+    with Durably(postgres_db) as instance:
+        instance.migrate()
+    schema = schema_of(postgres_db)
+    ids = {table: kind for table, column, kind, *_ in schema["columns"] if column == "id"}
+    counted = ("durably_logs", "durably_queue_claims", "durably_step_attempts", "durably_steps")
+    assert {table: ids[table] for table in counted} == dict.fromkeys(counted, "bigint")
+    assert schema["sequences"] == [
+        (f"{table}_id_seq", "bigint", 2**63 - 1) for table in sorted(counted)
+    ]
+
+
 def test_alembic_cli_upgrades_down_and_up_again(postgres_db: str) -> None:
     upgraded = alembic_cli(postgres_db, "upgrade", "head")
     assert upgraded.returncode == 0, upgraded.stderr
@@ -101,7 +125,7 @@ def test_alembic_cli_upgrades_down_and_up_again(postgres_db: str) -> None:
     assert first["columns"]
     downgraded = alembic_cli(postgres_db, "downgrade", "base")
     assert downgraded.returncode == 0, downgraded.stderr
-    assert schema_of(postgres_db) == {"columns": [], "indexes": []}
+    assert schema_of(postgres_db) == {"columns": [], "indexes": [], "sequences": []}
     again = alembic_cli(postgres_db, "upgrade", "head")
     assert again.returncode == 0, again.stderr
     assert schema_of(postgres_db) == first
