@@ -36,8 +36,9 @@ logger = logging.getLogger("durably.web")
 def asgi_app(durably: Any, **options: Unpack[AppOptions]) -> ASGIApp:
     """An ASGI app serving durably's HTTP API, event streams and (``dashboard``) dashboard.
 
-    ``options`` are :class:`~durably.web.handler.AppOptions`: ``auth=None``,
-    ``allow_unauthenticated=False``, ``dashboard=True``, ``sse_throttle=0.1``.
+    ``options`` are :class:`~durably.web.handler.AppOptions` (``auth``,
+    ``allow_unauthenticated``, ``dashboard``, ``sse_throttle``), each optional;
+    :class:`~durably.web.handler.Handler` holds their defaults.
     """
     handler = Handler(durably, **options)
 

@@ -47,8 +47,9 @@ _REASONS = {
 def wsgi_app(durably: Any, **options: Unpack[AppOptions]) -> WSGIApp:
     """A WSGI app serving durably's HTTP API, event streams and (``dashboard``) dashboard.
 
-    ``options`` are :class:`~durably.web.handler.AppOptions`: ``auth=None``,
-    ``allow_unauthenticated=False``, ``dashboard=True``, ``sse_throttle=0.1``.
+    ``options`` are :class:`~durably.web.handler.AppOptions` (``auth``,
+    ``allow_unauthenticated``, ``dashboard``, ``sse_throttle``), each optional;
+    :class:`~durably.web.handler.Handler` holds their defaults.
     """
     handler = Handler(durably, **options)
 
