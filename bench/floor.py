@@ -23,7 +23,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -79,6 +79,7 @@ UPDATE runs SET status = 'completed', output = :output, lease_owner = NULL,
 WHERE id = :run AND status = 'leased' AND lease_generation = :gen
 """
 INSERT_RUN = "INSERT INTO runs (status, input, created_at) VALUES ('pending', ?, ?)"
+COUNT_COMPLETED = "SELECT count(*) FROM runs WHERE status = 'completed'"
 LEASE_MS = 30_000
 STEPS = ("a", "b", "c")
 
@@ -192,25 +193,38 @@ def end_to_end(path: Path, runs: int, threads: int = 4, synchronous: str = "NORM
     with writer.transaction(conn):
         now = _now_ms()
         conn.executemany(INSERT_RUN, ((json.dumps({"n": n}), now) for n in range(runs)))
+    try:
+        elapsed = drain(lambda owner: _work(path, synchronous, writer, owner), threads)
+        completed = conn.execute(COUNT_COMPLETED).fetchone()[0]
+    finally:
+        conn.close()
+    if completed != runs:
+        raise RuntimeError(f"floor completed {completed} of {runs} runs")
+    return runs / elapsed
+
+
+def drain(work: Callable[[str], None], threads: int) -> float:
+    """Run ``work(owner)`` on ``threads`` threads at once; the seconds until all have returned.
+
+    Both floors (this one and bench/floor_postgresql.py) drain their queue
+    this way, so their W2 figures time the same thing. A thread's exception
+    is raised here once every thread has stopped, not lost with its thread.
+    """
     failures: list[BaseException] = []
 
-    def work(owner: str) -> None:
+    def run(owner: str) -> None:
         try:
-            _work(path, synchronous, writer, owner)
+            work(owner)
         except BaseException as exc:
             failures.append(exc)
 
-    workers = [threading.Thread(target=work, args=(f"floor-{i}",)) for i in range(threads)]
+    workers = [threading.Thread(target=run, args=(f"floor-{i}",)) for i in range(threads)]
     started = time.perf_counter()
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
     elapsed = time.perf_counter() - started
-    completed = conn.execute("SELECT count(*) FROM runs WHERE status = 'completed'").fetchone()[0]
-    conn.close()
     if failures:
         raise failures[0]
-    if completed != runs:
-        raise RuntimeError(f"floor completed {completed} of {runs} runs")
-    return runs / elapsed
+    return elapsed

@@ -12,11 +12,10 @@ its own connection, as durably's four slots have.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from typing import Any
 
-from .floor import LEASE_MS, STEPS
+from .floor import COUNT_COMPLETED, LEASE_MS, STEPS, drain
 from .postgres import connect
 
 SCHEMA = (
@@ -136,24 +135,8 @@ def end_to_end(url: str, runs: int, threads: int = 4) -> float:
         with conn.transaction(), conn.cursor() as cursor:
             now = _now_ms()
             cursor.executemany(INSERT_RUN, [(json.dumps({"n": n}), now) for n in range(runs)])
-        failures: list[BaseException] = []
-
-        def work(owner: str) -> None:
-            try:
-                _work(url, owner)
-            except BaseException as exc:
-                failures.append(exc)
-
-        workers = [threading.Thread(target=work, args=(f"floor-{i}",)) for i in range(threads)]
-        started = time.perf_counter()
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-        elapsed = time.perf_counter() - started
-        row = conn.execute("SELECT count(*) FROM runs WHERE status = 'completed'").fetchone()
-    if failures:
-        raise failures[0]
+        elapsed = drain(lambda owner: _work(url, owner), threads)
+        row = conn.execute(COUNT_COMPLETED).fetchone()
     if row[0] != runs:
         raise RuntimeError(f"floor completed {row[0]} of {runs} runs")
     return runs / elapsed

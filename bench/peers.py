@@ -33,6 +33,8 @@ PEERS = ("dbos", "huey")
 QUEUE = "bench"
 DBOS_POLLING = 0.01
 """Seconds between DBOS queue polls; its default (1 s) caps a 4-slot queue at 4 runs/s."""
+POLL = 0.005
+"""Seconds between looks at a peer's table (or counter) for completed runs."""
 
 
 def version(peer: str) -> str | None:
@@ -60,10 +62,16 @@ def in_process(module: str, args: list[str], timeout: float) -> dict[str, float]
     return result
 
 
-def _wait(predicate: Callable[[], bool], cap: float) -> None:
+def wait_until(predicate: Callable[[], bool], cap: float) -> None:
+    """Look at ``predicate`` every POLL seconds until it holds or ``cap`` seconds have passed."""
     deadline = time.perf_counter() + cap
     while not predicate() and time.perf_counter() < deadline:
-        time.sleep(0.005)
+        time.sleep(POLL)
+
+
+def measured(count: int, seconds: float, planned: int) -> dict[str, float]:
+    """A measurement as ``main`` prints it: runs done, the seconds they took, runs planned."""
+    return {"count": count, "seconds": seconds, "planned": planned}
 
 
 # -- DBOS ---------------------------------------------------------------------
@@ -71,7 +79,6 @@ def _wait(predicate: Callable[[], bool], cap: float) -> None:
 
 def _dbos(workload: str, directory: Path, count: int, cap: float, sync: str) -> dict[str, float]:
     import sqlalchemy as sa
-    from dbos import DBOS, DBOSClient
 
     path = directory / "dbos.sqlite"
     engine = sa.create_engine(f"sqlite:///{path}", pool_size=10)
@@ -85,14 +92,30 @@ def _dbos(workload: str, directory: Path, count: int, cap: float, sync: str) -> 
         dbapi_connection.execute("PRAGMA journal_mode = WAL")
         dbapi_connection.execute(f"PRAGMA synchronous = {sync}")
 
-    DBOS(
-        config={
-            "name": "bench",
-            "system_database_url": f"sqlite:///{path}",
-            "system_database_engine": engine,
-            "log_level": "WARNING",
-        }
-    )
+    watch = sqlite3.connect(path)
+
+    def completed() -> int:
+        sql = "SELECT count(*) FROM workflow_status WHERE status = 'SUCCESS'"
+        return int(watch.execute(sql).fetchone()[0])
+
+    database = {"system_database_url": f"sqlite:///{path}", "system_database_engine": engine}
+    return dbos_workload(workload, count, cap, database, completed)
+
+
+def dbos_workload(
+    workload: str, count: int, cap: float, database: dict[str, Any], completed: Callable[[], int]
+) -> dict[str, float]:
+    """DBOS's W1 or W2 on the system database that ``database`` names; on SQLite and PostgreSQL.
+
+    ``database`` holds the DBOS settings that name the system database
+    (``system_database_url``, and ``system_database_engine`` where the bench
+    makes the connections itself); DBOS and its client are given the same.
+    ``completed`` counts the workflows that have succeeded, read with the
+    database's own driver, not through DBOS.
+    """
+    from dbos import DBOS, DBOSClient
+
+    DBOS(config={"name": "bench", "log_level": "WARNING", **database})
 
     @DBOS.step()
     def step(n: int, name: str) -> dict[str, Any]:
@@ -105,7 +128,7 @@ def _dbos(workload: str, directory: Path, count: int, cap: float, sync: str) -> 
         return {"ok": True}
 
     DBOS.launch()
-    client = DBOSClient(system_database_engine=engine)
+    client = DBOSClient(**database)
     options: Any = {"queue_name": QUEUE, "workflow_name": three_steps.__qualname__}
     try:
         if workload == "w1":
@@ -116,22 +139,18 @@ def _dbos(workload: str, directory: Path, count: int, cap: float, sync: str) -> 
                 done += 1
                 if time.perf_counter() - started > cap:
                     break
-            return _result(done, time.perf_counter() - started, count)
+            return measured(done, time.perf_counter() - started, count)
         # W2: everything enqueued first; the queue exists (so is served) from t=0.
         for item in inputs(count):
             client.enqueue(options, item["n"])
-        watch = sqlite3.connect(path)
-
-        def completed() -> int:
-            sql = "SELECT count(*) FROM workflow_status WHERE status = 'SUCCESS'"
-            return int(watch.execute(sql).fetchone()[0])
-
         started = time.perf_counter()
         DBOS.register_queue(QUEUE, worker_concurrency=4, polling_interval_sec=DBOS_POLLING)
-        _wait(lambda: completed() >= count, cap)
+        wait_until(lambda: completed() >= count, cap)
         elapsed = time.perf_counter() - started
-        return _result(completed(), elapsed, count)
+        return measured(completed(), elapsed, count)
     finally:
+        # A client given an engine leaves it to its owner: destroy() disposes only its own.
+        client.destroy()
         DBOS.destroy(destroy_registry=True)
 
 
@@ -164,7 +183,7 @@ def _huey(workload: str, directory: Path, count: int, cap: float, sync: str) -> 
             done += 1
             if time.perf_counter() - started > cap:
                 break
-        return _result(done, time.perf_counter() - started, count)
+        return measured(done, time.perf_counter() - started, count)
 
     lock = threading.Lock()
     finished = [0]
@@ -181,14 +200,10 @@ def _huey(workload: str, directory: Path, count: int, cap: float, sync: str) -> 
     )
     started = time.perf_counter()
     consumer.start()
-    _wait(lambda: finished[0] >= count, cap)
+    wait_until(lambda: finished[0] >= count, cap)
     elapsed = time.perf_counter() - started
     consumer.stop(graceful=True)
-    return _result(finished[0], elapsed, count)
-
-
-def _result(count: int, seconds: float, planned: int) -> dict[str, float]:
-    return {"count": count, "seconds": seconds, "planned": planned}
+    return measured(finished[0], elapsed, count)
 
 
 RUNNERS = {"dbos": _dbos, "huey": _huey}

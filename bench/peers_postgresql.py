@@ -27,22 +27,16 @@ from collections.abc import Callable
 from typing import Any
 
 from .apps import STEPS, inputs
-from .peers import DBOS_POLLING, QUEUE, in_process
+from .peers import POLL, QUEUE, dbos_workload, in_process, measured
 from .postgres import connect, conninfo
 
 PEERS = ("dbos", "procrastinate")
-POLL = 0.005
-"""Seconds between looks at a peer's table for completed runs."""
 
 
 def measure(peer: str, workload: str, url: str, count: int, cap: float) -> dict[str, float]:
     """Run one measurement in a fresh process; returns ``{"count", "seconds", "planned"}``."""
     args = [peer, workload, url, str(count), str(cap)]
     return in_process("bench.peers_postgresql", args, timeout=cap + 300)
-
-
-def _result(count: int, seconds: float, planned: int) -> dict[str, float]:
-    return {"count": count, "seconds": seconds, "planned": planned}
 
 
 def _counter(url: str, sql: str) -> Callable[[], int]:
@@ -54,56 +48,12 @@ def _counter(url: str, sql: str) -> Callable[[], int]:
     return count
 
 
-def _wait(predicate: Callable[[], bool], cap: float) -> None:
-    deadline = time.perf_counter() + cap
-    while not predicate() and time.perf_counter() < deadline:
-        time.sleep(POLL)
-
-
 # -- DBOS ---------------------------------------------------------------------
 
 
 def _dbos(workload: str, url: str, count: int, cap: float) -> dict[str, float]:
-    from dbos import DBOS, DBOSClient
-
-    DBOS(config={"name": "bench", "system_database_url": url, "log_level": "WARNING"})
-
-    @DBOS.step()
-    def step(n: int, name: str) -> dict[str, Any]:
-        return {"n": n, "step": name}
-
-    @DBOS.workflow()
-    def three_steps(n: int) -> dict[str, bool]:
-        for name in STEPS:
-            step(n, name)
-        return {"ok": True}
-
-    DBOS.launch()
-    client = DBOSClient(system_database_url=url)
-    options: Any = {"queue_name": QUEUE, "workflow_name": three_steps.__qualname__}
-    try:
-        if workload == "w1":
-            started = time.perf_counter()
-            done = 0
-            for item in inputs(count):
-                client.enqueue(options, item["n"])
-                done += 1
-                if time.perf_counter() - started > cap:
-                    break
-            return _result(done, time.perf_counter() - started, count)
-        for item in inputs(count):
-            client.enqueue(options, item["n"])
-        completed = _counter(
-            url, "SELECT count(*) FROM dbos.workflow_status WHERE status = 'SUCCESS'"
-        )
-        started = time.perf_counter()
-        DBOS.register_queue(QUEUE, worker_concurrency=4, polling_interval_sec=DBOS_POLLING)
-        _wait(lambda: completed() >= count, cap)
-        elapsed = time.perf_counter() - started
-        return _result(completed(), elapsed, count)
-    finally:
-        client.destroy()
-        DBOS.destroy(destroy_registry=True)
+    completed = _counter(url, "SELECT count(*) FROM dbos.workflow_status WHERE status = 'SUCCESS'")
+    return dbos_workload(workload, count, cap, {"system_database_url": url}, completed)
 
 
 # -- procrastinate -------------------------------------------------------------
@@ -146,7 +96,7 @@ async def _procrastinate_main(
                 done += 1
                 if time.perf_counter() - started > cap:
                     break
-            return _result(done, time.perf_counter() - started, count)
+            return measured(done, time.perf_counter() - started, count)
         await first.batch_defer_async(*inputs(count))
         import psycopg
 
@@ -173,7 +123,7 @@ async def _procrastinate_main(
         worker.cancel()
         await asyncio.gather(worker, return_exceptions=True)
         await watch.close()
-        return _result(done, elapsed, count)
+        return measured(done, elapsed, count)
 
 
 RUNNERS = {"dbos": _dbos, "procrastinate": _procrastinate}

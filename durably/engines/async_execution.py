@@ -167,7 +167,7 @@ class AsyncExecution(Execution):
         try:
             await operation.run_async(write, self.runtime.async_db)
         except DurablyError as exc:
-            self._worker_error(exc, context)
+            self.worker_error(exc, context)
 
 
 def _wake(waiter: asyncio.Future[None], *_: Any) -> None:

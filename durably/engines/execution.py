@@ -1,4 +1,4 @@
-"""Driving one claimed run: the replay/step algorithm and the outcome writes.
+"""Driving one claimed run: the replay/step algorithm, progress and logs.
 
 The job function runs with no database transaction open. Each step's result
 is written in its own short, fenced transaction after the step returns, so
@@ -10,18 +10,18 @@ start: no I/O; the heartbeat records a step still running as started, see
 :mod:`durably.core.attempts`), the user's function, then
 :meth:`Execution.step_returned_op` or :meth:`Execution.step_raised_op` (the
 fenced write of the step and its attempt).
-The writing phases and the run's end are operations
-(:mod:`durably.core.operation`), written once here; :class:`Execution` runs
-them in the calling thread (``def`` jobs),
+The writing phases are operations (:mod:`durably.core.operation`), written
+once here; :class:`Execution` runs them in the calling thread (``def`` jobs),
 :class:`~durably.engines.async_execution.AsyncExecution` from the event loop
-(``async def`` jobs).
+(``async def`` jobs). The run's end (completed, failed, retried) is written
+by :mod:`durably.engines.outcomes`.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from .. import serialization
 from ..clock import now_ms, to_datetime
@@ -42,13 +42,11 @@ from ..io_models import conform
 from ..models import Progress
 from ..retry import Retry, check_retry
 from ..status import LogLevel, RunStatus, StepStatus
-from .retries import StepFailure, retry_delay
+from .retries import StepFailure
 from .step_calls import StepCall, describe, format_traceback, traced_step
 
 if TYPE_CHECKING:
     from .runtime import RegisteredJob, Runtime
-
-Outcome = Literal["completed", "failed", "retrying", "waiting", "cancelled", "lease-lost"]
 
 
 class Execution:
@@ -90,7 +88,7 @@ class Execution:
         try:
             outcome = yield from self.runtime.service.heartbeat_op([], [lease])
         except Exception as exc:
-            self._worker_error(exc, "lease-confirmation")
+            self.worker_error(exc, "lease-confirmation")
             lease.abort(AbortReason.LEASE_LOST)
             return
         for lost, reason in outcome.lost:
@@ -112,7 +110,7 @@ class Execution:
         """The step ran (or was awaiting) when the run was told to stop: record it as cut off."""
         yield from self.cut_off_op(attempt)
         if self.lease.abort_reason == AbortReason.CANCELLED:
-            self._emit(EventType.STEP_CANCEL, step_name=attempt.name, step_index=attempt.index)
+            self.emit(EventType.STEP_CANCEL, step_name=attempt.name, step_index=attempt.index)
         return self._abort_error()
 
     def cut_off_op(self, attempt: StepCall) -> Operation[None]:
@@ -128,7 +126,7 @@ class Execution:
         try:
             yield from self.runtime.service.record_cut_off_op(self.lease, [running])
         except DatabaseError as exc:
-            self._worker_error(exc, "step-cut-off")
+            self.worker_error(exc, "step-cut-off")
 
     def _step_ended(self, attempt: StepCall) -> RunningStep | None:
         """The step is no longer running: out of the heartbeat's sight (its row is written,
@@ -142,7 +140,7 @@ class Execution:
         status = yield from self.runtime.service.run_status_op(self.lease.run_id)
         if status == RunStatus.CANCELLED.value:
             self.lease.abort(AbortReason.CANCELLED)
-            self._emit(EventType.STEP_CANCEL, step_name=attempt.name, step_index=attempt.index)
+            self.emit(EventType.STEP_CANCEL, step_name=attempt.name, step_index=attempt.index)
             return CancelledError(self.lease.run_id)
         self.lease.abort(AbortReason.LEASE_LOST)
         return LeaseLostError(self.lease.run_id)
@@ -170,7 +168,7 @@ class Execution:
             name, index, replayed=False, started_at=now_ms(), started=time.monotonic(), retry=retry
         )
         self.lease.running_steps[index] = RunningStep(name, index, self.attempt, attempt.started_at)
-        self._emit(EventType.STEP_START, step_name=name, step_index=index)
+        self.emit(EventType.STEP_START, step_name=name, step_index=index)
         self.current_step = name
         return attempt
 
@@ -189,12 +187,12 @@ class Execution:
             return (yield from self._refused_op(attempt))
         self._step_ended(attempt)
         if cancelled:
-            self._emit(EventType.STEP_CANCEL, step_name=attempt.name, step_index=attempt.index)
+            self.emit(EventType.STEP_CANCEL, step_name=attempt.name, step_index=attempt.index)
             return exc
         failures = self.step_failures[attempt.name] = self.step_failures.get(attempt.name, 0) + 1
         if attempt.retry is not None:
             self.failed_step = StepFailure(exc, attempt.retry, failures)
-        self._emit(
+        self.emit(
             EventType.STEP_FAIL, step_name=attempt.name, step_index=attempt.index, error=error
         )
         return exc
@@ -223,7 +221,7 @@ class Execution:
                 yield from self.cut_off_op(attempt)
             else:
                 self._step_ended(attempt)
-                self._emit(
+                self.emit(
                     EventType.STEP_FAIL,
                     step_name=attempt.name,
                     step_index=attempt.index,
@@ -235,7 +233,7 @@ class Execution:
         self._step_ended(attempt)
         self.completed[attempt.name] = output_json
         output = serialization.load(self.runtime.serializer, output_json)
-        self._emit(
+        self.emit(
             EventType.STEP_COMPLETE,
             step_name=attempt.name,
             step_index=attempt.index,
@@ -277,7 +275,7 @@ class Execution:
 
     def _write_failed(self, exc: DatabaseError, context: str) -> LeaseLostError:
         """A step write the database refused: the run stops and is left to its lease."""
-        self._worker_error(exc, context)
+        self.worker_error(exc, context)
         self.lease.abort(AbortReason.LEASE_LOST)
         return LeaseLostError(self.lease.run_id)
 
@@ -322,7 +320,7 @@ class Execution:
         progress = Progress(current, total, message)
         progress_json = serialization.dumps(progress.to_json(), what="progress")
         self.store("progress", self.runtime.service.set_progress_op(self.lease, progress_json))
-        self._emit(EventType.RUN_PROGRESS, progress=progress)
+        self.emit(EventType.RUN_PROGRESS, progress=progress)
 
     def log(self, level: LogLevel, message: str, data: Any) -> None:
         if not isinstance(message, str):
@@ -340,7 +338,7 @@ class Execution:
             data_json=data_json,
         )
         self.store("log", write)
-        self._emit(
+        self.emit(
             EventType.LOG_WRITE,
             step_name=self.current_step,
             level=level.value,
@@ -357,13 +355,13 @@ class Execution:
         try:
             operation.run(write, self.runtime.db)
         except DurablyError as exc:
-            self._worker_error(exc, context)
+            self.worker_error(exc, context)
 
     # -- the run --------------------------------------------------------------
 
     def find_job(self) -> tuple[Any, Any] | str:
         """Announce the lease; the job and its input, or why the run cannot run. No I/O."""
-        self._emit(
+        self.emit(
             EventType.RUN_LEASED,
             input=serialization.load_or_text(self.runtime.serializer, self.claimed.row["input"]),
             lease_owner=self.lease.owner,
@@ -390,95 +388,9 @@ class Execution:
             return "The run's stored labels are not valid JSON"
         return job, job_input
 
-    def settle_error_op(self, exc: BaseException) -> Operation[Outcome]:
-        """Record how a job that raised ended.
-
-        ``KeyboardInterrupt``, ``SystemExit`` or a cancelled task are not the
-        job's fault: the run is handed back, so another worker resumes it at
-        once, and the exception goes on.
-        """
-        lease = self.lease
-        if isinstance(exc, (CancelledError, LeaseLostError)):
-            if lease.abort_reason is None:  # raised by the job itself, not by durably
-                return (yield from self.fail_op(describe(exc), exc))
-            return (yield from self._stopped_op())
-        if isinstance(exc, Exception):
-            if lease.abort_reason in (AbortReason.LEASE_LOST, AbortReason.SHUTDOWN):
-                return (yield from self._stopped_op())
-            job_policy = None if self.job is None else self.job.retry
-            delay = retry_delay(exc, job_policy, self.attempt, self.failed_step)
-            if delay is not None:
-                return (yield from self.retry_op(describe(exc), delay, exc))
-            return (yield from self.fail_op(describe(exc), exc))
-        try:
-            yield from self.runtime.service.release_op(lease)
-        finally:
-            raise exc
-
-    def settle_output_op(self, output: Any, started: float) -> Operation[Outcome]:
-        """Record a job's return value as the run's output (fenced by the lease)."""
-        try:
-            model = None if self.job is None else self.job.output_model
-            output = conform(model, output, "The job's output")
-            output_json = serialization.store(
-                self.runtime.serializer, output, what="The job's output"
-            )
-        except ValidationError as exc:
-            return (yield from self.fail_op(str(exc)))
-        service = self.runtime.service
-        if (yield from service.complete_op(self.lease, output_json)):
-            self._emit(
-                EventType.RUN_COMPLETE,
-                output=serialization.load(self.runtime.serializer, output_json),
-                duration=time.monotonic() - started,
-            )
-            return "completed"
-        return (yield from self._not_ours_op("run-completion"))
-
-    def fail_op(self, error: str, exc: BaseException | None = None) -> Operation[Outcome]:
-        accepted, failed_step = yield from self.runtime.service.fail_op(self.lease, error)
-        if accepted:
-            self._emit(EventType.RUN_FAIL, error=error, failed_step_name=failed_step, exception=exc)
-            return "failed"
-        return (yield from self._not_ours_op("run-failure"))
-
-    def retry_op(
-        self, error: str, delay: float, exc: BaseException | None = None
-    ) -> Operation[Outcome]:
-        """End this attempt; the run waits ``delay`` seconds, pending, for the next."""
-        run_at = yield from self.runtime.service.schedule_retry_op(self.lease, error, delay)
-        if run_at is None:
-            return (yield from self._not_ours_op("run-retry"))
-        self.runtime.due_times.add(run_at)
-        self._emit(
-            EventType.RUN_RETRY_SCHEDULED,
-            error=error,
-            attempt=self.attempt + 1,
-            run_at=to_datetime(run_at),
-            exception=exc,
-        )
-        return "retrying"
-
-    def _not_ours_op(self, context: str) -> Operation[Outcome]:
-        """The run's end was refused by the fence: cancelled meanwhile, or the lease is lost."""
-        status = yield from self.runtime.service.run_status_op(self.lease.run_id)
-        if status == RunStatus.CANCELLED.value:
-            return "cancelled"
-        self._worker_error(LeaseLostError(self.lease.run_id), context)
-        return "lease-lost"
-
-    def _stopped_op(self) -> Operation[Outcome]:
-        if self.lease.abort_reason == AbortReason.CANCELLED:
-            return "cancelled"
-        if self.lease.abort_reason == AbortReason.SHUTDOWN:
-            # Completed steps are stored; the next worker resumes from them now
-            # instead of waiting for the lease to expire.
-            yield from self.runtime.service.release_op(self.lease)
-        return "lease-lost"
-
     # -- events -------------------------------------------------------------
 
-    def _emit(self, event_type: EventType, **fields: Any) -> None:
+    def emit(self, event_type: EventType, **fields: Any) -> None:
         self.runtime.events.emit(
             event_type,
             run_id=self.lease.run_id,
@@ -488,7 +400,7 @@ class Execution:
             **fields,
         )
 
-    def _worker_error(self, exc: BaseException, context: str) -> None:
+    def worker_error(self, exc: BaseException, context: str) -> None:
         self.runtime.events.emit(
             EventType.WORKER_ERROR,
             run_id=self.lease.run_id,

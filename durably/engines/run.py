@@ -22,7 +22,8 @@ from ..core.leases import ClaimedRun
 from ..core.operation import Operation
 from ..instrumentation import RunAttempt
 from .async_execution import AsyncExecution
-from .execution import Execution, Outcome
+from .execution import Execution
+from .outcomes import Outcome, fail_op, settle_error_op, settle_output_op
 from .runtime import Runtime
 from .timeouts import Overran, await_within, call_within, timed_out_op
 from .waiting import RunWaits, Suspended, suspend_op
@@ -40,7 +41,7 @@ def execute(runtime: Runtime, claimed: ClaimedRun, then: Then | None = None) -> 
     with runtime.holding(execution.lease):
         found = execution.find_job()
         if isinstance(found, str):
-            return operation.run(_record(execution.fail_op(found), then), runtime.db)
+            return operation.run(_record(fail_op(execution, found), then), runtime.db)
         job, job_input = found
         started = time.monotonic()
         step = StepContext(execution, RunWaits(execution))
@@ -58,9 +59,9 @@ def execute(runtime: Runtime, claimed: ClaimedRun, then: Then | None = None) -> 
             record = suspend_op(execution, suspended)
         except BaseException as exc:
             then = then if isinstance(exc, Exception) else None  # the worker goes down with it
-            record = execution.settle_error_op(exc)
+            record = settle_error_op(execution, exc)
         else:
-            record = execution.settle_output_op(output, started)
+            record = settle_output_op(execution, output, started)
         return operation.run(_record(record, then), runtime.db)
 
 
@@ -80,7 +81,7 @@ async def execute_async(
     with runtime.holding(execution.lease):
         found = execution.find_job()
         if isinstance(found, str):
-            return await operation.run_async(_record(execution.fail_op(found), then), storage)
+            return await operation.run_async(_record(fail_op(execution, found), then), storage)
         job, job_input = found
         started = time.monotonic()
         step = AsyncStepContext(execution, RunWaits(execution))
@@ -100,10 +101,10 @@ async def execute_async(
         except BaseException as exc:
             then = then if isinstance(exc, Exception) else None  # the worker goes down with it
             await execution.flush()
-            record = execution.settle_error_op(exc)
+            record = settle_error_op(execution, exc)
         else:
             await execution.flush()
-            record = execution.settle_output_op(output, started)
+            record = settle_output_op(execution, output, started)
         return await operation.run_async(_record(record, then), storage)
 
 

@@ -34,7 +34,8 @@ from ..core.leases import AbortReason
 from ..core.operation import Operation
 from ..errors import RunTimeoutError
 from ..status import RunStatus
-from .execution import Execution, Outcome
+from .execution import Execution
+from .outcomes import Outcome, settle_error_op
 
 T = TypeVar("T")
 
@@ -131,4 +132,4 @@ def timed_out_op(execution: Execution, timeout: float) -> Operation[Outcome]:
         return "cancelled" if status == RunStatus.CANCELLED.value else "lease-lost"
     settling = Execution(runtime, dataclasses.replace(execution.claimed, lease=successor))
     settling.job = execution.job
-    return (yield from settling.settle_error_op(RunTimeoutError(timeout)))
+    return (yield from settle_error_op(settling, RunTimeoutError(timeout)))

@@ -32,7 +32,8 @@ from ..events import EventType
 from ..ids import new_id
 from ..status import RunStatus, WaitStatus
 from ..waits import Wait, WaitResult
-from .execution import Execution, Outcome
+from .execution import Execution
+from .outcomes import Outcome
 
 
 class Suspended(BaseException):

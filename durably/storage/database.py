@@ -94,7 +94,7 @@ class Database:
         self.writes = 0
         """Write transactions committed through this object (an embedded replica
         syncs before a read when this has moved: read-your-writes)."""
-        sync_mode = synchronous.upper()
+        sync_mode = synchronous.upper() if isinstance(synchronous, str) else None
         if sync_mode not in SYNCHRONOUS_LEVELS:
             raise ValidationError(f"Invalid synchronous setting {synchronous!r}")
         self.engine: Engine = create_engine(

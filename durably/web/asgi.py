@@ -16,10 +16,11 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
 
+from typing_extensions import Unpack
+
 from ..events import Event
-from .auth import Auth
 from .effects import Call, Effect, Flow, Hook, Inbox, Listen, Send, Wait
-from .handler import Handler
+from .handler import AppOptions, Handler
 from .http import Request, Response, Stream, error_response
 
 Scope = MutableMapping[str, Any]
@@ -32,22 +33,14 @@ MAX_BODY = 1024 * 1024
 logger = logging.getLogger("durably.web")
 
 
-def asgi_app(
-    durably: Any,
-    *,
-    auth: Auth | None = None,
-    allow_unauthenticated: bool = False,
-    dashboard: bool = True,
-    sse_throttle: float = 0.1,
-) -> ASGIApp:
-    """An ASGI app serving durably's HTTP API, event streams and (``dashboard``) dashboard."""
-    handler = Handler(
-        durably,
-        auth=auth,
-        allow_unauthenticated=allow_unauthenticated,
-        dashboard=dashboard,
-        sse_throttle=sse_throttle,
-    )
+def asgi_app(durably: Any, **options: Unpack[AppOptions]) -> ASGIApp:
+    """An ASGI app serving durably's HTTP API, event streams and (``dashboard``) dashboard.
+
+    ``options`` are :class:`~durably.web.handler.AppOptions` (``auth``,
+    ``allow_unauthenticated``, ``dashboard``, ``sse_throttle``), each optional;
+    :class:`~durably.web.handler.Handler` holds their defaults.
+    """
+    handler = Handler(durably, **options)
 
     async def app(scope: Scope, receive: Receive, send: SendFn) -> None:
         if scope["type"] == "lifespan":

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
 from ..app import Durably
@@ -39,6 +39,21 @@ FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-dat
 NOT_FOUND = Response(404, (("content-type", "text/plain; charset=utf-8"),), b"Not Found")
 
 
+class AppOptions(TypedDict, total=False):
+    """The options :func:`~durably.web.asgi_app` and :func:`~durably.web.wsgi_app` share.
+
+    Defined once, here, for both: each app takes them as keywords
+    (``**options: Unpack[AppOptions]``, so a type checker checks each one
+    at the call) and hands them to :class:`Handler`, whose signature holds
+    their defaults and which validates them.
+    """
+
+    auth: Auth | None
+    allow_unauthenticated: bool
+    dashboard: bool
+    sse_throttle: float
+
+
 class Handler:
     """One mounted API: the durably instance, its auth, and the routing table."""
 
@@ -46,10 +61,10 @@ class Handler:
         self,
         durably: Any,
         *,
-        auth: Auth | None,
-        allow_unauthenticated: bool,
-        dashboard: bool,
-        sse_throttle: float,
+        auth: Auth | None = None,
+        allow_unauthenticated: bool = False,
+        dashboard: bool = True,
+        sse_throttle: float = 0.1,
     ) -> None:
         if not isinstance(durably, Durably):
             raise ValidationError(f"expected a Durably instance, got {type(durably).__name__}")

@@ -15,10 +15,11 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qs
 
+from typing_extensions import Unpack
+
 from ..events import Event
-from .auth import Auth
 from .effects import Call, Effect, Flow, Hook, Inbox, Listen, Send, Wait
-from .handler import Handler
+from .handler import AppOptions, Handler
 from .http import Request, Response, Stream, error_response
 
 logger = logging.getLogger("durably.web")
@@ -43,22 +44,14 @@ _REASONS = {
 }
 
 
-def wsgi_app(
-    durably: Any,
-    *,
-    auth: Auth | None = None,
-    allow_unauthenticated: bool = False,
-    dashboard: bool = True,
-    sse_throttle: float = 0.1,
-) -> WSGIApp:
-    """A WSGI app serving durably's HTTP API, event streams and (``dashboard``) dashboard."""
-    handler = Handler(
-        durably,
-        auth=auth,
-        allow_unauthenticated=allow_unauthenticated,
-        dashboard=dashboard,
-        sse_throttle=sse_throttle,
-    )
+def wsgi_app(durably: Any, **options: Unpack[AppOptions]) -> WSGIApp:
+    """A WSGI app serving durably's HTTP API, event streams and (``dashboard``) dashboard.
+
+    ``options`` are :class:`~durably.web.handler.AppOptions` (``auth``,
+    ``allow_unauthenticated``, ``dashboard``, ``sse_throttle``), each optional;
+    :class:`~durably.web.handler.Handler` holds their defaults.
+    """
+    handler = Handler(durably, **options)
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")

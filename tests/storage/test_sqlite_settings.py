@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,9 +51,12 @@ def test_a_local_file_gets_wal_the_chosen_durability_and_its_driver_s_checkpoint
         durably.close()
 
 
-def test_an_unknown_durability_level_is_refused_before_anything_is_opened(tmp_path: Path) -> None:
+@pytest.mark.parametrize("synchronous", ["SOMETIMES", 2, None])
+def test_an_unknown_durability_level_is_refused_before_anything_is_opened(
+    tmp_path: Path, synchronous: Any
+) -> None:
     with pytest.raises(ValidationError, match="synchronous"):
-        Durably(f"sqlite:///{tmp_path / 'd.db'}", synchronous="SOMETIMES")
+        Durably(f"sqlite:///{tmp_path / 'd.db'}", synchronous=synchronous)
     assert not (tmp_path / "d.db").exists()
 
 

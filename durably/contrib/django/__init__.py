@@ -18,7 +18,8 @@ registered on it::
     def send_receipt(step, input): ...
 
 ``manage.py durably_worker`` runs a worker until SIGTERM;
-``manage.py durably_migrate`` creates durably's tables. Django's own
+``manage.py durably_migrate`` creates durably's tables. A bad
+``settings.DURABLY`` is the system check ``durably.E001`` (:mod:`.checks`). Django's own
 ``migrate`` does not: durably's schema is versioned by durably's Alembic
 history, not by Django migrations. :mod:`.tasks` runs Django's tasks
 (``django.tasks``, or the ``django-tasks`` backport before Django 6) as

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,12 @@ def build_durably() -> Durably:
     :func:`get_durably` keeps the first one; this is for checking a
     configuration (or for tests that change the settings).
     """
-    configured: dict[str, Any] = dict(getattr(settings, SETTING, None) or {})
+    setting = getattr(settings, SETTING, None) or {}
+    if not isinstance(setting, Mapping):
+        raise ValidationError(
+            f"settings.{SETTING} must be a dict of options, not {type(setting).__name__}"
+        )
+    configured: dict[str, Any] = dict(setting)
     url = configured.pop("URL", None) or default_url()
     options = {}
     for key, value in configured.items():
@@ -65,9 +71,26 @@ def build_durably() -> Durably:
             known = ", ".join(sorted(name.upper() for name in _OPTIONS))
             raise ValidationError(f"Unknown key {key!r} in settings.{SETTING}; known: URL, {known}")
         options[option] = value
-    durably = Durably(url, **options)
+    try:
+        durably = Durably(url, **options)
+    except ValidationError as exc:  # a value durably refuses: say which setting holds it
+        raise ValidationError(f"settings.{SETTING}: {exc}") from exc
     runner.register(durably)
     return durably
+
+
+def setting_error() -> str | None:
+    """What is wrong with ``settings.DURABLY``, or None when the project's ``Durably`` builds.
+
+    The system check (:mod:`.checks`), the app's ``ready()`` and the
+    commands ask this first, so a bad setting is one clear message rather
+    than a traceback from whichever import first needed the ``Durably``.
+    """
+    try:
+        get_durably()
+    except ValidationError as exc:
+        return str(exc)
+    return None
 
 
 def default_url() -> URL:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from .....config import DEFAULT_SIGNAL_STOP_TIMEOUT
 from .....errors import ValidationError
 from .....facade.processing import check_queues
 from ...conf import get_durably
+from ..base import DurablyCommand
 
 
-class Command(BaseCommand):  # type: ignore[misc]
+class Command(DurablyCommand):
     help = (
         "Run a durably worker (the thread engine) for the project's jobs and tasks until "
         "SIGTERM or Ctrl-C; in-flight runs then finish or are handed back."
@@ -41,9 +42,9 @@ class Command(BaseCommand):  # type: ignore[misc]
 
         try:
             queues = check_queues(options["queues"])
-            durably = get_durably()
-        except ValidationError as exc:  # a bad --queue or settings.DURABLY: one line, no traceback
+        except ValidationError as exc:  # a bad --queue: one line, no traceback
             raise CommandError(str(exc)) from None
+        durably = get_durably()  # settings.DURABLY is checked (DurablyCommand)
         log = configure_logging("info")
         if options["migrate"]:
             durably.migrate()
