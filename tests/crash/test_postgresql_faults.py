@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from durably import DatabaseLockedError, Durably, DurablyError
+from durably import DatabaseError, DatabaseLockedError, Durably, DurablyError
 from tests.postgres import server as postgres
 
 from .harness import (
@@ -75,11 +75,24 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[[postgres.Server], Cluster
         cluster.close()
 
 
-def _ready(cluster: Cluster, workers: int) -> Durably:
-    client = cluster.client(lock_timeout=2)
+def _ready(cluster: Cluster, lock_timeout: float = 2.0) -> Durably:
+    """The cluster's client, with the schema and the claim audit in place."""
+    client = cluster.client(lock_timeout=lock_timeout)
     client.migrate()
     cluster.install_claim_audit(client)
     return client
+
+
+def _wait_started(cluster: Cluster, workers: list[Worker]) -> None:
+    """Until every worker has said it started: the faults here are those of a running worker.
+
+    A worker that cannot reach the database while it starts exits with the error
+    (``durably: ...``, status 1), as for a wrong URL, for its supervisor to start
+    it again.
+    """
+    cluster.wait_for(
+        lambda: all(" started (" in worker.text() for worker in workers), "every worker started"
+    )
 
 
 def _completed(client: Durably) -> int:
@@ -105,18 +118,27 @@ def test_workers_ride_out_a_server_restart(
     own_server: postgres.Server, make_cluster: Callable[..., Cluster], mode: str, down: float
 ) -> None:
     """``fast``: ``pg_ctl restart`` (every session ended, the server back at once);
-    ``immediate``: the server drops everything, as in a crash, and is back ``down`` s later."""
+    ``immediate``: the server drops everything, as in a crash, and is back ``down`` s later.
+    A trigger while it is down raises a DatabaseError; the first one once it is back works."""
     cluster = make_cluster(own_server, **SETTINGS)
-    client = _ready(cluster, 2)
+    client = _ready(cluster)
+    job = client.get_job("steps")
+    assert job is not None
     workers = [cluster.start_worker(engine=engine) for engine in ("thread", "asyncio")]
+    _wait_started(cluster, workers)
     runs = trigger_mixed(client, RUNS, len(STEPS), chunk=6)
     cluster.wait_for(lambda: _completed(client) >= 3, "a few runs completed")
 
     own_server.shut_down(mode)
-    time.sleep(down)
+    if down:
+        started = time.monotonic()
+        with pytest.raises(DatabaseError):
+            job.trigger({"n": -1, "steps": len(STEPS)})
+        time.sleep(max(0.0, down - (time.monotonic() - started)))
     own_server.start()
+    runs.append(job.trigger({"n": RUNS, "steps": len(STEPS)}))
 
-    cluster.wait_for(lambda: _completed(client) == RUNS, "every run completed")
+    cluster.wait_for(lambda: _completed(client) == len(runs), "every run completed")
     _assert_workers_rode_it_out(cluster, workers)
     assert_nothing_lost_and_no_stored_step_rerun(cluster, client, runs, STEPS, f"restart {mode}")
 
@@ -139,15 +161,17 @@ def _terminate(server: postgres.Server, name: str) -> int:
     return len(rows)
 
 
+@pytest.mark.both_engines
 def test_a_workers_terminated_connections_are_replaced_unnoticed(
-    postgres_server: postgres.Server, make_cluster: Callable[..., Cluster]
+    postgres_server: postgres.Server, make_cluster: Callable[..., Cluster], engine: str
 ) -> None:
     """An administrator ends a worker's idle connections (its pool's and its ``LISTEN``)
     while a step runs: the worker carries on on new ones; every step runs once, under the
     run's one lease."""
     cluster = make_cluster(postgres_server, CRASH_BLOCK="s2")
-    client = _ready(cluster, 1)
-    worker = cluster.start_worker(env=_named(cluster, "durably-a"))
+    client = _ready(cluster)
+    worker = cluster.start_worker(engine=engine, env=_named(cluster, "durably-a"))
+    _wait_started(cluster, [worker])
     runs = trigger_mixed(client, 4, len(STEPS), chunk=4)
     cluster.wait_for_event("blocked", point="s2")
     cluster.wait_for(lambda: _terminate(postgres_server, "durably-a") > 0, "its connections")
@@ -165,9 +189,10 @@ def test_connections_terminated_mid_run_lose_nothing(
     of its transactions too: what it could not write is left to its lease, and the runs are
     finished, by it or by the other worker; no stored step runs again."""
     cluster = make_cluster(postgres_server, **SETTINGS)
-    client = _ready(cluster, 2)
+    client = _ready(cluster)
     hit = cluster.start_worker(env=_named(cluster, "durably-hit"))
     other = cluster.start_worker(engine="asyncio")
+    _wait_started(cluster, [hit, other])
     runs = trigger_mixed(client, RUNS, len(STEPS), chunk=6)
     cluster.wait_for(lambda: _completed(client) >= 2, "a few runs completed")
     terminated = 0
@@ -195,10 +220,9 @@ def test_a_row_lock_past_lock_timeout_raises_and_work_resumes_when_released(
     cluster = make_cluster(
         postgres_server, CRASH_BLOCK="s2", CRASH_LOCK_TIMEOUT="0.5", CRASH_STALE="5"
     )
-    client = _ready(cluster, 1)
-    client.close()
-    client = cluster.client(lock_timeout=0.3)
+    client = _ready(cluster, lock_timeout=0.3)
     worker = cluster.start_worker()
+    _wait_started(cluster, [worker])
     job = client.get_job("steps")
     assert job is not None
     running = job.trigger({"n": 0, "steps": len(STEPS)})
