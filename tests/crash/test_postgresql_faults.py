@@ -213,33 +213,36 @@ def test_connections_terminated_mid_run_lose_nothing(
 def test_a_row_lock_past_lock_timeout_raises_and_work_resumes_when_released(
     postgres_server: postgres.Server, make_cluster: Callable[..., Cluster]
 ) -> None:
-    """The application holds ``SELECT ... FOR UPDATE`` on two runs' rows (one mid-step, one
-    pending) longer than ``lock_timeout``: a call that must change one raises
-    DatabaseLockedError and changes nothing, the worker reports the same error and stays
-    up, the pending run waits; once the transaction ends, both runs finish, every step once."""
+    """The application holds ``SELECT ... FOR UPDATE`` on two runs' rows longer than
+    ``lock_timeout``, a pending one and then one mid-step: a worker with a free slot claims
+    past the pending one (it waits, no error); a call that must change either raises
+    DatabaseLockedError and changes nothing; the worker's lease renewal reports the same
+    error and the worker stays up. Once the transaction ends, both runs finish, every step
+    once, under one lease."""
     cluster = make_cluster(
-        postgres_server, CRASH_BLOCK="s2", CRASH_LOCK_TIMEOUT="0.5", CRASH_STALE="5"
+        postgres_server,
+        CRASH_BLOCK="s2",
+        CRASH_LOCK_TIMEOUT="0.5",
+        CRASH_STALE="5",
+        CRASH_SLOTS="2",
     )
     client = _ready(cluster, lock_timeout=0.3)
-    worker = cluster.start_worker()
-    _wait_started(cluster, [worker])
     job = client.get_job("steps")
     assert job is not None
-    running = job.trigger({"n": 0, "steps": len(STEPS)})
-    cluster.wait_for_event("blocked", point="s2")
-    pending = job.trigger({"n": 1, "steps": len(STEPS)})
+    pending, running = job.batch_trigger([{"n": n, "steps": len(STEPS)} for n in range(2)])
 
     with postgres_server.admin(make_url(cluster.db_url).database) as holder, holder.transaction():
-        holder.execute(
-            "SELECT id FROM durably_runs WHERE id IN (%s, %s) FOR UPDATE",
-            (running.id, pending.id),
-        )
-        started = time.monotonic()
-        with pytest.raises(DatabaseLockedError):
-            client.cancel(running.id)
-        assert time.monotonic() - started < 5
-        with pytest.raises(DatabaseLockedError):
-            client.cancel(pending.id)
+        lock = "SELECT id FROM durably_runs WHERE id = %s FOR UPDATE"
+        holder.execute(lock, (pending.id,))
+        worker = cluster.start_worker()
+        cluster.wait_for_event("blocked", point="s2", run=running.id)
+        holder.execute(lock, (running.id,))
+
+        for run in (running, pending):
+            started = time.monotonic()
+            with pytest.raises(DatabaseLockedError):
+                client.cancel(run.id)
+            assert time.monotonic() - started < 5
         cluster.wait_for_event("worker-error", type=DatabaseLockedError.__name__)
         assert client.get_run(pending.id).status == "pending"  # type: ignore[union-attr]
         assert worker.alive()
