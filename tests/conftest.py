@@ -36,6 +36,8 @@ FAST = {
 def driver(request: pytest.FixtureRequest) -> str:
     if request.param == "postgresql":
         module = f"{request.path.parent.name}/{request.path.stem}"
+        if module in SQLITE_ONLY:
+            pytest.skip(f"SQLite only: {SQLITE_ONLY[module]}")
         if module not in POSTGRESQL_PORTED:
             pytest.skip(f"not yet ported to PostgreSQL: {module}")
     return str(request.param)
@@ -97,15 +99,35 @@ POSTGRESQL_PORTED = frozenset(
         "crash/test_shutdown",
         "crash/test_signal_handlers",
         "crash/test_waits",
+        "storage/test_loop_commit",
+        "storage/test_loop_lag",
+        "storage/test_operation",
+        "storage/test_queue_claims",
+        "storage/test_write_batch",
     }
 ) | frozenset(filter(None, os.environ.get("PORTING_TO_POSTGRESQL", "").split(",")))
 """The test modules (``folder/module``) that run on PostgreSQL too: every behaviour module
-that takes the ``driver`` fixture, and every crash module but those that inject SQLite's own
-faults (test_db_faults: locks, read-only files; test_foreign_writer: a host's SQLite writer)
-and test_remote (a libSQL server). The fixture skips the PostgreSQL case of any other module,
-saying so. While porting one, name it in
+that takes the ``driver`` fixture, every crash module but those that inject SQLite's own
+faults and test_remote (a libSQL server), and the storage modules whose behaviour is not
+SQLite's machinery (see :data:`SQLITE_ONLY`). The fixture skips the PostgreSQL case of any
+other module, saying so. PostgreSQL's own faults have a crash module of their own
+(crash/test_postgresql_faults, on the server directly, not through this fixture). While porting one, name it in
 ``PORTING_TO_POSTGRESQL`` (comma-separated, e.g. ``crash/test_waits``) to run its PostgreSQL
 case."""
+
+SQLITE_ONLY = {
+    "crash/test_db_faults": "SQLite's own faults (a locked, read-only or moved file); "
+    "PostgreSQL's: crash/test_postgresql_faults",
+    "crash/test_foreign_writer": "another program writing the SQLite file",
+    "storage/test_claim_plan": "SQLite's EXPLAIN QUERY PLAN of SQLite's claim statement; "
+    "PostgreSQL claims with core/claim_postgresql and plans by its statistics",
+    "storage/test_group_commit": "a process's writers share SQLite's one write transaction; "
+    "PostgreSQL commits concurrent transactions side by side",
+    "storage/test_locking": "another process holds the file's write lock; PostgreSQL's row "
+    "locks: crash/test_postgresql_faults",
+}
+"""The modules whose PostgreSQL case does not apply (SQLite's own machinery), and why; the
+``driver`` fixture skips it saying so."""
 
 
 _POSTGRESQL_LEFT_OUT = pytest.StashKey[int]()

@@ -5,8 +5,10 @@ The server is started once per test session and removed with its directory at
 the end; each test gets a database of its own (:meth:`Server.create_database`),
 dropped after it. It listens on a Unix socket in its directory only (no TCP
 port to collide with another run), with ``fsync`` off: the tests prove
-behaviour, not durability of the host's disk (the crash suite kills worker
-processes, never the server).
+behaviour, not durability of the host's disk. A test may stop and start the
+server (:meth:`Server.shut_down`, :meth:`Server.start`, :meth:`Server.restart`),
+as a user's server is restarted under its clients; such a test starts a
+server of its own, not the session's (tests/crash/test_postgresql_faults.py).
 
 PostgreSQL refuses to run as root, so under root (a container, CI) ``initdb``
 and ``postgres`` run as the unprivileged ``nobody`` through ``runuser``, and the
@@ -68,6 +70,8 @@ class Server:
     directory: Path
     bin_dir: Path
     _as_user: list[str]
+    options: str = ""
+    """The ``postgres`` command-line options it was started with (``pg_ctl -o``)."""
     _counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     @property
@@ -78,9 +82,10 @@ class Server:
         """The URL a durably user writes for ``database`` on this server."""
         return f"postgresql+psycopg://{SUPERUSER}@/{database}?host={self.socket_dir}"
 
-    def admin(self) -> psycopg.Connection[tuple[object, ...]]:
+    def admin(self, database: str = "postgres") -> psycopg.Connection[tuple[object, ...]]:
+        """A superuser's connection to ``database``, in autocommit mode."""
         return psycopg.connect(
-            host=self.socket_dir, user=SUPERUSER, dbname="postgres", autocommit=True
+            host=self.socket_dir, user=SUPERUSER, dbname=database, autocommit=True
         )
 
     def create_database(self, prefix: str = "test") -> str:
@@ -94,7 +99,26 @@ class Server:
         with self.admin() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
+    def start(self) -> None:
+        """Start the server (again), with its options; returns once it accepts connections."""
+        log = str(self.directory / "server.log")
+        self._pg_ctl("start", "-w", "-l", log, "-o", self.options)
+
+    def shut_down(self, mode: str = "fast") -> None:
+        """Stop the server and keep its data: ``fast`` ends every session first, as a
+        server's restart does; ``immediate`` drops everything at once, as a crash does."""
+        self._pg_ctl("stop", "-w", "-m", mode)
+
+    def restart(self, mode: str = "fast") -> None:
+        """``pg_ctl restart``: every session ends, the server is back when it returns."""
+        self.shut_down(mode)
+        self.start()
+
+    def _pg_ctl(self, *args: str) -> None:
+        _run(self._as_user, self.bin_dir / "pg_ctl", args[0], "-D", self.data_dir, *args[1:])
+
     def stop(self) -> None:
+        """Stop the server for good and remove its directory."""
         subprocess.run(
             [
                 *self._as_user,
@@ -147,19 +171,8 @@ def start_server(settings: Mapping[str, str] | None = None, parent: Path | None 
         )
         chosen = {**SERVER_SETTINGS, **(settings or {})}
         options = " ".join(f"-c {name}={value}" for name, value in chosen.items())
-        options += f" -c unix_socket_directories='{directory}'"
-        _run(
-            as_user,
-            bin_dir / "pg_ctl",
-            "start",
-            "-w",
-            "-D",
-            server.data_dir,
-            "-l",
-            str(directory / "server.log"),
-            "-o",
-            options,
-        )
+        server.options = options + f" -c unix_socket_directories='{directory}'"
+        server.start()
     except BaseException:
         server.stop()
         raise

@@ -67,8 +67,13 @@ def test_batches_written_in_one_turn_of_the_loop_travel_together(
 
 
 def test_batches_written_while_a_trip_is_under_way_go_together_on_the_next(
-    durably: Durably, trips: list[int]
+    durably: Durably, trips: list[int], driver: str
 ) -> None:
+    if driver == "postgresql":
+        pytest.skip(
+            "SQLite only: the trip waits behind durably's write lock; "
+            "PostgreSQL's writes have none to wait for"
+        )
     loop_commit = testing.async_database(durably)
     holder, release = hold_write_lock(testing.database(durably))
 
