@@ -86,6 +86,13 @@ postgresql-server:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql; }
 
 ## test: the whole test suite (the command CI runs)
+# The suite runs in TEST_WORKERS processes (pytest-xdist): most of its time is spent waiting
+# on servers, worker processes and lease timings, not on the CPU. Each module runs whole, in
+# order, in one of them (--dist loadfile), as it would alone: some modules share a server and
+# its state between their tests. PYTEST_ARGS="" runs the suite in this one process.
+TEST_WORKERS ?= 3
+PYTEST_ARGS ?= -n $(TEST_WORKERS) --dist loadfile --durations=25
+
 test: $(STAMP) web-test-deps hrana-test-deps django6-venv postgresql-server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
