@@ -1,0 +1,148 @@
+"""A pooled connection the server dropped is replaced without the user noticing.
+
+durably's pool does not ping a connection before each use; a transaction
+that finds its connection dead before anything was committed is sent again
+on a fresh one (:mod:`durably.storage.postgresql`). Here the server
+terminates every backend of a running ``Durably`` (``pg_terminate_backend``
+from a connection of its own, as an administrator or a failover would), and
+the next trigger, the next step and the next read succeed, with no worker
+error and no step run twice, on both engines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from durably import Durably, RunStatus
+from tests.conftest import FAST
+from tests.postgres.server import Server
+
+WAIT = 15.0
+ROUNDS = 3
+
+
+def _terminate_backends(server: Server, url: str) -> int:
+    """Terminate every backend connected to ``url``'s database; how many there were."""
+    database = make_url(url).database
+    with server.admin() as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (database,),
+        ).fetchall()
+    return len(rows)
+
+
+@pytest.fixture
+def durably(postgres_db: str) -> Iterator[Durably]:
+    instance = Durably(postgres_db, **FAST)
+    instance.migrate()
+    yield instance
+    instance.close()
+
+
+def _worker_errors(durably: Durably) -> list[Any]:
+    errors: list[Any] = []
+    durably.on("worker:error", errors.append)
+    return errors
+
+
+def test_the_thread_engine_keeps_working_after_its_connections_are_killed(
+    durably: Durably, postgres_server: Server, postgres_db: str
+) -> None:
+    calls: Counter[int] = Counter()
+    in_step, release = threading.Event(), threading.Event()
+
+    @durably.job("echo")
+    def echo(step: Any, input: dict[str, int]) -> dict[str, int]:
+        def first() -> int:
+            calls[input["n"]] += 1
+            if input.get("hold"):
+                in_step.set()
+                assert release.wait(WAIT)
+            return input["n"]
+
+        n = step.run("first", first)
+        return {"n": step.run("second", lambda: n * 2)}
+
+    errors = _worker_errors(durably)
+    durably.start()
+    for n in range(ROUNDS):
+        assert echo.trigger_and_wait({"n": n}, timeout=WAIT).output == {"n": n * 2}
+        assert _terminate_backends(postgres_server, postgres_db) > 0
+        # the trigger, the worker's claim, steps and completion, and the reads
+        # all run on connections the server has dropped
+        run = echo.trigger({"n": n + 100})
+        assert durably.wait_for_run(run.id, timeout=WAIT).output == {"n": (n + 100) * 2}
+
+    # killed while a step runs: its result and the run's completion are written
+    held = echo.trigger({"n": 7, "hold": 1})
+    assert in_step.wait(WAIT)
+    assert _terminate_backends(postgres_server, postgres_db) > 0
+    release.set()
+    done = durably.wait_for_run(held.id, timeout=WAIT)
+    assert (done.status, done.output) == (RunStatus.COMPLETED, {"n": 14})
+    assert done.attempt == 1
+    assert all(count == 1 for count in calls.values()), calls
+    assert errors == []
+
+
+def test_the_asyncio_engine_keeps_working_after_its_connections_are_killed(
+    durably: Durably, postgres_server: Server, postgres_db: str
+) -> None:
+    calls: Counter[int] = Counter()
+
+    @durably.job("echo")
+    async def echo(step: Any, input: dict[str, int]) -> dict[str, int]:
+        async def first() -> int:
+            calls[input["n"]] += 1
+            return input["n"]
+
+        n = await step.run("first", first)
+        return {"n": n * 2}
+
+    errors = _worker_errors(durably)
+
+    async def main() -> None:
+        await durably.start_async()
+        try:
+            for n in range(ROUNDS):
+                done = await echo.trigger_and_wait_async({"n": n}, timeout=WAIT)
+                assert done.output == {"n": n * 2}
+                killed = await asyncio.to_thread(_terminate_backends, postgres_server, postgres_db)
+                assert killed > 0
+                run = await echo.trigger_async({"n": n + 100})
+                done = await durably.wait_for_run_async(run.id, timeout=WAIT)
+                assert (done.status, done.output) == (RunStatus.COMPLETED, {"n": (n + 100) * 2})
+                assert done.attempt == 1
+        finally:
+            await durably.stop_async()
+
+    asyncio.run(main())
+    assert all(count == 1 for count in calls.values()), calls
+    assert errors == []
+
+
+def test_a_read_after_the_connections_are_killed_succeeds(
+    durably: Durably, postgres_server: Server, postgres_db: str
+) -> None:
+    """No worker at all: the caller's own reads and triggers meet the dead connections."""
+
+    @durably.job("echo")
+    def echo(step: Any, input: dict[str, int]) -> dict[str, int]:
+        return input
+
+    first = echo.trigger({"n": 1})
+    assert _terminate_backends(postgres_server, postgres_db) > 0
+    found = echo.get_run(first.id)
+    assert found is not None and found.status is RunStatus.PENDING
+    assert _terminate_backends(postgres_server, postgres_db) > 0
+    second = echo.trigger({"n": 2})
+    assert {run.id for run in echo.get_runs()} == {first.id, second.id}
