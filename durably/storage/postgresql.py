@@ -39,7 +39,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Concatenate, TypeVar
 
 import sqlalchemy as sa
@@ -50,7 +50,6 @@ from typing_extensions import ParamSpec
 from ..errors import DatabaseError, DatabaseLockedError, ValidationError
 from . import on_conflict as _on_conflict  # noqa: F401  (compiles upserts for PostgreSQL)
 from .driver_errors import translate
-from .postgresql_pipeline import run_pipelined
 from .statements import Batch, Outcome
 
 T = TypeVar("T")
@@ -121,7 +120,7 @@ class PostgresDatabase:
     def write_batch(self, batch: Batch) -> list[Outcome]:
         """Run ``batch`` as one transaction; return each statement's outcome."""
         outcomes = self._retrying(
-            lambda: self._in_transaction(run_pipelined, (batch, self._statements), {})
+            lambda: self._in_transaction(_run_batch, (batch, self._statements), {})
         )
         self.count_write()
         return outcomes
@@ -226,6 +225,23 @@ class _StatementCache:
         if compiled is None:
             compiled = self._compiled[statement] = statement.compile(dialect=self._dialect)
         return compiled
+
+
+def _run_batch(conn: Connection, batch: Batch, cache: _StatementCache) -> list[Outcome]:
+    outcomes = []
+    for statement, params in batch:
+        compiled = cache.get(statement)
+        if isinstance(params, Mapping):
+            result = conn.exec_driver_sql(compiled.string, compiled.construct_params(params))
+        elif params:
+            many = [compiled.construct_params(one) for one in params]
+            result = conn.exec_driver_sql(compiled.string, many)
+        else:
+            outcomes.append(Outcome(0))
+            continue
+        rows = [dict(row) for row in result.mappings()] if result.returns_rows else []
+        outcomes.append(Outcome(result.rowcount, rows))
+    return outcomes
 
 
 def _in_doubt(exc: sa.exc.DBAPIError) -> DatabaseError:
