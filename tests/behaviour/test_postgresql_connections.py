@@ -6,7 +6,9 @@ on a fresh one (:mod:`durably.storage.postgresql`). Here the server
 terminates every backend of a running ``Durably`` (``pg_terminate_backend``
 from a connection of its own, as an administrator or a failover would), and
 the next trigger, the next step and the next read succeed, with no worker
-error and no step run twice, on both engines.
+error and no step run twice, on both engines. A connection lost while its
+``COMMIT`` is under way is another matter: the caller is told, and the
+transaction is not sent twice.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy.engine import make_url
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, make_url
 
-from durably import Durably, RunStatus
+from durably import DatabaseError, Durably, RunStatus
 from tests.conftest import FAST
 from tests.postgres.server import Server
 
@@ -146,3 +149,37 @@ def test_a_read_after_the_connections_are_killed_succeeds(
     assert _terminate_backends(postgres_server, postgres_db) > 0
     second = echo.trigger({"n": 2})
     assert {run.id for run in echo.get_runs()} == {first.id, second.id}
+
+
+def test_a_connection_lost_at_commit_is_reported_and_not_sent_again(
+    durably: Durably, postgres_server: Server
+) -> None:
+    """Whether a lost ``COMMIT`` reached the server is unknown: durably says so, and does not
+    send the trigger again (which could store it twice)."""
+
+    @durably.job("echo")
+    def echo(step: Any, input: dict[str, int]) -> dict[str, int]:
+        return input
+
+    killed: list[int] = []
+
+    def kill_own_backend(conn: Connection) -> None:
+        if killed:
+            return
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        pid = driver.info.backend_pid
+        with postgres_server.admin() as admin:  # waits until the backend is gone
+            admin.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
+        killed.append(pid)
+
+    sa.event.listen(durably.engine, "commit", kill_own_backend)
+    try:
+        with pytest.raises(DatabaseError, match="whether it was committed is unknown"):
+            echo.trigger({"n": 1})
+    finally:
+        sa.event.remove(durably.engine, "commit", kill_own_backend)
+    assert len(killed) == 1
+    # this COMMIT never reached the server, and the trigger was not sent again
+    assert echo.get_runs() == []
+    assert echo.trigger({"n": 2}).status is RunStatus.PENDING
