@@ -145,7 +145,8 @@ def test_a_read_after_the_connections_are_killed_succeeds(
     first = echo.trigger({"n": 1})
     assert _terminate_backends(postgres_server, postgres_db) > 0
     found = echo.get_run(first.id)
-    assert found is not None and found.status is RunStatus.PENDING
+    assert found is not None
+    assert found.status is RunStatus.PENDING
     assert _terminate_backends(postgres_server, postgres_db) > 0
     second = echo.trigger({"n": 2})
     assert {run.id for run in echo.get_runs()} == {first.id, second.id}
