@@ -167,7 +167,7 @@ class PostgresDatabase:
             except sa.exc.DBAPIError as exc:
                 if exc.connection_invalidated and not reconnected:
                     # Dropped before COMMIT was sent: nothing of it was kept (see the module).
-                    reconnected = False
+                    reconnected = True
                     continue
                 state = sqlstate(exc)
                 if state == LOCK_NOT_AVAILABLE:

@@ -184,3 +184,33 @@ def test_a_connection_lost_at_commit_is_reported_and_not_sent_again(
     # this COMMIT never reached the server, and the trigger was not sent again
     assert echo.get_runs() == []
     assert echo.trigger({"n": 2}).status is RunStatus.PENDING
+
+
+def test_a_connection_that_keeps_dropping_is_reported_after_one_new_try(
+    durably: Durably, postgres_server: Server
+) -> None:
+    """One new connection per transaction: a server that drops that one too is an error the
+    caller sees, not a loop."""
+
+    @durably.job("echo")
+    def echo(step: Any, input: dict[str, int]) -> dict[str, int]:
+        return input
+
+    killed: list[int] = []
+
+    def kill_own_backend(conn: Connection) -> None:
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        if len(killed) < 5:  # enough for a loop to show, few enough to end
+            with postgres_server.admin() as admin:
+                admin.execute("SELECT pg_terminate_backend(%s, 10000)", (driver.info.backend_pid,))
+            killed.append(driver.info.backend_pid)
+
+    sa.event.listen(durably.engine, "begin", kill_own_backend)
+    try:
+        with pytest.raises(DatabaseError, match="terminating connection"):
+            echo.trigger({"n": 1})
+    finally:
+        sa.event.remove(durably.engine, "begin", kill_own_backend)
+    assert len(killed) == 2
+    assert echo.get_runs() == []
