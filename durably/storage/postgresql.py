@@ -16,6 +16,22 @@ transaction changed under it. A lock not granted within ``lock_timeout``
 raises :class:`~durably.errors.DatabaseLockedError`, as on SQLite; a
 deadlock or serialization failure (the server rolled the transaction back
 whole) is sent again until then.
+
+The pool does not ping a connection when it hands it out (a round trip
+before every transaction). A pooled connection the server has dropped
+meanwhile (a restart, a terminated backend, a proxy's idle timeout) fails
+at the transaction's first statement instead; SQLAlchemy then invalidates
+it and every connection the pool held from before, and the transaction is
+sent once more on a fresh connection. That is safe only while nothing of it
+can have been kept: a disconnect before ``COMMIT`` was sent leaves the
+server to roll the transaction back with the dead backend, so it is sent
+again. A disconnect during ``COMMIT`` leaves its outcome unknown (the server
+may have committed before the reply was lost), and it is never sent again:
+not every batch would survive being applied twice (a trigger's ``INSERT``
+would meet its own row and report a taken key; a keyed step's write is
+fenced, but a plain read-then-write passed to :meth:`PostgresDatabase.write`
+need not be), so the caller gets a :class:`~durably.errors.DatabaseError`
+saying so, as it would for any error of the server.
 """
 
 from __future__ import annotations
@@ -31,7 +47,7 @@ from sqlalchemy.engine import URL, Compiled, Connection, Engine
 from sqlalchemy.sql.dml import UpdateBase
 from typing_extensions import ParamSpec
 
-from ..errors import DatabaseLockedError, ValidationError
+from ..errors import DatabaseError, DatabaseLockedError, ValidationError
 from . import on_conflict as _on_conflict  # noqa: F401  (compiles upserts for PostgreSQL)
 from .driver_errors import translate
 from .statements import Batch, Outcome
@@ -49,13 +65,16 @@ MAX_BACKOFF = 0.05
 
 
 def create_engine(url: URL, *, pool_size: int, lock_timeout: float) -> Engine:
-    """durably's engine on a PostgreSQL server: the server waits ``lock_timeout`` for a lock."""
+    """durably's engine on a PostgreSQL server: the server waits ``lock_timeout`` for a lock.
+
+    No ``pool_pre_ping``: a dropped connection is found by the transaction that uses it,
+    which is then sent again (see the module).
+    """
     return sa.create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size * 2,
         pool_timeout=lock_timeout,
-        pool_pre_ping=True,
         connect_args={"options": f"-c lock_timeout={max(1, int(lock_timeout * 1000))}"},
     )
 
@@ -125,19 +144,31 @@ class PostgresDatabase:
     def _in_transaction(
         self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> T:
-        with self.engine.begin() as conn:
+        with self.engine.connect() as conn, conn.begin() as transaction:
             # SQLAlchemy keeps an INSERT's row count only when asked: durably's
             # fenced and keyed inserts (written only if the lease holds, or the
             # key is free) are judged by it.
-            return fn(conn.execution_options(preserve_rowcount=True), *args, **kwargs)
+            result = fn(conn.execution_options(preserve_rowcount=True), *args, **kwargs)
+            try:
+                transaction.commit()
+            except sa.exc.DBAPIError as exc:
+                if exc.connection_invalidated:
+                    raise _in_doubt(exc) from exc
+                raise
+            return result
 
     def _retrying(self, attempt: Callable[[], T]) -> T:
         deadline = time.monotonic() + self.lock_timeout
         backoff = FIRST_BACKOFF
+        reconnected = False
         while True:
             try:
                 return attempt()
             except sa.exc.DBAPIError as exc:
+                if exc.connection_invalidated and not reconnected:
+                    # Dropped before COMMIT was sent: nothing of it was kept (see the module).
+                    reconnected = True
+                    continue
                 state = sqlstate(exc)
                 if state == LOCK_NOT_AVAILABLE:
                     raise self._still_locked() from exc
@@ -211,6 +242,13 @@ def _run_batch(conn: Connection, batch: Batch, cache: _StatementCache) -> list[O
         rows = [dict(row) for row in result.mappings()] if result.returns_rows else []
         outcomes.append(Outcome(result.rowcount, rows))
     return outcomes
+
+
+def _in_doubt(exc: sa.exc.DBAPIError) -> DatabaseError:
+    return DatabaseError(
+        "The connection to PostgreSQL was lost while a transaction was committing; "
+        f"whether it was committed is unknown ({exc.orig})"
+    )
 
 
 def sqlstate(exc: BaseException) -> str | None:

@@ -46,11 +46,11 @@ class Announcer:
 
     def __init__(self, db: PostgresDatabase, token: str) -> None:
         self._db = db
-        self._token = token
         self._due = threading.Event()
         self._closed = False
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._notify = sa.select(sa.func.pg_notify(CHANNEL, token))
 
     def announce(self) -> None:
         """Tell the other processes' workers that work was committed (best effort)."""
@@ -79,9 +79,9 @@ class Announcer:
             if self._closed:
                 return
             try:
+                # In autocommit: one round trip, where a transaction would add BEGIN and COMMIT.
                 with self._db.engine.connect() as conn:
-                    conn.execute(sa.select(sa.func.pg_notify(CHANNEL, self._token)))
-                    conn.commit()
+                    conn.execution_options(isolation_level="AUTOCOMMIT").execute(self._notify)
             except sa.exc.SQLAlchemyError as exc:
                 # Only a hint: the other workers still poll.
                 log.debug("durably: NOTIFY failed: %s", exc)
