@@ -86,15 +86,17 @@ postgresql-server:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql; }
 
 ## test: the whole test suite (the command CI runs)
-# The suite runs in TEST_WORKERS processes (pytest-xdist): most of its time is spent waiting
-# on servers, worker processes and lease timings, not on the CPU. Each module runs whole, in
-# order, in one of them (--dist loadfile), as it would alone: some modules share a server and
-# its state between their tests. PYTEST_ARGS="" runs the suite in this one process.
+# The suite runs in TEST_WORKERS processes (pytest-xdist; 0: in this one): most of its time
+# is spent waiting on servers, worker processes and lease timings, not on the CPU. Each
+# module runs whole, in order, in one of them (--dist loadfile), as it would alone: some
+# modules share a server and its state between their tests. The few tests marked `alone`
+# measure time (event loop lag, a shutdown deadline) and run afterwards, in one process.
+# PYTEST_ARGS go to both runs (e.g. PYTEST_ARGS=-x).
 TEST_WORKERS ?= 3
-PYTEST_ARGS ?= -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 test: $(STAMP) web-test-deps hrana-test-deps django6-venv postgresql-server
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=25 -m "not alone" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m alone $(PYTEST_ARGS)
 
 ## check: lint + strict type check
 check: $(STAMP)

@@ -52,7 +52,13 @@ SLEEP = "sleep"
 
 
 class DbNow(FunctionElement[int]):
-    """The database's clock in milliseconds since the epoch, as an SQL expression."""
+    """The database's clock in milliseconds since the epoch, as an SQL expression.
+
+    It reads the same value wherever it appears in one statement, as SQLite's
+    ``'now'`` does: a wait's ``deadline_at`` is exactly its ``created_at`` plus
+    the timeout. (PostgreSQL's ``clock_timestamp()`` would move between the
+    two; ``statement_timestamp()`` does not.)
+    """
 
     type = sa.BigInteger()
     inherit_cache = True
@@ -66,7 +72,7 @@ def _db_now_sqlite(element: DbNow, compiler: SQLCompiler, **kw: Any) -> str:
 
 @compiles(DbNow, "postgresql")
 def _db_now_postgresql(element: DbNow, compiler: SQLCompiler, **kw: Any) -> str:
-    return "CAST(floor(extract(epoch from clock_timestamp()) * 1000) AS BIGINT)"
+    return "CAST(floor(extract(epoch from statement_timestamp()) * 1000) AS BIGINT)"
 
 
 def _literal(status: WaitStatus) -> Any:

@@ -70,6 +70,7 @@ def test_sigterm_lets_the_in_flight_run_finish_and_claims_nothing_more(
     assert second.process.returncode == 0
 
 
+@pytest.mark.alone
 def test_sigterm_with_a_shutdown_timeout_exits_in_time_and_hands_the_run_back(
     make_cluster: Callable[..., Cluster],
     engine: str,

@@ -26,7 +26,7 @@ import pytest
 
 from durably import AsyncStepContext, Durably, RunStatus
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 
 MAX_LAG = 0.1
 
