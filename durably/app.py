@@ -15,7 +15,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
@@ -37,6 +37,7 @@ from .facade.scheduling import Scheduling
 from .facade.waits import Waits
 from .ids import new_id
 from .jobs import Job
+from .schema import runs as runs_table
 from .serialization import Serializer, check_serializer
 from .storage import AnyDatabase, Database, open_database
 from .storage.replica import Replica, ReplicaReader
@@ -45,13 +46,34 @@ from .storage.urls import display_url, url_from_env
 InputT = TypeVar("InputT")
 OutputT = TypeVar("OutputT")
 
+LEASE_OWNER_MAX_LENGTH = cast(sa.String, runs_table.c.lease_owner.type).length or 0
+"""The longest worker id the runs table stores as a lease owner."""
+
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:].lower()}"
 
 
+def checked_worker_id(worker_id: object) -> str:
+    """The worker id to use: the caller's, checked, or a new one.
+
+    It is stored as the lease owner of every run this worker claims, so it
+    must be text that fits the column: PostgreSQL would refuse a longer one
+    only at the first claim, inside the worker, long after the mistake.
+    """
+    if worker_id is None:
+        return default_worker_id()
+    if not isinstance(worker_id, str) or not worker_id.strip():
+        raise ValidationError(f"worker_id must be a non-empty string, not {worker_id!r}")
+    if len(worker_id) > LEASE_OWNER_MAX_LENGTH:
+        raise ValidationError(
+            f"worker_id is {len(worker_id)} characters long; at most {LEASE_OWNER_MAX_LENGTH} fit"
+        )
+    return worker_id
+
+
 class Durably(Registering, Changing, Reading, Processing, Scheduling, Waits):
-    """Durable jobs on one SQLite/libSQL database.
+    """Durable jobs on one SQLite, libSQL or PostgreSQL database.
 
     ::
 
@@ -111,6 +133,7 @@ class Durably(Registering, Changing, Reading, Processing, Scheduling, Waits):
         replica: str | os.PathLike[str] | Replica | None = None,
         serializer: Serializer | None = None,
     ) -> None:
+        checked_id = checked_worker_id(worker_id)
         settings = config.Settings.build(
             polling_interval=polling_interval,
             heartbeat_interval=heartbeat_interval,
@@ -145,7 +168,7 @@ class Durably(Registering, Changing, Reading, Processing, Scheduling, Waits):
             if not isinstance(replica, Replica):
                 replica = Replica(replica)
             self._reads = ReplicaReader(replica, db)
-        self.worker_id = worker_id or default_worker_id()
+        self.worker_id = checked_id
         self._worker: ThreadWorker | AsyncioWorker | None = None
         self._engine_loop: asyncio.AbstractEventLoop | None = None
         """The loop the asyncio engine runs on, while it runs."""

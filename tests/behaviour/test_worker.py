@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from durably import Durably, StepContext, testing
+from durably import Durably, StepContext, ValidationError, testing
 from durably.clock import now_ms
 from durably.core.leases import ClaimedRun
 from durably.core.operation import Operation
@@ -279,6 +279,30 @@ def test_worker_is_registered_while_running_and_removed_after_stop(
 
     durably.stop()
     assert [w for w in durably.get_workers() if w.id == durably.worker_id] == []
+
+
+def test_a_worker_id_of_the_longest_allowed_length_claims_and_completes_runs(
+    make_durably: Callable[..., Durably],
+) -> None:
+    worker_id = "w" * 255
+    durably = make_durably(worker_id=worker_id)
+
+    @durably.job("echo")
+    def echo(step: StepContext, value: int) -> int:
+        return step.run("double", lambda: value * 2)
+
+    durably.start()
+    run = echo.trigger_and_wait(21, timeout=WAIT)
+    assert run.output == 42
+    assert [w.id for w in durably.get_workers()] == [worker_id]
+
+
+@pytest.mark.parametrize("worker_id", [3, "", "  ", "w" * 256])
+def test_a_worker_id_that_cannot_be_stored_is_refused_at_construction(
+    db_url: str, worker_id: Any
+) -> None:
+    with pytest.raises(ValidationError, match="worker_id"):
+        Durably(db_url, worker_id=worker_id)
 
 
 def test_base_exception_in_a_job_leaves_the_run_resumable(durably: Durably) -> None:
