@@ -60,7 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(exc: BaseException, code: int) -> int:
-    print(f"durably: {exc}", file=sys.stderr)
+    # One line, whatever the message: a driver's error (psycopg's, say) adds its hint
+    # on lines of its own.
+    print(f"durably: {' '.join(str(exc).split())}", file=sys.stderr)
     return code
 
 

@@ -1,7 +1,7 @@
 """The ``durably`` command line, run as the installed executable against real databases.
 
-Each command runs in a subprocess, as an operator runs it: on a SQLite file and
-on the remote libSQL test server, from a directory without the app's code
+Each command runs in a subprocess, as an operator runs it: on a SQLite file, on
+the remote libSQL test server and on PostgreSQL, from a directory without the app's code
 (``--url`` or the environment name the database). ``--json`` output is parsed;
 exit codes are 0 done, 1 not found or refused, 2 a usage mistake, and a
 user's mistake is one line on stderr, never a traceback. A subprocess costs
@@ -30,9 +30,10 @@ ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 60
 
 
-@pytest.fixture(params=["sqlite", "remote"])
+@pytest.fixture(params=["sqlite", "remote", "postgresql"])
 def driver(request: pytest.FixtureRequest) -> str:
-    """A local file and a remote server (the local libSQL driver adds nothing to the CLI)."""
+    """A local file, a remote libSQL server and PostgreSQL (the local libSQL driver adds
+    nothing to the CLI)."""
     return str(request.param)
 
 
@@ -42,7 +43,8 @@ Cli = Callable[..., subprocess.CompletedProcess[str]]
 @pytest.fixture
 def cli(db_url: str, driver: str, tmp_path: Path) -> Cli:
     """Run ``durably ARGS`` in an empty directory, the database named by the environment:
-    ``DURABLY_DATABASE_URL`` for a file, Turso's two variables for the remote server."""
+    ``DURABLY_DATABASE_URL`` for a file or PostgreSQL, Turso's two variables for the remote
+    server."""
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()
     named = {"DURABLY_DATABASE_URL": db_url}
@@ -219,6 +221,11 @@ def test_mistakes_are_one_line_and_an_exit_code(
     assert not missing.exists(), "a reading command creates no file"
     no_dir = tmp_path / "no" / "such" / "dir" / "app.db"
     refused(cli("migrate", "--url", f"sqlite:///{no_dir}"), 1, f"its directory '{no_dir.parent}'")
+    # psycopg's message has its hint on a line of its own: still one line here.
+    nobody_listens = "postgresql+psycopg://durably@127.0.0.1:1/app"
+    unreachable = cli("stats", "--url", nobody_listens)
+    refused(unreachable, 1, "Connection refused")
+    assert len(unreachable.stderr.splitlines()) == 1, unreachable.stderr
     refused(cli("stats", env={"DURABLY_DATABASE_URL": ""}), 2, "No database configured")
     both = cli("stats", "--app", "app:durably", "--url", db_url)
     refused(both, 2, "give --url or --app, not both")

@@ -17,15 +17,20 @@ from durably import Durably
 DURABLY = Path(sys.executable).with_name("durably")
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def driver(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-def database(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'app.db'}"
-    with Durably(url) as durably:
+def database(db_url: str) -> str:
+    """A migrated database with one completed run, as ``URL#RUN_ID``."""
+    with Durably(db_url) as durably:
         durably.migrate()
         durably.job("report")(lambda step, input: "done")
         run = durably.get_job("report").trigger({"month": 11})  # type: ignore[union-attr]
         assert durably.process_until_idle() == 1
-    return url + "#" + run.id
+    return db_url + "#" + run.id
 
 
 def _serve(*args: str) -> tuple[subprocess.Popen[str], str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -57,10 +56,21 @@ class Jobs:
         return "recovered"
 
 
+API_DATABASES = ["sqlite", "postgresql"]
+"""The databases the HTTP API's own modules serve from (their ``driver`` fixture). The
+browser and client modules read the same routes, so they stay on SQLite."""
+
+
+@pytest.fixture(params=["sqlite"])
+def driver(request: pytest.FixtureRequest) -> str:
+    """The served app's database: a SQLite file, unless a module serves ``API_DATABASES``."""
+    return str(request.param)
+
+
 @pytest.fixture
-def durably(tmp_path: Path) -> Iterator[Durably]:
+def durably(db_url: str) -> Iterator[Durably]:
     instance = Durably(
-        f"sqlite:///{tmp_path / 'web.db'}",
+        db_url,
         polling_interval=0.05,
         heartbeat_interval=0.2,
         stale_threshold=2.0,

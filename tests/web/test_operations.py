@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
+
 from durably import Durably
-from tests.web.conftest import Jobs
+from tests.web.conftest import API_DATABASES, Jobs
 from tests.web.http_client import call, eventually
 from tests.web.test_routes import trigger
+
+
+@pytest.fixture(params=API_DATABASES)
+def driver(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 def test_workers_lists_the_running_engine(api: str, durably: Durably) -> None:

@@ -12,10 +12,15 @@ import pytest
 
 from durably import Durably, ValidationError
 from durably.web import asgi_app, wsgi_app
-from tests.web.conftest import Jobs
+from tests.web.conftest import API_DATABASES, Jobs
 from tests.web.http_client import call, eventually
 
 HIDDEN = {"idempotencyKey", "concurrencyKey", "leaseOwner", "leaseExpiresAt", "updatedAt"}
+
+
+@pytest.fixture(params=API_DATABASES)
+def driver(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 def trigger(api: str, job: str, input: Any = None, **options: Any) -> str:

@@ -5,11 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from durably import Durably, StepContext
 from durably.web import Auth, HTTPError
-from tests.web.conftest import Serve
+from tests.web.conftest import API_DATABASES, Serve
 from tests.web.http_client import call, eventually
 from tests.web.test_routes import finished, trigger
+
+
+@pytest.fixture(params=API_DATABASES)
+def driver(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 def _approval_job(durably: Durably) -> None:
