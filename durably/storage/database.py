@@ -220,6 +220,8 @@ class Database:
         while True:
             try:
                 return attempt()
+            except sa.exc.TimeoutError as exc:  # the pool's, not the database's
+                raise translate(exc) from exc
             except Exception as exc:
                 if not is_driver_error(exc):
                     raise

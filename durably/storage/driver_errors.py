@@ -62,6 +62,12 @@ def unique_violation(exc: BaseException) -> UniqueViolation | None:
 
 def translate(exc: BaseException) -> BaseException:
     """Map a driver/SQLAlchemy error to a durably error (or return it unchanged)."""
+    if isinstance(exc, sa.exc.TimeoutError):
+        return DatabaseError(
+            f"No connection of durably's pool came free in time ({exc.args[0]}): more "
+            "threads needed one at once than the pool holds (max_concurrent_runs + 4, "
+            "and twice as many more for a burst)"
+        )
     text = _message(exc)
     lower = text.lower()
     missing = "no such table: durably_" in lower or "no such column" in lower

@@ -164,6 +164,8 @@ class PostgresDatabase:
         while True:
             try:
                 return attempt()
+            except sa.exc.TimeoutError as exc:  # the pool's, not the server's
+                raise translate(exc) from exc
             except sa.exc.DBAPIError as exc:
                 if exc.connection_invalidated and not reconnected:
                     # Dropped before COMMIT was sent: nothing of it was kept (see the module).

@@ -3,6 +3,7 @@ transactional enqueue and the validation that stores nothing on bad input."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import math
 from collections.abc import Callable
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 
 from durably import (
     ConflictError,
+    DatabaseError,
     Disposition,
     Durably,
     Event,
@@ -798,3 +800,32 @@ def test_a_callers_connection_through_another_sqlite_copy_is_refused(
         same.dispose()
         other.dispose()
     assert [run.id for run in durably.get_runs()] == [kept.id]
+
+
+def _take_every_connection(durably: Durably) -> list[sa.Connection]:
+    held: list[sa.Connection] = []
+    while True:
+        try:
+            held.append(durably.engine.connect())
+        except sa.exc.TimeoutError:  # the pool's own error, past lock_timeout
+            return held
+
+
+def test_a_trigger_that_finds_no_free_connection_raises_database_error_and_stores_nothing(
+    make_durably: Callable[..., Durably],
+) -> None:
+    durably = make_durably(lock_timeout=0.3)
+    job = durably.job("echo")(echo)
+    held = _take_every_connection(durably)  # as many threads calling at once would
+
+    with pytest.raises(DatabaseError, match="No connection of durably's pool came free"):
+        job.trigger({"n": 1})
+    with pytest.raises(DatabaseError, match="No connection of durably's pool came free"):
+        asyncio.run(job.trigger_async({"n": 2}))
+    with pytest.raises(DatabaseError, match="No connection of durably's pool came free"):
+        durably.get_runs()
+
+    for connection in held:
+        connection.close()
+    run = job.trigger({"n": 3})
+    assert [r.id for r in durably.get_runs()] == [run.id]
