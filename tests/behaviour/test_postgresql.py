@@ -4,7 +4,9 @@ Each claimer is a ``Durably`` of its own (its own engine and pool, as a
 worker process has), and they all claim at the same moment from threads
 released by one barrier, on the session's PostgreSQL server. A run is never
 claimed twice, a concurrency key is never leased twice, and a queue's
-concurrency and rate limits hold, however the claims interleave.
+concurrency and rate limits hold, however the claims interleave. And
+``LISTEN/NOTIFY`` wakes an idle worker of another instance (process) at
+once, for a run enqueued in the application's own transaction too.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from durably import Durably
 from durably.testing import claim
@@ -137,3 +141,36 @@ def test_an_idle_worker_of_another_process_is_woken_at_once(postgres_db: str) ->
     finally:
         worker.close()
         client.close()
+
+
+def test_a_run_enqueued_in_the_apps_session_wakes_another_process_once_committed(
+    postgres_db: str,
+) -> None:
+    """The application's own engine and ORM session, not durably's: the run is announced
+    to the other processes' workers by its COMMIT, and a rollback leaves nothing."""
+    worker = Durably(postgres_db, **{**FAST, "polling_interval": 60.0})
+    client = Durably(postgres_db, **FAST)
+    app_engine = sa.create_engine(postgres_db)
+    try:
+        worker.migrate()
+        for instance in (worker, client):
+            instance.job("echo")(_echo)
+        worker.start()
+        echo = client.get_job("echo")
+        assert echo is not None
+
+        with Session(app_engine) as session:
+            lost = echo.trigger({"n": 0}, connection=session.connection())
+            session.rollback()
+        assert client.get_run(lost.id) is None
+
+        for n in range(1, 3):  # the worker is idle again before each
+            with Session(app_engine) as session:
+                run = echo.trigger({"n": n}, connection=session.connection())
+                assert client.get_run(run.id) is None  # not before the COMMIT
+                session.commit()
+            assert client.wait_for_run(run.id, timeout=10).output == {"n": n}
+    finally:
+        worker.close()
+        client.close()
+        app_engine.dispose()
