@@ -111,9 +111,10 @@ that takes the ``driver`` fixture, every crash module but those that inject SQLi
 faults and test_remote (a libSQL server), and the storage modules whose behaviour is not
 SQLite's machinery (see :data:`SQLITE_ONLY`). The fixture skips the PostgreSQL case of any
 other module, saying so. PostgreSQL's own faults have a crash module of their own
-(crash/test_postgresql_faults, on the server directly, not through this fixture). While porting one, name it in
-``PORTING_TO_POSTGRESQL`` (comma-separated, e.g. ``crash/test_waits``) to run its PostgreSQL
-case."""
+(crash/test_postgresql_faults, on the server directly, not through this fixture). The CLI
+and web modules choose their databases themselves. While porting a module, name it in
+``PORTING_TO_POSTGRESQL`` (comma-separated, e.g. ``crash/test_waits``) to run its
+PostgreSQL case."""
 
 SQLITE_ONLY = {
     "crash/test_db_faults": "SQLite's own faults (a locked, read-only or moved file); "

@@ -65,8 +65,7 @@ def translate(exc: BaseException) -> BaseException:
     if isinstance(exc, sa.exc.TimeoutError):
         return DatabaseError(
             f"No connection of durably's pool came free in time ({exc.args[0]}): more "
-            "threads needed one at once than the pool holds (max_concurrent_runs + 4, "
-            "and twice as many more for a burst)"
+            "threads needed one at once than the pool holds"
         )
     text = _message(exc)
     lower = text.lower()
