@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from durably import Durably
+from durably import Durably, Job
 from durably.testing import claim
 from tests.conftest import FAST
 
@@ -122,43 +122,40 @@ def test_a_queues_rate_limit_holds(make_claimers: Callable[..., list[Durably]]) 
     assert len(_claim_all_at_once(claimers)) == 5
 
 
-def test_an_idle_worker_of_another_process_is_woken_at_once(postgres_db: str) -> None:
-    """LISTEN/NOTIFY: a trigger in one process wakes an idle worker of another, whose next
-    poll is a minute away."""
+@pytest.fixture
+def idle_worker(postgres_db: str) -> Iterator[tuple[Durably, Job[Any, Any]]]:
+    """A worker whose next poll is a minute away; another ``Durably`` (another process,
+    as far as notifications go) and its ``echo`` job, to trigger it with."""
     worker = Durably(postgres_db, **{**FAST, "polling_interval": 60.0})
     client = Durably(postgres_db, **FAST)
     try:
         worker.migrate()
-        for instance in (worker, client):
-            instance.job("echo")(_echo)
+        worker.job("echo")(_echo)
         worker.start()
-        echo = client.get_job("echo")
-        assert echo is not None
-        for n in range(3):  # the worker is idle again before each
-            run = echo.trigger({"n": n})
-            done = client.wait_for_run(run.id, timeout=10)
-            assert done.output == {"n": n}
+        yield client, client.job("echo")(_echo)
     finally:
         worker.close()
         client.close()
 
 
+def test_an_idle_worker_of_another_process_is_woken_at_once(
+    idle_worker: tuple[Durably, Job[Any, Any]],
+) -> None:
+    """LISTEN/NOTIFY: a trigger in one process wakes an idle worker of another."""
+    client, echo = idle_worker
+    for n in range(3):  # the worker is idle again before each
+        run = echo.trigger({"n": n})
+        assert client.wait_for_run(run.id, timeout=10).output == {"n": n}
+
+
 def test_a_run_enqueued_in_the_apps_session_wakes_another_process_once_committed(
-    postgres_db: str,
+    idle_worker: tuple[Durably, Job[Any, Any]], postgres_db: str
 ) -> None:
     """The application's own engine and ORM session, not durably's: the run is announced
     to the other processes' workers by its COMMIT, and a rollback leaves nothing."""
-    worker = Durably(postgres_db, **{**FAST, "polling_interval": 60.0})
-    client = Durably(postgres_db, **FAST)
+    client, echo = idle_worker
     app_engine = sa.create_engine(postgres_db)
     try:
-        worker.migrate()
-        for instance in (worker, client):
-            instance.job("echo")(_echo)
-        worker.start()
-        echo = client.get_job("echo")
-        assert echo is not None
-
         with Session(app_engine) as session:
             lost = echo.trigger({"n": 0}, connection=session.connection())
             session.rollback()
@@ -171,6 +168,4 @@ def test_a_run_enqueued_in_the_apps_session_wakes_another_process_once_committed
                 session.commit()
             assert client.wait_for_run(run.id, timeout=10).output == {"n": n}
     finally:
-        worker.close()
-        client.close()
         app_engine.dispose()
