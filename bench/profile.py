@@ -4,9 +4,11 @@ Three views of the same W2 workload (runs of the three-step bench job):
 
 1. the thread worker as W2 runs it, with the CPU time it burns per run
    (``time.process_time`` counts every thread of the process);
-2. the SQL it sends per run, as the driver runs it (``sqlite3``'s trace
+2. the SQL it sends per run, grouped by statement shape, and the
+   transactions per run: on SQLite as the driver runs it (``sqlite3``'s trace
    callback, which also sees the statements durably hands to the driver
-   directly), grouped by statement shape, and the transactions per run;
+   directly); on PostgreSQL as SQLAlchemy sends it (its cursor and
+   transaction events), on a throwaway server (:mod:`bench.postgres`);
 3. ``cProfile`` of the same path run inline by ``process_until_idle()``:
    cProfile sees one thread only, and the inline path is the worker's
    claim / execute / persist / complete without the hand-offs between threads.
@@ -31,7 +33,8 @@ import sqlalchemy as sa
 
 from durably import Durably
 
-from .apps import DRIVERS, JOB, AppConfig, build, inputs
+from . import postgres
+from .apps import DRIVERS, JOB, SERVER_DRIVERS, AppConfig, build, inputs
 
 
 def _fresh(directory: Path, driver: str, runs: int) -> Durably:
@@ -41,7 +44,11 @@ def _fresh(directory: Path, driver: str, runs: int) -> Durably:
 
 
 def _migrated(directory: Path, driver: str) -> Durably:
-    durably = build(AppConfig(DRIVERS[driver].format(path=directory / "durably.db")))
+    if driver in SERVER_DRIVERS:
+        url = postgres.SERVER.database()
+    else:
+        url = DRIVERS[driver].format(path=directory / "durably.db")
+    durably = build(AppConfig(url))
     durably.migrate()
     return durably
 
@@ -70,8 +77,13 @@ class StatementCounter:
     def __init__(self, engine: sa.Engine) -> None:
         self.shapes: Counter[str] = Counter()
         self._lock = threading.Lock()
-        sa.event.listen(engine, "connect", self._trace)
-        engine.dispose()  # so that every connection from now on is traced
+        if engine.dialect.name == "sqlite":
+            sa.event.listen(engine, "connect", self._trace)
+            engine.dispose()  # so that every connection from now on is traced
+        else:  # a server's driver has no trace callback: what SQLAlchemy sends it
+            sa.event.listen(engine, "before_cursor_execute", self._cursor_execute)
+            sa.event.listen(engine, "begin", lambda _conn: self._count("BEGIN"))
+            sa.event.listen(engine, "commit", lambda _conn: self._count("COMMIT"))
 
     def reset(self) -> None:
         with self._lock:
@@ -82,6 +94,9 @@ class StatementCounter:
         if trace is None:
             raise SystemExit("statement counts need the sqlite3 driver (--driver sqlite)")
         trace(self._count)
+
+    def _cursor_execute(self, *args: Any) -> None:
+        self._count(args[2])  # (conn, cursor, statement, parameters, context, executemany)
 
     def _count(self, statement: str) -> None:
         with self._lock:
@@ -140,14 +155,15 @@ def profiled(driver: str, runs: int, top: int, sort: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
-    parser.add_argument("--driver", choices=sorted(DRIVERS), default="sqlite")
+    parser.add_argument("--driver", choices=sorted((*DRIVERS, *SERVER_DRIVERS)), default="sqlite")
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--sort", default="cumulative", help="a pstats sort key (tottime...)")
     args = parser.parse_args(argv)
-    print(threaded(args.driver, args.runs))
-    print()
-    print(profiled(args.driver, args.runs, args.top, args.sort))
+    with postgres.serving((args.driver,), None):
+        print(threaded(args.driver, args.runs))
+        print()
+        print(profiled(args.driver, args.runs, args.top, args.sort))
     return 0
 
 

@@ -3,7 +3,6 @@ runs changed by another process (seen by polling)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from durably import Durably
@@ -77,11 +76,11 @@ def test_runs_subscribe_filters_by_job_and_label(api: str, jobs: Jobs) -> None:
 
 
 def test_runs_changed_by_another_process_are_seen_by_polling(
-    api: str, durably: Durably, tmp_path: Path
+    api: str, durably: Durably, db_url: str
 ) -> None:
-    """A second ``Durably`` on the same file stands for another process: its events
+    """A second ``Durably`` on the same database stands for another process: its events
     never reach the server's listeners, only the database does."""
-    other = Durably(f"sqlite:///{tmp_path / 'web.db'}")
+    other = Durably(db_url)
 
     @other.job("elsewhere")
     def elsewhere(step: Any, input: Any) -> Any:
