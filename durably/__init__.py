@@ -1,6 +1,6 @@
 """durably: durable background jobs made of steps that survive crashes.
 
-Runs, steps and logs live in SQLAlchemy Core tables on SQLite or libSQL; a
+Runs, steps and logs live in SQLAlchemy Core tables on SQLite, libSQL or PostgreSQL; a
 run interrupted by a deploy, a crash or ``kill -9`` is reclaimed by another
 worker once its lease expires and resumes at its first unfinished step.
 """

@@ -21,6 +21,7 @@ import os
 import re
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -126,4 +127,28 @@ def test_docs_link_to_existing_pages() -> None:
         for target in link.findall(document.read_text(encoding="utf-8")):
             if "://" not in target and not (document.parent / target).is_file():
                 broken.append(f"{document.relative_to(ROOT)} -> {target}")
+    assert broken == []
+
+
+def _sections(document: Path) -> set[str]:
+    """The anchors of a document's headings, as GitHub makes them (code blocks skipped)."""
+    text = re.sub(r"^```.*?^```", "", document.read_text(encoding="utf-8"), flags=re.S | re.M)
+    anchors: set[str] = set()
+    seen: Counter[str] = Counter()
+    for heading in re.findall(r"^#{1,6} (.+)$", text, flags=re.M):
+        anchor = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        anchors.add(f"{anchor}-{seen[anchor]}" if seen[anchor] else anchor)  # foo, foo-1...
+        seen[anchor] += 1
+    return anchors
+
+
+def test_docs_links_to_sections_name_sections_that_exist() -> None:
+    """A link to ``page.md#section`` (or ``#section`` of its own page) finds that heading."""
+    link = re.compile(r"\]\(([^)#\s]*)#([^)\s]+)\)")
+    broken = []
+    for document in DOCUMENTS:
+        for target, anchor in link.findall(document.read_text(encoding="utf-8")):
+            page = document.parent / target if target else document
+            if "://" not in target and page.is_file() and anchor not in _sections(page):
+                broken.append(f"{document.relative_to(ROOT)} -> {target}#{anchor}")
     assert broken == []
