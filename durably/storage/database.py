@@ -295,10 +295,8 @@ class Database:
         """The file's journal mode; ``"remote"`` for a libSQL server, whose files are its own."""
         if self.remote:
             return "remote"
-        with self.engine.connect() as conn:
-            value = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
-            conn.rollback()
-        return str(value).lower()
+        row = self._pragma("journal_mode")
+        return "" if row is None else str(row[0]).lower()
 
     def checkpoint_wal(self) -> tuple[int, int, int] | None:
         """``PRAGMA wal_checkpoint(TRUNCATE)``: keeps the WAL file from growing forever.
@@ -308,12 +306,27 @@ class Database:
         """
         if self.remote:
             return None
-        with self.engine.connect() as conn:
-            row = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            conn.rollback()
+        row = self._pragma("wal_checkpoint(TRUNCATE)")
         if row is None or row[1] == -1:
             return None
         return (int(row[0]), int(row[1]), int(row[2]))
+
+    def _pragma(self, pragma: str) -> tuple[Any, ...] | None:
+        """The row of a PRAGMA run outside any transaction (a checkpoint cannot run in one).
+
+        Not retried: a checkpoint that finds the file busy says so in its
+        row. A driver error is translated as every other one is, so a
+        read-only or vanished file reaches the worker as a ``DatabaseError``.
+        """
+        try:
+            with self.engine.connect() as conn:
+                row = conn.exec_driver_sql(f"PRAGMA {pragma}").fetchone()
+                conn.rollback()
+        except Exception as exc:
+            if not is_driver_error(exc):
+                raise
+            raise (self._missing_directory() or translate(exc)) from exc
+        return None if row is None else tuple(row)
 
     def dispose(self) -> None:
         if self._checkpointer is not None:

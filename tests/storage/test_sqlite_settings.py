@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
-from durably import Durably, ValidationError
+from durably import DatabaseError, Durably, ValidationError, testing
 from durably.storage.commit.checkpointer import CHECKPOINT_PAUSE, Checkpointer
 from tests.crash.harness import wait_for
 
@@ -231,3 +232,29 @@ def test_a_forked_child_checkpoints_on_a_thread_of_its_own() -> None:
         checkpointer.close()
         os.close(read)
         os.close(write)
+
+
+@pytest.mark.parametrize("driver", sorted(LOCAL))
+@pytest.mark.parametrize("pragma", ["journal_mode", "wal_checkpoint"])
+def test_the_upkeep_s_own_pragmas_fail_as_durably_errors(
+    tmp_path: Path, driver: str, pragma: str
+) -> None:
+    """The idle upkeep asks the journal mode, then checkpoints the log, outside any
+    transaction: a disk fault there reaches the worker as a ``DatabaseError`` too,
+    not as the driver's own (libSQL's is a bare ``ValueError``)."""
+    durably = Durably(LOCAL[driver].format(path=tmp_path / "d.db"))
+    driver_error = sqlite3.OperationalError if driver == "sqlite" else ValueError
+
+    def disk_fault(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith(f"PRAGMA {pragma}"):
+            raise driver_error("disk I/O error")
+
+    try:
+        durably.migrate()
+        sa.event.listen(durably.engine, "before_cursor_execute", disk_fault)
+        with pytest.raises(DatabaseError, match="cannot be opened: disk I/O error"):
+            testing.run_maintenance(durably)
+        sa.event.remove(durably.engine, "before_cursor_execute", disk_fault)
+        testing.run_maintenance(durably)  # the fault is over: so is the error
+    finally:
+        durably.close()
