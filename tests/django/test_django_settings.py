@@ -58,14 +58,78 @@ def test_by_default_a_file_beside_the_sqlite_database(data_dir: Path, tmp_path: 
 def test_with_another_database_a_file_in_base_dir(data_dir: Path, tmp_path: Path) -> None:
     from durably.contrib.django import build_durably
 
-    postgres = {"default": {"ENGINE": "django.db.backends.postgresql", "NAME": "shop"}}
-    with settings(DURABLY={}, DATABASES=postgres, BASE_DIR=tmp_path):
+    mysql = {"default": {"ENGINE": "django.db.backends.mysql", "NAME": "shop"}}
+    with settings(DURABLY={}, DATABASES=mysql, BASE_DIR=tmp_path):
         durably = build_durably()
     with durably:
         assert durably.engine.url.database == str(tmp_path.resolve() / "durably.sqlite3")
     with (
-        settings(DURABLY={}, DATABASES=postgres, BASE_DIR=None),
+        settings(DURABLY={}, DATABASES=mysql, BASE_DIR=None),
         pytest.raises(ValidationError, match=r'Set settings.DURABLY = \{"URL"'),
+    ):
+        build_durably()
+
+
+@pytest.mark.parametrize(
+    "backend", ["django.db.backends.postgresql", "django.contrib.gis.db.backends.postgis"]
+)
+def test_on_postgresql_the_project_s_own_database(data_dir: Path, backend: str) -> None:
+    from durably.contrib.django import build_durably
+
+    database = {
+        "ENGINE": backend,
+        "NAME": "shop",
+        "USER": "shop",
+        "PASSWORD": "p@ss/word:1",
+        "HOST": "db.internal",
+        "PORT": "6432",
+        # Django's own keys shape its connection, not durably's: they stay behind.
+        "OPTIONS": {"sslmode": "require", "connect_timeout": 5, "pool": True, "isolation_level": 1},
+    }
+    with settings(DURABLY={}, DATABASES={"default": database}):
+        durably = build_durably()
+    with durably:
+        url = durably.engine.url
+        assert (url.drivername, url.username, url.password) == (
+            "postgresql+psycopg",
+            "shop",
+            "p@ss/word:1",
+        )
+        assert (url.host, url.port, url.database) == ("db.internal", 6432, "shop")
+        assert dict(url.query) == {"sslmode": "require", "connect_timeout": "5"}
+
+
+def test_a_postgresql_socket_directory_is_the_host_parameter(data_dir: Path) -> None:
+    from durably.contrib.django import build_durably
+
+    database = {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": "shop",
+        "HOST": "/run/postgresql",
+    }
+    with settings(DURABLY={}, DATABASES={"default": database}):
+        durably = build_durably()
+    with durably:
+        assert durably.engine.url.host is None
+        assert dict(durably.engine.url.query) == {"host": "/run/postgresql"}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("OPTIONS", {"sslcontext": object()}, r"OPTIONS'\]\['sslcontext'\] is not a connection"),
+        ("PORT", "fivefour", r"PORT'\] is not a port number: 'fivefour'"),
+    ],
+)
+def test_postgresql_settings_durably_cannot_use_are_named(
+    data_dir: Path, field: str, value: Any, message: str
+) -> None:
+    from durably.contrib.django import build_durably
+
+    database = {"ENGINE": "django.db.backends.postgresql", "NAME": "shop", field: value}
+    with (
+        settings(DURABLY={}, DATABASES={"default": database}),
+        pytest.raises(ValidationError, match=message),
     ):
         build_durably()
 

@@ -98,10 +98,20 @@ def processes() -> Iterator[list[subprocess.Popen[str]]]:
             process.wait()
 
 
+@pytest.mark.parametrize("driver", ["sqlite", "postgresql"])
 def test_the_example_shop_runs_tasks_and_jobs_behind_runserver(
-    tmp_path: Path, processes: list[subprocess.Popen[str]]
+    tmp_path: Path,
+    processes: list[subprocess.Popen[str]],
+    driver: str,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    settings = "project.settings"
+    """As its settings say; on PostgreSQL, durably's tables are in the project's database."""
+    settings, durably_url = "project.settings", f"sqlite:///{tmp_path / 'durably.sqlite3'}"
+    if driver == "postgresql":
+        durably_url = request.getfixturevalue("postgres_db")
+        monkeypatch.setenv("SHOP_POSTGRES_URL", durably_url)
+        settings = "tests.django.shop_on_postgresql"
     migrated = manage("durably_migrate", data_dir=tmp_path, settings=settings)
     assert migrated.returncode == 0, migrated.stderr
     assert migrated.stdout.strip() == "durably: migrated"
@@ -153,8 +163,9 @@ def test_the_example_shop_runs_tasks_and_jobs_behind_runserver(
     assert stop(worker) == 0, worker_log.read_text()
     stop(server)
     assert "stopped" in worker_log.read_text()
-    with Durably(f"sqlite:///{tmp_path / 'durably.sqlite3'}") as client:
+    with Durably(durably_url) as client:
         assert client.get_workers() == []  # it deregistered on the way out
+        assert {run.job_name for run in client.get_runs()} == {"django.tasks", "daily-report"}
 
 
 def test_a_view_enqueues_and_a_worker_process_runs_it(

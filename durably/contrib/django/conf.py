@@ -5,13 +5,15 @@
         "MAX_CONCURRENT_RUNS": 4,                  # any Durably(...) option, upper-cased
     }
 
-Without ``URL``, durably keeps its tables in ``durably.sqlite3`` in the
-directory of the default database when that is a SQLite file, else in
-``BASE_DIR``. A file of its own, not the project's database file: Django
-holds SQLite's write lock for the whole of an ``atomic()`` block, so a task
-enqueued inside one would wait for the lock its own request holds. Set
-``URL`` to the project's file to share it (and enqueue with
-``transaction.on_commit``).
+Without ``URL``, durably keeps its tables where the project keeps its data.
+On PostgreSQL that is the default database itself: every web process and
+worker, on every machine, then shares one queue. Beside a SQLite database it
+is a file of its own, ``durably.sqlite3`` in the same directory, not the
+project's file: Django holds SQLite's write lock for the whole of an
+``atomic()`` block, so a task enqueued inside one would wait for the lock
+its own request holds. Set ``URL`` to the project's file to share it (and
+enqueue with ``transaction.on_commit``). With any other database, the file
+goes in ``BASE_DIR``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,13 @@ from . import runner
 
 SETTING = "DURABLY"
 DEFAULT_FILE_NAME = "durably.sqlite3"
+POSTGRESQL_ENGINES = ("postgresql", "postgis")
+"""How the ``ENGINE`` of Django's PostgreSQL backends (and GeoDjango's) ends."""
+_DJANGO_ONLY_OPTIONS = frozenset(
+    {"assume_role", "isolation_level", "pool", "server_side_binding"}
+    | {"context", "cursor_factory", "prepare_threshold"}  # psycopg's, for Django's connection
+)
+"""``OPTIONS`` that configure Django's own connection object rather than the server's session."""
 _OPTIONS = frozenset(inspect.signature(Durably.__init__).parameters) - {"self", "url"}
 """The settings besides ``URL``: ``Durably``'s own keyword options, upper-cased."""
 
@@ -94,10 +103,13 @@ def setting_error() -> str | None:
 
 
 def default_url() -> URL:
-    """``durably.sqlite3`` beside the default SQLite database, else in ``BASE_DIR``."""
+    """The default PostgreSQL database; ``durably.sqlite3`` beside a SQLite one; else in ``BASE_DIR``."""
     database = getattr(settings, "DATABASES", {}).get("default", {})
+    engine = str(database.get("ENGINE") or "")
+    if engine.endswith(POSTGRESQL_ENGINES):
+        return _postgresql_url(database)
     name = str(database.get("NAME") or "")
-    if database.get("ENGINE", "").endswith("sqlite3") and name and not _in_memory(name):
+    if engine.endswith("sqlite3") and name and not _in_memory(name):
         return _sqlite_url(Path(name).resolve().parent / DEFAULT_FILE_NAME)
     base_dir = getattr(settings, "BASE_DIR", None)
     if base_dir is None:
@@ -106,6 +118,41 @@ def default_url() -> URL:
             "file and there is no BASE_DIR to put durably's file in"
         )
     return _sqlite_url(Path(base_dir).resolve() / DEFAULT_FILE_NAME)
+
+
+def _postgresql_url(database: Mapping[str, Any]) -> URL:
+    """The URL of the database Django's ``DATABASES`` entry names, on psycopg 3.
+
+    ``OPTIONS`` go to the connection as Django passes them (``sslmode``,
+    ``service``, ``options``, ...), but for those that shape Django's own
+    connection object: durably keeps a pool of its own, and its transactions
+    choose their isolation themselves.
+    """
+    query: dict[str, str] = {}
+    for key, value in (database.get("OPTIONS") or {}).items():
+        if key in _DJANGO_ONLY_OPTIONS:
+            continue
+        if not isinstance(value, (str, int, float)):
+            raise ValidationError(
+                f"DATABASES['default']['OPTIONS'][{key!r}] is not a connection parameter "
+                f'durably can pass on; set settings.{SETTING} = {{"URL": ...}}'
+            )
+        query[key] = str(value)
+    host = str(database.get("HOST") or "") or None
+    if host is not None and host.startswith("/"):  # a socket's directory
+        query["host"], host = host, None
+    port = str(database.get("PORT") or "")
+    if port and not port.isdigit():
+        raise ValidationError(f"DATABASES['default']['PORT'] is not a port number: {port!r}")
+    return URL.create(
+        "postgresql+psycopg",
+        username=database.get("USER") or None,
+        password=database.get("PASSWORD") or None,
+        host=host,
+        port=int(port) if port else None,
+        database=database.get("NAME") or None,
+        query=query,
+    )
 
 
 def _in_memory(name: str) -> bool:

@@ -30,7 +30,8 @@ if django.VERSION < (6, 0):
 
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": DATA_DIR / "db.sqlite3"}}
 
-# durably keeps its runs in durably.sqlite3 beside db.sqlite3 unless DURABLY["URL"] says.
+# durably keeps its runs in durably.sqlite3 beside db.sqlite3 unless DURABLY["URL"] says
+# (with a PostgreSQL default database: in that database).
 DURABLY = {"POLLING_INTERVAL": 0.2}
 
 TASKS = {
