@@ -110,13 +110,13 @@ def test_async_methods_work_from_two_event_loops_at_once(durably: Durably) -> No
 
 
 def test_ended_loops_leave_no_connection_open(postgres_db: str, durably: Durably) -> None:
-    run(_trigger_and_process(durably, 1))
-    after_one_loop = _connections(postgres_db)
-    for n in range(2, 12):
+    # At most what durably's pool keeps, and its listener: a connection left
+    # behind by each loop would be twenty more (how far the pool grows at
+    # once depends on the machine's load, so it is not counted exactly).
+    kept = durably.engine.pool.size() + 1  # type: ignore[attr-defined]
+    for n in range(20):
         run(_trigger_and_process(durably, n))
-    # Ten more loops, not ten more connections: nothing is left behind per loop
-    # (the pool may have grown by one).
-    assert _settled_connections(postgres_db, after_one_loop) <= after_one_loop + 1
+    assert _settled_connections(postgres_db, kept) <= kept
 
 
 def test_closing_after_the_loop_ended_does_not_hang_and_closes_every_connection(

@@ -41,16 +41,19 @@ def test_a_delayed_run_is_pending_and_not_claimed_before_its_time(durably: Durab
 def test_run_at_and_timedelta_delays_are_honoured(durably: Durably) -> None:
     order: list[Any] = []
     job = _recording(durably, "at", order)
-    soon = datetime.now(timezone.utc) + timedelta(seconds=0.3)
-    at = job.trigger("run_at", run_at=soon)
-    delta = job.trigger("delta", delay=timedelta(milliseconds=300))
-    now = job.trigger("now")
+    with testing.fake_clock(durably) as clock:  # no real pause may make them due early
+        soon = datetime.fromtimestamp(clock.now / 1000, timezone.utc) + timedelta(seconds=0.3)
+        at = job.trigger("run_at", run_at=soon)
+        delta = job.trigger("delta", delay=timedelta(milliseconds=300))
+        now = job.trigger("now")
 
-    assert abs((at.run_at - soon).total_seconds()) < 0.002
-    assert durably.process_until_idle() == 1
-    assert order == ["now"]
-    time.sleep(0.35)
-    assert durably.process_until_idle() == 2
+        assert abs((at.run_at - soon).total_seconds()) < 0.002
+        assert durably.process_until_idle() == 1
+        assert order == ["now"]
+        clock.advance(0.299)
+        assert durably.process_until_idle() == 0
+        clock.advance(0.001)
+        assert durably.process_until_idle() == 2
     assert sorted(order[1:]) == ["delta", "run_at"]
     assert durably.get_run(now.id).run_at == now.created_at  # type: ignore[union-attr]
     assert delta.run_at > delta.created_at
