@@ -314,19 +314,17 @@ class Database:
     def _pragma(self, pragma: str) -> tuple[Any, ...] | None:
         """The row of a PRAGMA run outside any transaction (a checkpoint cannot run in one).
 
-        Not retried: a checkpoint that finds the file busy says so in its
-        row. A driver error is translated as every other one is, so a
-        read-only or vanished file reaches the worker as a ``DatabaseError``.
+        Through :meth:`_retrying` like every other call, so that a read-only
+        or vanished file reaches the worker as a ``DatabaseError``.
         """
-        try:
+
+        def attempt() -> tuple[Any, ...] | None:
             with self.engine.connect() as conn:
                 row = conn.exec_driver_sql(f"PRAGMA {pragma}").fetchone()
                 conn.rollback()
-        except Exception as exc:
-            if not is_driver_error(exc):
-                raise
-            raise (self._missing_directory() or translate(exc)) from exc
-        return None if row is None else tuple(row)
+            return None if row is None else tuple(row)
+
+        return self._retrying(attempt, time.monotonic() + self.lock_timeout, in_turn=False)
 
     def dispose(self) -> None:
         if self._checkpointer is not None:
