@@ -41,6 +41,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
     from .context import AsyncStepContext, StepContext
 
 InputT = TypeVar("InputT")
@@ -57,7 +59,9 @@ class JobHost(Protocol):
         self, requests: Sequence[EnqueueRequest], connection: Connection | None = None
     ) -> list[Run]: ...
 
-    async def enqueue_async(self, requests: Sequence[EnqueueRequest]) -> list[Run]: ...
+    async def enqueue_async(
+        self, requests: Sequence[EnqueueRequest], connection: AsyncConnection | None = None
+    ) -> list[Run]: ...
 
     def wait_for_run(self, run_id: str, timeout: float | None = None) -> Run: ...
 
@@ -299,8 +303,14 @@ class Job(Generic[InputT, OutputT]):
         run_at: datetime | None = None,
         priority: int | None = None,
         queue: str | None = None,
+        connection: AsyncConnection | None = None,
     ) -> Run[OutputT]:
-        """:meth:`trigger` without blocking the event loop."""
+        """:meth:`trigger` without blocking the event loop.
+
+        With ``connection`` (an ``AsyncConnection``: ``await session.connection()``
+        for an ``AsyncSession``), the run is written in the caller's async
+        transaction, on its own driver: it exists if and only if the caller commits.
+        """
         request = self._request(
             input,
             idempotency_key=idempotency_key,
@@ -312,7 +322,7 @@ class Job(Generic[InputT, OutputT]):
             priority=priority,
             queue=queue,
         )
-        return (await self._durably.enqueue_async([request]))[0]
+        return (await self._durably.enqueue_async([request], connection))[0]
 
     @blocking
     def batch_trigger(
@@ -332,13 +342,17 @@ class Job(Generic[InputT, OutputT]):
         return self._durably.enqueue(requests, connection)
 
     async def batch_trigger_async(
-        self, items: Sequence[InputT | TriggerItem[InputT]]
+        self,
+        items: Sequence[InputT | TriggerItem[InputT]],
+        *,
+        connection: AsyncConnection | None = None,
     ) -> list[Run[OutputT]]:
-        """:meth:`batch_trigger` without blocking the event loop."""
+        """:meth:`batch_trigger` without blocking the event loop (``connection`` as in
+        :meth:`trigger_async`)."""
         requests = self._batch_requests(items)
         if not requests:
             return []
-        return await self._durably.enqueue_async(requests)
+        return await self._durably.enqueue_async(requests, connection)
 
     def _conform_input(self, input: Any) -> Any:
         return conform(self.input_model, input, f"The input of job {self.name!r}")

@@ -61,6 +61,7 @@ def db_url(driver: str, db_path: Path, request: pytest.FixtureRequest) -> str:
 POSTGRESQL_PORTED = frozenset(
     {
         "behaviour/test_async",
+        "behaviour/test_trigger_async_connection",
         "behaviour/test_blocking_calls",
         "behaviour/test_cross_engine",
         "behaviour/test_events",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Connection
 
@@ -11,11 +12,15 @@ from ..after_commit import call_after_commit
 from ..clock import to_datetime
 from ..core import operation
 from ..core.enqueue import Enqueued, EnqueueRequest, claimable_at, enqueue_many, enqueue_op
+from ..errors import ValidationError
 from ..events import EventType
 from ..models import Run
 from ..serialization import Serializer
 from ..status import Disposition
 from .base import FacadeBase
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 
 class Triggering(FacadeBase):
@@ -40,13 +45,30 @@ class Triggering(FacadeBase):
         traced: str | None,
     ) -> list[Run]:
         self._ensure_schema()
+        if connection is not None:
+            if not isinstance(connection, Connection):
+                raise ValidationError(
+                    f"connection= takes a SQLAlchemy Connection, not {type(connection).__name__}"
+                    " (an AsyncConnection goes to trigger_async; a Session's is session.connection())"
+                )
+            return self._enqueue_on(connection, requests, traced)
         now = self._runtime.clock()
-        if connection is None:
-            enqueued = operation.run(enqueue_op(requests, now, traced), self._runtime.db)
-            runs = _returned(enqueued, now, self._runtime.serializer)
-            self._announce(requests, runs, now)
-            return runs
+        enqueued = operation.run(enqueue_op(requests, now, traced), self._runtime.db)
+        runs = _returned(enqueued, now, self._runtime.serializer)
+        self._announce(requests, runs, now)
+        return runs
+
+    def _enqueue_on(
+        self, connection: Connection, requests: Sequence[EnqueueRequest], traced: str | None
+    ) -> list[Run]:
+        """Write the runs in the caller's transaction; announce them once it has committed.
+
+        For an ``AsyncConnection`` this runs inside its ``run_sync``: each
+        statement is awaited on the caller's async driver, so the loop is not
+        blocked, and the announcement runs on the loop as ``trigger_async``'s does.
+        """
         self._runtime.db.check_caller_connection(connection)
+        now = self._runtime.clock()
         enqueued = enqueue_many(connection, requests, now, traced)
         runs = _returned(enqueued, now, self._runtime.serializer)
 
@@ -57,20 +79,28 @@ class Triggering(FacadeBase):
         call_after_commit(connection, committed)
         return runs
 
-    async def enqueue_async(self, requests: Sequence[EnqueueRequest]) -> list[Run]:
-        """:meth:`enqueue` from the event loop: the write travels with the loop's other writes."""
+    async def enqueue_async(
+        self, requests: Sequence[EnqueueRequest], connection: AsyncConnection | None = None
+    ) -> list[Run]:
+        """:meth:`enqueue` from the event loop: the write travels with the loop's other writes,
+        or, with ``connection``, in the caller's async transaction."""
         instrumentation = self._runtime.instrumentation
         if instrumentation is None:
-            return await self._enqueue_async(requests, None)
+            return await self._enqueue_async(requests, connection, None)
         with instrumentation.trigger(*_traced(requests)) as trace_context:
-            return await self._enqueue_async(requests, trace_context)
+            return await self._enqueue_async(requests, connection, trace_context)
 
     async def _enqueue_async(
-        self, requests: Sequence[EnqueueRequest], traced: str | None
+        self,
+        requests: Sequence[EnqueueRequest],
+        connection: AsyncConnection | None,
+        traced: str | None,
     ) -> list[Run]:
         runtime = self._runtime
         if not self._schema_checked:
             await runtime.call(self._ensure_schema)
+        if connection is not None:
+            return await _async_connection(connection).run_sync(self._enqueue_on, requests, traced)
         now = runtime.clock()
         write = enqueue_op(requests, now, traced)
         enqueued = await operation.run_async(write, runtime.async_db)
@@ -118,6 +148,17 @@ class Triggering(FacadeBase):
                     ),
                     skipped_labels=dict(request["labels"] or {}),
                 )
+
+
+def _async_connection(connection: object) -> AsyncConnection:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    if not isinstance(connection, AsyncConnection):
+        raise ValidationError(
+            f"connection= takes a SQLAlchemy AsyncConnection, not {type(connection).__name__}"
+            " (an AsyncSession's is `await session.connection()`; a Connection goes to trigger)"
+        )
+    return connection
 
 
 def _traced(requests: Sequence[EnqueueRequest]) -> tuple[str, str, int]:
