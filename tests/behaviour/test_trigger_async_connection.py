@@ -17,7 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
-from durably import Durably, Job, ValidationError
+from durably import Durably, Event, Job, ValidationError
+from tests.behaviour.recording import record_events
 
 ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg"}
 
@@ -60,22 +61,27 @@ def _orders(durably: Durably) -> list[str]:
     return items
 
 
+async def _place_order(
+    app_engine: AsyncEngine, job: Job[Any, Any], announced: list[Event], *, commit: bool
+) -> str:
+    """An order row and its run in one transaction of the app's, then committed or rolled back."""
+    async with app_engine.connect() as conn:
+        transaction = await conn.begin()
+        await conn.execute(orders.insert().values(item="book"))
+        run = await job.trigger_async({"order": "book"}, connection=conn)
+        assert announced == []  # never before the COMMIT
+        await (transaction.commit() if commit else transaction.rollback())
+    return run.id
+
+
 def test_a_run_triggered_in_a_committed_transaction_exists_and_runs(
     durably: Durably, job: Job[Any, Any], app_engine: AsyncEngine
 ) -> None:
-    announced: list[str] = []
-    durably.on("run:trigger", lambda event: announced.append(event.run_id))
+    announced = record_events(durably, "run:trigger")
 
-    async def place_order() -> str:
-        async with app_engine.begin() as conn:
-            await conn.execute(orders.insert().values(item="book"))
-            run = await job.trigger_async({"order": "book"}, connection=conn)
-            assert announced == []  # not before the COMMIT
-            return run.id
+    run_id = asyncio.run(_place_order(app_engine, job, announced, commit=True))
 
-    run_id = asyncio.run(place_order())
-
-    assert announced == [run_id]
+    assert [event.run_id for event in announced] == [run_id]
     assert _orders(durably) == ["book"]
     assert durably.process_one()
     assert durably.get_run(run_id).output == "shipped book"  # type: ignore[union-attr]
@@ -84,18 +90,9 @@ def test_a_run_triggered_in_a_committed_transaction_exists_and_runs(
 def test_a_rolled_back_transaction_leaves_no_run_and_no_announcement(
     durably: Durably, job: Job[Any, Any], app_engine: AsyncEngine
 ) -> None:
-    announced: list[str] = []
-    durably.on("run:trigger", lambda event: announced.append(event.run_id))
+    announced = record_events(durably, "run:trigger")
 
-    async def place_order() -> str:
-        async with app_engine.connect() as conn:
-            await conn.begin()
-            await conn.execute(orders.insert().values(item="book"))
-            run = await job.trigger_async({"order": "book"}, connection=conn)
-            await conn.rollback()
-            return run.id
-
-    run_id = asyncio.run(place_order())
+    run_id = asyncio.run(_place_order(app_engine, job, announced, commit=False))
 
     assert durably.get_run(run_id) is None
     assert announced == []
