@@ -150,3 +150,29 @@ def test_aiosqlite_beside_libsql_on_one_file_is_refused(tmp_path: Path) -> None:
         finally:
             asyncio.run(app_engine.dispose())
         assert durably.get_runs() == []
+
+
+def test_asyncpg_connections_enqueue_too(postgres_db: str) -> None:
+    """durably's statements are compiled by the caller's dialect: asyncpg's as well as psycopg's."""
+    with Durably(postgres_db) as durably:
+        durably.migrate()
+        with durably.engine.begin() as conn:
+            orders.create(conn)
+        job = durably.job("ship")(lambda step, input: input)
+        announced = record_events(durably, "run:trigger")
+
+        async def place_orders() -> tuple[str, str]:
+            # asyncpg's connections belong to the loop that made them: one loop for both.
+            url = make_url(postgres_db).set(drivername="postgresql+asyncpg")
+            app_engine = create_async_engine(url)
+            try:
+                kept = await _place_order(app_engine, job, announced, commit=True)
+                return kept, await _place_order(app_engine, job, [], commit=False)
+            finally:
+                await app_engine.dispose()
+
+        kept, dropped = asyncio.run(place_orders())
+        assert [event.run_id for event in announced] == [kept]
+        assert [run.id for run in durably.get_runs()] == [kept]
+        assert durably.get_run(dropped) is None
+        assert _orders(durably) == ["book"]
