@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy.engine import Connection
 
@@ -21,6 +21,8 @@ from .base import FacadeBase
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
+
+C = TypeVar("C")
 
 
 class Triggering(FacadeBase):
@@ -46,12 +48,10 @@ class Triggering(FacadeBase):
     ) -> list[Run]:
         self._ensure_schema()
         if connection is not None:
-            if not isinstance(connection, Connection):
-                raise ValidationError(
-                    f"connection= takes a SQLAlchemy Connection, not {type(connection).__name__}"
-                    " (an AsyncConnection goes to trigger_async; a Session's is session.connection())"
-                )
-            return self._enqueue_on(connection, requests, traced)
+            instead = (
+                "an AsyncConnection goes to trigger_async; a Session's is session.connection()"
+            )
+            return self._enqueue_on(_checked(connection, Connection, instead), requests, traced)
         now = self._runtime.clock()
         enqueued = operation.run(enqueue_op(requests, now, traced), self._runtime.db)
         runs = _returned(enqueued, now, self._runtime.serializer)
@@ -100,7 +100,13 @@ class Triggering(FacadeBase):
         if not self._schema_checked:
             await runtime.call(self._ensure_schema)
         if connection is not None:
-            return await _async_connection(connection).run_sync(self._enqueue_on, requests, traced)
+            from sqlalchemy.ext.asyncio import AsyncConnection  # only when an app passes one
+
+            instead = (
+                "an AsyncSession's is `await session.connection()`; a Connection goes to trigger"
+            )
+            checked = _checked(connection, AsyncConnection, instead)
+            return await checked.run_sync(self._enqueue_on, requests, traced)
         now = runtime.clock()
         write = enqueue_op(requests, now, traced)
         enqueued = await operation.run_async(write, runtime.async_db)
@@ -150,13 +156,12 @@ class Triggering(FacadeBase):
                 )
 
 
-def _async_connection(connection: object) -> AsyncConnection:
-    from sqlalchemy.ext.asyncio import AsyncConnection
-
-    if not isinstance(connection, AsyncConnection):
+def _checked(connection: object, kind: type[C], instead: str) -> C:
+    """``connection``, if it is the kind this method writes through; else a clear error."""
+    if not isinstance(connection, kind):
         raise ValidationError(
-            f"connection= takes a SQLAlchemy AsyncConnection, not {type(connection).__name__}"
-            " (an AsyncSession's is `await session.connection()`; a Connection goes to trigger)"
+            f"connection= takes a SQLAlchemy {kind.__name__}, not {type(connection).__name__}"
+            f" ({instead})"
         )
     return connection
 

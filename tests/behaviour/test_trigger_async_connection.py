@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from durably import Durably, Event, Job, ValidationError
 from tests.behaviour.recording import record_events
@@ -40,7 +41,10 @@ def app_engine(db_url: str, driver: str, durably: Durably) -> Iterator[AsyncEngi
     """The application's own async engine on durably's database, with its orders table."""
     with durably.engine.begin() as conn:
         orders.create(conn)
-    engine = create_async_engine(make_url(db_url).set(drivername=ASYNC_DRIVERS[driver]))
+    # Unpooled: each test's asyncio.run is a loop of its own, and an async driver's
+    # connection belongs to the loop that opened it (an app has one loop).
+    url = make_url(db_url).set(drivername=ASYNC_DRIVERS[driver])
+    engine = create_async_engine(url, poolclass=NullPool)
     yield engine
     asyncio.run(engine.dispose())
 

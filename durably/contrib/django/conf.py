@@ -138,9 +138,9 @@ def _postgresql_url(database: Mapping[str, Any]) -> URL:
                 f'durably can pass on; set settings.{SETTING} = {{"URL": ...}}'
             )
         query[key] = str(value)
-    host = str(database.get("HOST") or "") or None
-    if host is not None and host.startswith("/"):  # a socket's directory
-        query["host"], host = host, None
+    host = str(database.get("HOST") or "")
+    if host.startswith("/"):  # a socket's directory
+        query["host"], host = host, ""
     port = str(database.get("PORT") or "")
     if port and not port.isdigit():
         raise ValidationError(f"DATABASES['default']['PORT'] is not a port number: {port!r}")
@@ -148,7 +148,7 @@ def _postgresql_url(database: Mapping[str, Any]) -> URL:
         "postgresql+psycopg",
         username=database.get("USER") or None,
         password=database.get("PASSWORD") or None,
-        host=host,
+        host=host or None,
         port=int(port) if port else None,
         database=database.get("NAME") or None,
         query=query,
