@@ -76,10 +76,19 @@ def durably(postgres_db: str) -> Iterator[Durably]:
 
 async def _trigger_and_process(durably: Durably, n: int) -> Any:
     run = await _job(durably, "double").trigger_async(n)
-    assert await durably.process_one_async()
-    # Another loop's process_one_async may have claimed this run, and this one its run.
-    done = await durably.wait_for_run_async(run.id, timeout=WAIT)
-    assert done.status is RunStatus.COMPLETED
+    # Another loop's process_one_async may claim this run, and this one the other's;
+    # or this one finds none at that instant (the other claim holds the row it could
+    # see, and its statement's snapshot predates the other loop's run): process on
+    # until this run has ended.
+    deadline = time.monotonic() + WAIT
+    done = await durably.get_run_async(run.id)
+    while done is not None and done.status in (RunStatus.PENDING, RunStatus.LEASED):
+        assert time.monotonic() < deadline, done
+        if not await durably.process_one_async():
+            await asyncio.sleep(0.01)
+        done = await durably.get_run_async(run.id)
+    assert done is not None
+    assert done.status is RunStatus.COMPLETED, done
     return done.output
 
 
