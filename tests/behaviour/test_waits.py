@@ -281,6 +281,11 @@ def test_a_retried_run_waits_again_for_the_same_wait(durably: Durably) -> None:
     assert calls == {"request": 1, "notify": 1, "after": 1}
 
 
+NAP = timedelta(seconds=2)
+"""Long enough that a loaded machine's pause between the sleep's two writes
+(the wait stored, then waited for) cannot end it in the first process."""
+
+
 def test_a_durable_sleep_wakes_at_the_time_its_first_call_fixed(
     make_durably: Callable[..., Durably],
 ) -> None:
@@ -290,7 +295,7 @@ def test_a_durable_sleep_wakes_at_the_time_its_first_call_fixed(
         @durably.job("nap")
         def nap(step: StepContext, _input: None) -> str:
             step.run("before", lambda: calls.update(["before"]))
-            step.sleep("nap", timedelta(milliseconds=300))
+            step.sleep("nap", NAP)
             step.run("after", lambda: calls.update(["after"]))
             return "rested"
 
@@ -311,7 +316,7 @@ def test_a_durable_sleep_wakes_at_the_time_its_first_call_fixed(
     assert calls == {"before": 1, "after": 1}
     (woke,) = second.get_waits(run.id)
     assert (woke.kind, woke.status) == ("sleep", WaitStatus.TIMED_OUT)
-    assert woke.deadline_at == sleep.deadline_at == sleep.created_at + timedelta(milliseconds=300)
+    assert woke.deadline_at == sleep.deadline_at == sleep.created_at + NAP
     assert woke.resolved_at == woke.deadline_at
     with pytest.raises(ConflictError, match="sleep"):
         second.signal(woke.id, "wake up")
