@@ -26,15 +26,17 @@ def _recording(durably: Durably, name: str, order: list[Any], **options: Any) ->
 
 def test_a_delayed_run_is_pending_and_not_claimed_before_its_time(durably: Durably) -> None:
     job = _recording(durably, "later", [])
-    before = datetime.now(timezone.utc)
-    run = job.trigger("x", delay=0.4)
+    with testing.fake_clock(durably) as clock:  # no real pause may make it due early
+        run = job.trigger("x", delay=0.4)
 
-    assert run.status == RunStatus.PENDING
-    assert run.run_at - before >= timedelta(seconds=0.399)  # stored in milliseconds
-    assert run.run_at.utcoffset() == timedelta(0)
-    assert durably.process_one() is False
-    time.sleep(0.45)
-    assert durably.process_one() is True
+        assert run.status == RunStatus.PENDING
+        assert run.run_at - run.created_at == timedelta(seconds=0.4)
+        assert run.run_at.utcoffset() == timedelta(0)
+        assert durably.process_one() is False
+        clock.advance(0.399)
+        assert durably.process_one() is False
+        clock.advance(0.001)
+        assert durably.process_one() is True
     assert durably.get_run(run.id).status == RunStatus.COMPLETED  # type: ignore[union-attr]
 
 
