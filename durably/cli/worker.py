@@ -18,7 +18,7 @@ import argparse
 import asyncio
 import logging
 import signal
-import threading
+import socket
 from types import FrameType
 
 from ..app import Durably
@@ -99,21 +99,55 @@ def run_until_signalled(
     log: logging.Logger,
 ) -> None:
     """Run the thread engine (already started is fine) until SIGTERM or SIGINT, then stop it."""
-    stopping = threading.Event()
-
-    def _on_signal(signum: int, _frame: FrameType | None) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    if not durably.is_running:
-        durably.start(queues=queues)
-    _started(log, durably)
-    stopping.wait()
-    log.info("worker %s stopping", durably.worker_id)
-    durably.stop(timeout=shutdown_timeout)
-    durably.close()
+    with StopSignals() as signals:
+        if not durably.is_running:
+            durably.start(queues=queues)
+        _started(log, durably)
+        signals.wait()
+        log.info("worker %s stopping", durably.worker_id)
+        durably.stop(timeout=shutdown_timeout)
+        durably.close()
     log.info("worker %s stopped", durably.worker_id)
+
+
+class StopSignals:
+    """SIGTERM and SIGINT, waited for by the main thread without taking a lock.
+
+    Python runs a signal handler in the main thread between two bytecodes,
+    and that may be inside ``threading.Event.wait`` while the thread holds the
+    event's lock: a handler calling ``Event.set`` then waits for itself
+    forever, and the worker never stops. So the handlers installed here do
+    nothing; the signal's number reaches :meth:`wait` through the wake-up file
+    descriptor that Python's C-level handler writes to (as asyncio's signal
+    handling does). A signal that comes before :meth:`wait` is kept until then.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __enter__(self) -> StopSignals:
+        self._reader, self._writer = socket.socketpair()
+        self._writer.setblocking(False)
+        self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+        self._previous = {signum: signal.signal(signum, _let_through) for signum in self.SIGNALS}
+        return self
+
+    def wait(self) -> int:
+        """Block until SIGTERM or SIGINT comes (or came); returns its number."""
+        while True:
+            for signum in self._reader.recv(64):  # one byte per signal handled
+                if signum in self.SIGNALS:
+                    return signum
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, signal.SIG_DFL if previous is None else previous)
+        signal.set_wakeup_fd(self._previous_fd)
+        self._reader.close()
+        self._writer.close()
+
+
+def _let_through(_signum: int, _frame: FrameType | None) -> None:
+    """The signal is delivered through the wake-up file descriptor (:class:`StopSignals`)."""
 
 
 async def _asyncio_worker(
