@@ -10,6 +10,7 @@ serverless processing.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import threading
@@ -328,10 +329,7 @@ class Durably(Registering, Changing, Reading, Processing, Scheduling, Waits):
         if loop is not None:
             signal_handlers.stop_on_loop(loop, self.stop_async(timeout), timeout, then)
             return
-        try:
-            self.stop(timeout)
-        finally:
-            then()
+        signal_handlers.stop_in_thread(functools.partial(self.stop, timeout), timeout, then)
 
     @property
     def is_running(self) -> bool:

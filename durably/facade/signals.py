@@ -11,11 +11,14 @@ called, or the process ends as the signal would have ended it, but through an
 exception, so that ``finally:`` blocks and ``atexit`` handlers run.
 
 Python calls a handler in the main thread, between two bytecodes of whatever
-that thread was doing. The thread engine is stopped right there. The asyncio
-engine is stopped on its loop; when that loop is the main thread's, the
-handler cannot wait for it (the loop would never get to run), so it schedules
-the stop on the loop and the signal goes on from there once the engine is
-stopped.
+that thread was doing, and that thread may hold a lock the stop needs (in
+``start()``, or in a trigger's write). So the thread engine is stopped in a
+thread of its own, which the handler waits for at most the timeout plus
+:data:`STOP_MARGIN`; a stop held up so finishes once the signal has gone on
+and the main thread has let go of what it held. The asyncio engine is stopped
+on its loop; when that loop is the main thread's, the handler cannot wait for
+it (the loop would never get to run), so it schedules the stop on the loop
+and the signal goes on from there once the engine is stopped.
 """
 
 from __future__ import annotations
@@ -37,10 +40,10 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 StopEngine = Callable[[float, Callable[[], None]], None]
 """``stop(timeout, then)``: stop the engine, then call ``then`` (at once, or later on its loop)."""
 
-LOOP_MARGIN = 5.0
-"""Seconds beyond the timeout a handler waits for an engine's loop in another thread.
+STOP_MARGIN = 5.0
+"""Seconds beyond the timeout a handler waits for a stop in another thread or loop.
 
-That loop may itself be blocked; the signal must go on regardless.
+That thread or loop may itself be blocked; the signal must go on regardless.
 """
 
 _tasks: set[asyncio.Task[None]] = set()
@@ -102,6 +105,21 @@ def chain(previous: Any, signum: int, frame: FrameType | None) -> None:
         raise SystemExit(128 + signum)
 
 
+def stop_in_thread(stop: Callable[[], None], timeout: float, then: Callable[[], None]) -> None:
+    """Run ``stop`` (the thread engine's) in a thread; wait for it a while, then call ``then``.
+
+    The thread is not a daemon: one still waiting for a lock the interrupted
+    main thread held goes on once ``then`` has let that thread unwind, and
+    the interpreter waits for it before it exits.
+    """
+    thread = threading.Thread(target=stop, name="durably-signal-stop")
+    thread.start()
+    try:
+        thread.join(timeout + STOP_MARGIN)
+    finally:
+        then()
+
+
 def stop_on_loop(
     loop: asyncio.AbstractEventLoop,
     stopping: Coroutine[Any, Any, None],
@@ -118,7 +136,7 @@ def stop_on_loop(
             return
         future = asyncio.run_coroutine_threadsafe(stopping, loop)
         try:
-            future.result(timeout + LOOP_MARGIN)
+            future.result(timeout + STOP_MARGIN)
         except concurrent.futures.TimeoutError:
             future.cancel()
     finally:

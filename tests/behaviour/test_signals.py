@@ -1,15 +1,21 @@
 """``durably.install_signal_handlers()``: a signal stops the engine, then goes on as before.
 
 Signals are raised in this process with ``signal.raise_signal``, which runs
-the Python handler before it returns. tests/crash/test_signal_handlers.py
-sends a real SIGTERM to a script with a run in flight.
+the Python handler before it returns; a signal that must fall while durably
+holds its own locks is raised in a script of its own.
+tests/crash/test_signal_handlers.py sends a real SIGTERM to a script with a
+run in flight.
 """
 
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
 
 import pytest
@@ -114,3 +120,48 @@ def test_bad_options_are_refused_and_install_nothing(
     with pytest.raises(ValidationError):
         durably.install_signal_handlers(**options)  # type: ignore[arg-type]
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+SIGNAL_DURING_START = textwrap.dedent(
+    """
+    import signal, sys
+    from sqlalchemy import event
+    from durably import Durably
+
+    durably = Durably(sys.argv[1])
+    durably.migrate()
+    durably.install_signal_handlers(timeout=0.5)
+    checkouts = []
+
+    @event.listens_for(durably.engine, "checkout")
+    def sigterm_at_the_first(*_args):
+        checkouts.append(1)
+        if len(checkouts) == 1:  # inside start(), which holds the engine's lock
+            signal.raise_signal(signal.SIGTERM)
+
+    durably.start()
+    print("start() returned")
+    """
+)
+
+
+def test_a_signal_that_falls_inside_start_still_ends_the_process(tmp_path: Path) -> None:
+    # The handler interrupts the main thread while start() holds a lock the stop
+    # needs: stopping right there used to wait for itself forever.
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", SIGNAL_DURING_START, url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the process never ended")
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    assert "start() returned" not in done.stdout
+    client = Durably(url)
+    try:
+        assert client.get_workers() == []
+    finally:
+        client.close()

@@ -4,7 +4,7 @@
 
 What ``docs/web.md`` tells a script (or ``flask run``) to do: start the engine,
 call ``durably.install_signal_handlers(TIMEOUT)``, then get on with its own
-work, here waiting forever. ``ENGINE`` is ``thread`` (``start()``, the main
+work, here sleeping forever. ``ENGINE`` is ``thread`` (``start()``, the main
 thread blocked in a wait) or ``asyncio`` (``start_async()`` inside
 ``asyncio.run``, the main thread running the loop).
 
@@ -23,7 +23,7 @@ import asyncio
 import atexit
 import signal
 import sys
-import threading
+import time
 from types import FrameType
 
 from tests.crash.jobs import durably, record
@@ -35,7 +35,10 @@ def _previous_handler(signum: int, _frame: FrameType | None) -> None:
 
 
 def _wait_forever() -> None:
-    threading.Event().wait()
+    # Short sleeps, not one wait without a timeout: a signal that falls just
+    # before such a wait blocks would not interrupt it (docs/web.md).
+    while True:
+        time.sleep(0.5)
 
 
 async def _main_async(timeout: float) -> None:
