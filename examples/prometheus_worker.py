@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
+import time
 
 from prometheus_client import start_http_server
 
@@ -41,13 +41,16 @@ def main() -> None:
     server, thread = start_http_server(
         int(os.environ.get("METRICS_PORT", "9464")), addr="127.0.0.1", registry=metrics.registry
     )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # The handler only records the signal: Python runs it in the main thread,
+    # which may be inside a lock's wait (an Event's set() could deadlock there).
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
     durably.start()
     try:
         resize.batch_trigger([{"width": width} for width in (640, 1280, 1920)])
         print("serving metrics on", server.server_address, flush=True)
-        stop.wait()
+        while not stopping:
+            time.sleep(0.5)  # short naps: a wait without a timeout can miss the signal
     except KeyboardInterrupt:
         pass
     finally:
