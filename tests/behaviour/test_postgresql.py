@@ -25,6 +25,9 @@ from durably.testing import claim
 from tests.conftest import FAST
 
 CLAIMERS = 8
+LEASED = {**FAST, "stale_threshold": 300.0}
+"""Leases that outlast the test: nobody heartbeats ``testing.claim``'s leases, and a run
+whose lease expired mid-test may rightly be claimed again."""
 JOBS = ("echo", "echo-1", "echo-2", "echo-3", "echo-4")
 """A concurrency key has one pending run per job: five jobs give each key five candidates."""
 
@@ -39,7 +42,7 @@ def make_claimers(postgres_db: str) -> Iterator[Callable[..., list[Durably]]]:
 
     def factory(**queue_limits: Any) -> list[Durably]:
         for index in range(CLAIMERS):
-            instance = Durably(postgres_db, **FAST)
+            instance = Durably(postgres_db, **LEASED)
             instance.migrate()
             if queue_limits:
                 instance.queue("limited", **queue_limits)
