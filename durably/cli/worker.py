@@ -114,9 +114,11 @@ class StopSignals:
     """SIGTERM and SIGINT, waited for by the main thread without taking a lock.
 
     Python runs a signal handler in the main thread between two bytecodes,
-    and that may be inside ``threading.Event.wait`` while the thread holds the
-    event's lock: a handler calling ``Event.set`` then waits for itself
-    forever, and the worker never stops. So the handlers installed here do
+    so a handler that sets a ``threading.Event`` the main thread waits on
+    fails in two ways: the signal falls while the main thread holds the
+    event's lock (the handler then waits for itself forever), or just before
+    the wait blocks (the wait then never wakes for the handler to run).
+    Either way the worker never stops. So the handlers installed here do
     nothing; the signal's number reaches :meth:`wait` through the wake-up file
     descriptor that Python's C-level handler writes to (as asyncio's signal
     handling does). A signal that comes before :meth:`wait` is kept until then.
