@@ -23,6 +23,7 @@ from types import FrameType
 
 from ..app import Durably
 from ..facade.processing import check_queues
+from ..facade.signals import STOP_SIGNALS
 from ..storage.urls import display_url
 from ..worker_log import LOGGER_NAME, log_worker_events
 from .common import EXIT_OK, load_app, opened
@@ -124,20 +125,18 @@ class StopSignals:
     handling does). A signal that comes before :meth:`wait` is kept until then.
     """
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
     def __enter__(self) -> StopSignals:
         self._reader, self._writer = socket.socketpair()
         self._writer.setblocking(False)
         self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
-        self._previous = {signum: signal.signal(signum, _let_through) for signum in self.SIGNALS}
+        self._previous = {signum: signal.signal(signum, _let_through) for signum in STOP_SIGNALS}
         return self
 
     def wait(self) -> int:
         """Block until SIGTERM or SIGINT comes (or came); returns its number."""
         while True:
             for signum in self._reader.recv(64):  # one byte per signal handled
-                if signum in self.SIGNALS:
+                if signum in STOP_SIGNALS:
                     return signum
 
     def __exit__(self, *exc_info: object) -> None:

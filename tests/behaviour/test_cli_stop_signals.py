@@ -4,13 +4,14 @@ The worker's main thread waits for the signal with
 :class:`durably.cli.worker.StopSignals`. Python runs a signal handler in the
 main thread between two bytecodes; a handler that took a lock (as
 ``threading.Event.set`` does) would wait forever when the signal comes while
-the main thread holds that same lock, a window that threads contending for
-the GIL widen. A crash test's worker hung so, once in a few thousand stops.
+the main thread holds that same lock, and a wait without a timeout can miss
+a signal that falls just before it blocks. Threads contending for the GIL
+widen both windows; a crash test's worker hung so.
 
 The race is run here many times in one process: a busy thread, and a
 SIGTERM sent to the process at a random moment as the main thread starts
-waiting. A wait on a ``threading.Event`` set by the handler hung in most
-runs of this script (three of four, within 400 rounds).
+waiting. A wait on a ``threading.Event`` set by the handler hangs in most
+runs of this script.
 """
 
 from __future__ import annotations

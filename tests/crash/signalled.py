@@ -5,7 +5,7 @@
 What ``docs/web.md`` tells a script (or ``flask run``) to do: start the engine,
 call ``durably.install_signal_handlers(TIMEOUT)``, then get on with its own
 work, here sleeping forever. ``ENGINE`` is ``thread`` (``start()``, the main
-thread blocked in a wait) or ``asyncio`` (``start_async()`` inside
+thread sleeping) or ``asyncio`` (``start_async()`` inside
 ``asyncio.run``, the main thread running the loop).
 
 With ``--previous-handler`` the script installs its own SIGTERM handler first;
